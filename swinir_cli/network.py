@@ -1,0 +1,400 @@
+"""The SwinIR network (Liang et al., 2021), written for inference.
+
+Tensor names match the authors' ``models/network_swinir.py``, so their checkpoints load without renaming.
+Training machinery (dropout, drop-path, gradient checkpointing, absolute position embedding) is left
+out; the released models use none of it at test time.
+
+The relative position bias of each attention layer and the shifted-window mask of each input size are
+computed once and cached, and attention runs through ``scaled_dot_product_attention``. Setting
+``SwinIR.optimized = False`` restores the authors' computation order (bias and mask rebuilt on every call,
+explicit softmax), which the benchmark uses as its baseline.
+
+This module imports nothing from the rest of swinir-cli.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["UPSAMPLERS", "SwinIR", "SwinIRConfig"]
+
+UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv", "")
+
+#: The authors' mean of DIV2K in RGB order, subtracted before the network for 3-channel models.
+RGB_MEAN = (0.4488, 0.4371, 0.4040)
+#: Additive mask value between tokens of different regions in a shifted window (the authors' value).
+SHIFT_MASK_VALUE = -100.0
+#: Feature channels of the reconstruction heads of classical and real-world SR.
+HEAD_FEATURES = 64
+
+
+@dataclass(frozen=True)
+class SwinIRConfig:
+    """Hyper-parameters of one SwinIR network.
+
+    ``upscale`` is 1 for denoising/JPEG models (``upsampler == ""``); ``img_range`` is the factor applied to
+    the input after the mean shift: 1.0 for every released model except the JPEG ones (255.0).
+    """
+
+    in_chans: int = 3
+    embed_dim: int = 180
+    depths: tuple[int, ...] = (6, 6, 6, 6, 6, 6)
+    num_heads: tuple[int, ...] = (6, 6, 6, 6, 6, 6)
+    window_size: int = 8
+    mlp_ratio: float = 2.0
+    upscale: int = 1
+    upsampler: str = ""
+    resi_connection: str = "1conv"
+    img_range: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "depths", tuple(self.depths))
+        object.__setattr__(self, "num_heads", tuple(self.num_heads))
+        if self.upsampler not in UPSAMPLERS:
+            raise ValueError(f"upsampler {self.upsampler!r} is not one of {UPSAMPLERS}")
+        if self.resi_connection not in ("1conv", "3conv"):
+            raise ValueError(f"resi_connection {self.resi_connection!r} is not '1conv' or '3conv'")
+        if len(self.depths) != len(self.num_heads):
+            raise ValueError(f"depths {self.depths} and num_heads {self.num_heads} differ in length")
+        if any(self.embed_dim % heads for heads in self.num_heads):
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.upsampler == "" and self.upscale != 1:
+            raise ValueError(f"upscale {self.upscale} needs an upsampler")
+        if self.upsampler == "nearest+conv" and self.upscale not in (2, 4):
+            raise ValueError(f"upsampler 'nearest+conv' supports upscale 2 or 4, not {self.upscale}")
+        if self.upsampler == "pixelshuffle" and not _is_pixelshuffle_scale(self.upscale):
+            raise ValueError(f"upsampler 'pixelshuffle' supports upscale 2^n or 3, not {self.upscale}")
+
+    @property
+    def scale(self) -> int:
+        """Output pixels per input pixel along each side."""
+        return self.upscale
+
+
+def _is_pixelshuffle_scale(scale: int) -> bool:
+    return scale == 3 or (scale >= 2 and scale & (scale - 1) == 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Blocks
+# --------------------------------------------------------------------------------------------------
+
+
+def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B * H/window * W/window, window * window, C), windows in row-major order."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window, window, w // window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window, c)
+
+
+def window_reverse(windows: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: (B * nW, window * window, C) -> (B, H, W, C)."""
+    c = windows.shape[-1]
+    x = windows.view(-1, h // window, w // window, window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
+
+
+def relative_position_index(window: int) -> torch.Tensor:
+    """(window², window²) indices into a ((2·window - 1)², heads) bias table, as the authors build it."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+    relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
+    return relative[:, :, 0] * (2 * window - 1) + relative[:, :, 1]
+
+
+def shift_window_mask(h: int, w: int, window: int, shift: int) -> torch.Tensor:
+    """(nW, window², window²) additive mask: 0 within a region, -100 across the regions a roll wrapped.
+
+    ``h`` and ``w`` are multiples of ``window``.
+    """
+    region = torch.zeros(h, w)
+    bounds = ((0, -window), (-window, -shift), (-shift, None))
+    for i, (h0, h1) in enumerate(bounds):
+        for j, (w0, w1) in enumerate(bounds):
+            region[h0:h1, w0:w1] = i * 3 + j
+    ids = window_partition(region.view(1, h, w, 1), window).squeeze(-1)
+    differs = ids.unsqueeze(1) != ids.unsqueeze(2)
+    return torch.zeros(differs.shape).masked_fill_(differs, SHIFT_MASK_VALUE)
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside windows, with a learned relative position bias."""
+
+    def __init__(self, dim: int, window: int, num_heads: int) -> None:
+        super().__init__()
+        self.window = window
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
+        self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+        self._bias_cache: tuple[tuple, torch.Tensor] | None = None
+
+    def position_bias(self, cached: bool = True) -> torch.Tensor:
+        """(heads, N, N) bias added to the attention logits, N = window². Rebuilt when the table changes."""
+        table = self.relative_position_bias_table
+        version = None if table.is_inference() else table._version  # in-place edits bump the version
+        key = (table.device, table.dtype, table.data_ptr(), version)
+        if cached and self._bias_cache is not None and self._bias_cache[0] == key:
+            return self._bias_cache[1]
+        n = self.window * self.window
+        bias = table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1).contiguous()
+        if cached:
+            self._bias_cache = (key, bias)
+        return bias
+
+    def clear_cache(self) -> None:
+        self._bias_cache = None
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, optimized: bool = True) -> torch.Tensor:
+        """x: (B * nW, N, C); mask: (nW, N, N) or None. Returns (B * nW, N, C)."""
+        bw, n, c = x.shape
+        qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        bias = self.position_bias(cached=optimized).to(q.dtype)
+        if mask is None:
+            logits_bias = bias.unsqueeze(0)
+        else:
+            logits_bias = mask.to(q.dtype).unsqueeze(1) + bias.unsqueeze(0)
+            if bw != mask.shape[0]:  # several images in the batch: their windows share the mask
+                logits_bias = logits_bias.repeat(bw // mask.shape[0], 1, 1, 1)
+        if optimized:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=logits_bias, scale=self.scale)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1) + logits_bias
+            out = attn.softmax(dim=-1) @ v
+        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class SwinTransformerBlock(nn.Module):
+    """LayerNorm → (shifted) window attention → residual; LayerNorm → MLP → residual."""
+
+    def __init__(self, dim: int, num_heads: int, window: int, shift: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.window = window
+        self.shift = shift
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, window, num_heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int], masks: _MaskCache) -> torch.Tensor:
+        """x: (B, H*W, C) tokens of an image of ``size`` = (H, W), both multiples of the window."""
+        h, w = size
+        b, _, c = x.shape
+        y = self.norm1(x).view(b, h, w, c)
+        if self.shift:
+            y = torch.roll(y, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        mask = masks.get(h, w, self.window, self.shift, x.device) if self.shift else None
+        y = self.attn(window_partition(y, self.window), mask, optimized=masks.enabled)
+        y = window_reverse(y, self.window, h, w)
+        if self.shift:
+            y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
+        x = x + y.reshape(b, h * w, c)
+        return x + self.mlp(self.norm2(x))
+
+
+class _MaskCache:
+    """Shifted-window masks by (size, window, shift, device); shared by every block of a network."""
+
+    def __init__(self) -> None:
+        self.enabled = True
+        self._masks: dict[tuple, torch.Tensor] = {}
+
+    def clear(self) -> None:
+        self._masks.clear()
+
+    def get(self, h: int, w: int, window: int, shift: int, device: torch.device) -> torch.Tensor:
+        if not self.enabled:  # the authors' way: rebuilt on the CPU in every block, then copied
+            return shift_window_mask(h, w, window, shift).to(device)
+        key = (h, w, window, shift, device)
+        if key not in self._masks:
+            if len(self._masks) >= 8:  # tiles come in a handful of shapes; whole images in one
+                self.clear()
+            self._masks[key] = shift_window_mask(h, w, window, shift).to(device)
+        return self._masks[key]
+
+
+def _conv_block(dim: int, kind: str) -> nn.Module:
+    """The convolution closing a residual group and the trunk: one 3x3, or 3x3 → 1x1 → 3x3 at dim/4."""
+    if kind == "1conv":
+        return nn.Conv2d(dim, dim, 3, 1, 1)
+    quarter = dim // 4
+    return nn.Sequential(
+        nn.Conv2d(dim, quarter, 3, 1, 1),
+        nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(quarter, quarter, 1, 1, 0),
+        nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(quarter, dim, 3, 1, 1),
+    )
+
+
+class ResidualGroup(nn.Module):
+    """The authors' ``BasicLayer``: Swin blocks alternating plain and shifted windows."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, window: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            SwinTransformerBlock(dim, num_heads, window, 0 if i % 2 == 0 else window // 2, mlp_ratio)
+            for i in range(depth)
+        )
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int], masks: _MaskCache) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x, size, masks)
+        return x
+
+
+class RSTB(nn.Module):
+    """Residual Swin Transformer block: a residual group, a conv on the image-shaped features, a skip."""
+
+    def __init__(self, config: SwinIRConfig, num_heads: int, depth: int) -> None:
+        super().__init__()
+        dim = config.embed_dim
+        self.residual_group = ResidualGroup(dim, depth, num_heads, config.window_size, config.mlp_ratio)
+        self.conv = _conv_block(dim, config.resi_connection)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int], masks: _MaskCache) -> torch.Tensor:
+        b, _, c = x.shape
+        y = self.residual_group(x, size, masks)
+        y = self.conv(y.transpose(1, 2).reshape(b, c, *size))
+        return y.flatten(2).transpose(1, 2) + x
+
+
+class _PatchEmbedNorm(nn.Module):
+    """Holds the LayerNorm applied to the flattened shallow features (``patch_embed.norm``)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.flatten(2).transpose(1, 2))
+
+
+def _pixelshuffle_head(scale: int, features: int) -> nn.Sequential:
+    """Conv + PixelShuffle(2) per factor of 2, or one conv + PixelShuffle(3)."""
+    layers: list[nn.Module] = []
+    factors = [3] if scale == 3 else [2] * int(math.log2(scale))
+    for f in factors:
+        layers += [nn.Conv2d(features, f * f * features, 3, 1, 1), nn.PixelShuffle(f)]
+    return nn.Sequential(*layers)
+
+
+# --------------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------------
+
+
+class SwinIR(nn.Module):
+    """SwinIR for super-resolution (x2/x3/x4/x8), denoising and JPEG artifact removal.
+
+    ``forward`` takes (B, in_chans, H, W) images with values in [0, 1] (any H, W: the input is
+    reflect-padded to a multiple of the window and the output cropped back) and returns
+    (B, in_chans, H * upscale, W * upscale), unclamped.
+    """
+
+    def __init__(self, config: SwinIRConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim, chans = config.embed_dim, config.in_chans
+        mean = torch.tensor(RGB_MEAN).view(1, 3, 1, 1) if chans == 3 else torch.zeros(1, 1, 1, 1)
+        self.register_buffer("mean", mean, persistent=False)
+        self._masks = _MaskCache()
+        self.register_load_state_dict_post_hook(lambda module, _keys: module.clear_caches())
+
+        self.conv_first = nn.Conv2d(chans, dim, 3, 1, 1)
+        self.patch_embed = _PatchEmbedNorm(dim)
+        self.layers = nn.ModuleList(
+            RSTB(config, heads, depth) for depth, heads in zip(config.depths, config.num_heads, strict=True)
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.conv_after_body = _conv_block(dim, config.resi_connection)
+
+        up = config.upsampler
+        if up in ("pixelshuffle", "nearest+conv"):
+            self.conv_before_upsample = nn.Sequential(
+                nn.Conv2d(dim, HEAD_FEATURES, 3, 1, 1), nn.LeakyReLU(inplace=True)
+            )
+        if up == "pixelshuffle":
+            self.upsample = _pixelshuffle_head(config.upscale, HEAD_FEATURES)
+            self.conv_last = nn.Conv2d(HEAD_FEATURES, chans, 3, 1, 1)
+        elif up == "pixelshuffledirect":
+            self.upsample = nn.Sequential(
+                nn.Conv2d(dim, config.upscale**2 * chans, 3, 1, 1), nn.PixelShuffle(config.upscale)
+            )
+        elif up == "nearest+conv":
+            self.conv_up1 = nn.Conv2d(HEAD_FEATURES, HEAD_FEATURES, 3, 1, 1)
+            if config.upscale == 4:
+                self.conv_up2 = nn.Conv2d(HEAD_FEATURES, HEAD_FEATURES, 3, 1, 1)
+            self.conv_hr = nn.Conv2d(HEAD_FEATURES, HEAD_FEATURES, 3, 1, 1)
+            self.conv_last = nn.Conv2d(HEAD_FEATURES, chans, 3, 1, 1)
+            self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
+        else:
+            self.conv_last = nn.Conv2d(dim, chans, 3, 1, 1)
+
+    @property
+    def optimized(self) -> bool:
+        """Cached bias/masks and fused attention (True, default) or the authors' computation order."""
+        return self._masks.enabled
+
+    @optimized.setter
+    def optimized(self, value: bool) -> None:
+        self._masks.enabled = value
+
+    def clear_caches(self) -> None:
+        """Forget cached position biases and window masks (done automatically on ``load_state_dict``)."""
+        self._masks.clear()
+        for module in self.modules():
+            if isinstance(module, WindowAttention):
+                module.clear_cache()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Deep features of shallow features x: (B, C, H, W) -> (B, C, H, W), H and W window multiples."""
+        b, c, h, w = x.shape
+        tokens = self.patch_embed(x)
+        for layer in self.layers:
+            tokens = layer(tokens, (h, w), self._masks)
+        return self.norm(tokens).transpose(1, 2).reshape(b, c, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[2:]
+        window = self.config.window_size
+        x = F.pad(x, (0, -w % window, 0, -h % window), mode="reflect")
+        x = (x - self.mean.to(x.dtype)) * self.config.img_range
+
+        features = self.conv_first(x)
+        body = self.conv_after_body(self.forward_features(features)) + features
+        up = self.config.upsampler
+        if up == "pixelshuffle":
+            x = self.conv_last(self.upsample(self.conv_before_upsample(body)))
+        elif up == "pixelshuffledirect":
+            x = self.upsample(body)
+        elif up == "nearest+conv":
+            x = self.conv_before_upsample(body)
+            x = self.lrelu(self.conv_up1(F.interpolate(x, scale_factor=2, mode="nearest")))
+            if self.config.upscale == 4:
+                x = self.lrelu(self.conv_up2(F.interpolate(x, scale_factor=2, mode="nearest")))
+            x = self.conv_last(self.lrelu(self.conv_hr(x)))
+        else:
+            x = x + self.conv_last(body)
+
+        x = x / self.config.img_range + self.mean.to(x.dtype)
+        s = self.config.upscale
+        return x[:, :, : h * s, : w * s]
