@@ -1,0 +1,676 @@
+"""Reading and writing images faithfully: bit depth, alpha, orientation and metadata survive the trip.
+
+Pixel layout used throughout swinir-cli:
+
+* ``pixels`` is always a 3-D array ``H x W x C`` with ``C == 1`` (grayscale) or ``C == 3`` (RGB order),
+  dtype ``uint8`` (values 0..255) or ``uint16`` (0..65535). Grayscale keeps its channel axis so that
+  every image has the same rank; ``pixels[..., 0]`` is what ``cv2.imread(path, cv2.IMREAD_GRAYSCALE)``
+  returns for a gray file, and for an 8-bit colour file ``pixels`` equals
+  ``cv2.imread(path, cv2.IMREAD_COLOR)[..., ::-1]`` (the authors' test script reads images that way).
+* ``alpha`` is ``None`` or an ``H x W`` array of the same dtype as ``pixels`` (straight, not premultiplied).
+
+Reading (:func:`read_image`) decodes with Pillow, except 16-bit colour PNG/TIFF, which Pillow can only
+give as 8 bits and which OpenCV decodes instead, so that 16-bit data never passes through 8 bits.
+Conversions: 1-bit -> gray 0/255; palette -> RGB (RGBA when it has transparency); a ``tRNS`` colour key
+-> alpha; CMYK -> RGB through its ICC profile when it has one (the profile becomes sRGB), else Pillow's
+plain formula; YCbCr/RGBX/premultiplied modes -> RGB(A); 32-bit integer gray -> uint16 when its values
+fit. Float and other exotic modes are refused. Multi-frame files (GIF, APNG, multi-page TIFF) give their
+first frame. The EXIF orientation is applied to the pixels exactly once and reset to 1 in the kept EXIF.
+
+Writing (:func:`write_image`, :func:`encode_image`) keeps 16 bits for PNG and TIFF (16-bit gray+alpha
+TIFF is stored as RGBA, since neither Pillow nor OpenCV reads it otherwise); formats that cannot
+hold 16 bits (JPEG, WebP, BMP, ...) get ``round(v / 257)``. Alpha is kept by PNG, TIFF, WebP, AVIF and
+TGA; other formats (JPEG, BMP, ...) store the colour channels as they are and drop alpha (no compositing
+onto a background). Gray stays gray where the format stores gray, else it is replicated to RGB (WebP,
+AVIF). Metadata carried unless ``strip_metadata``: the ICC profile (only when its colour space still
+matches the output: an RGB profile is dropped from a gray output and vice versa), EXIF (PNG, JPEG, WebP,
+AVIF; TIFF gets its descriptive tags: make, model, date, artist, copyright, software, description) and
+PNG text chunks (PNG only).
+
+Every failure is an :class:`~swinir_cli.errors.ImageError` whose one-line message names the file and
+the reason. Pillow's warnings during a read (corrupt EXIF and the like) are not printed: they are
+collected in :attr:`LoadedImage.warnings` for the caller to show.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import secrets
+import struct
+import threading
+import warnings
+import zlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import BinaryIO
+
+import cv2
+import numpy as np
+from PIL import Image, ImageCms, PngImagePlugin, TiffImagePlugin, TiffTags, UnidentifiedImageError
+
+from swinir_cli.errors import ImageError, UsageError
+
+# Pillow formats never opened: EPS runs Ghostscript on load; the others are identification-only stubs
+# or need Windows.
+_UNSAFE_OR_STUB_FORMATS = frozenset({"EPS", "BUFR", "GRIB", "HDF5", "MPEG", "WMF"})
+
+_GRAY_MODES = frozenset({"1", "L", "LA", "La"})
+_COLOUR_MODES = frozenset({"P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "YCbCr", "CMYK"})
+_UINT16_GRAY_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+
+# What a decoder can raise on hostile bytes; each becomes an ImageError naming the file.
+_DECODER_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    OverflowError,
+    MemoryError,
+    cv2.error,
+    Image.DecompressionBombError,
+)
+
+_ORIENTATION_TAG = 0x0112
+# EXIF tags that still describe the image after restoration; the only ones a TIFF output receives.
+_DESCRIPTIVE_TIFF_TAGS = (270, 271, 272, 305, 306, 315, 33432)
+
+_KEEPS_ALPHA = frozenset({"PNG", "TIFF", "WEBP", "AVIF", "TGA"})
+_KEEPS_GRAY = frozenset({"PNG", "TIFF", "JPEG", "BMP", "TGA", "PPM", "JPEG2000"})
+_KEEPS_16_BIT = frozenset({"PNG", "TIFF"})
+_CARRIES_EXIF = frozenset({"PNG", "JPEG", "WEBP", "AVIF"})
+_DEFAULT_QUALITY = {"JPEG": 95, "WEBP": 95, "AVIF": 90}
+_FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF", "JP2": "JPEG2000"}
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_SIGNATURES = (
+    (_PNG_SIGNATURE, "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF8", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+)
+_ZLIB_LEVEL = 6
+
+# Pillow's pixel limit is a process-wide setting; reads swap it (and capture warnings) under this lock.
+_PILLOW_LOCK = threading.Lock()
+
+
+class _PillowLimit:
+    """Sentinel for ``max_pixels``: use Pillow's ``Image.MAX_IMAGE_PIXELS`` (about 89.5 megapixels)."""
+
+    def __repr__(self) -> str:
+        return "PILLOW_LIMIT"
+
+
+PILLOW_LIMIT = _PillowLimit()
+
+
+def _readable_formats() -> list[str]:
+    Image.init()
+    return sorted(set(Image.OPEN) - _UNSAFE_OR_STUB_FORMATS)
+
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    extension
+    for extension, fmt in Image.registered_extensions().items()
+    if fmt in Image.OPEN and fmt not in _UNSAFE_OR_STUB_FORMATS
+)
+"""Lower-case file suffixes (with the dot) of every format :func:`read_image` opens."""
+
+
+def is_probably_image(path: Path) -> bool:
+    """Cheap test by suffix (no file access) used to skip non-image files found in directories."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageMetadata:
+    """Metadata carried from input to output.
+
+    ``icc_profile``: raw ICC bytes; ``exif``: serialised EXIF with the orientation already reset to 1;
+    ``png_text``: PNG ``tEXt``/``zTXt``/``iTXt`` chunks as key -> text.
+    """
+
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    png_text: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def icc_colour_space(self) -> str | None:
+        """The profile's data colour space from its header (``"RGB"``, ``"GRAY"``, ``"CMYK"``...)."""
+        if self.icc_profile is None or len(self.icc_profile) < 20:
+            return None
+        return self.icc_profile[16:20].decode("ascii", "replace").strip()
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedImage:
+    """An image in memory. See the module docstring for the layout of ``pixels`` and ``alpha``.
+
+    ``format`` is the Pillow name of the source format (``"PNG"``, ``"JPEG"``...) or None for an image
+    made in memory; ``name`` is used in messages; ``warnings`` holds what the decoder complained about
+    without failing.
+    """
+
+    pixels: np.ndarray
+    alpha: np.ndarray | None = None
+    format: str | None = None
+    metadata: ImageMetadata = dataclasses.field(default_factory=ImageMetadata)
+    name: str = "<image>"
+    warnings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        pixels = self.pixels
+        if pixels.ndim != 3 or pixels.shape[2] not in (1, 3) or pixels.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"pixels must be HxWx1 or HxWx3 uint8/uint16, got {pixels.shape} {pixels.dtype}")
+        if self.alpha is not None and (
+            self.alpha.shape != pixels.shape[:2] or self.alpha.dtype != pixels.dtype
+        ):
+            raise ValueError(f"alpha must be {pixels.shape[:2]} {pixels.dtype}, got {self.alpha.shape}")
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def channels(self) -> int:
+        """1 for grayscale, 3 for RGB (alpha not counted)."""
+        return int(self.pixels.shape[2])
+
+    @property
+    def is_gray(self) -> bool:
+        return self.channels == 1
+
+    @property
+    def bit_depth(self) -> int:
+        """8 or 16: bits per sample of ``pixels`` (and ``alpha``)."""
+        return 16 if self.pixels.dtype == np.uint16 else 8
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_image(
+    source: Path | str | bytes,
+    *,
+    name: str | None = None,
+    max_pixels: int | _PillowLimit | None = PILLOW_LIMIT,
+) -> LoadedImage:
+    """Decode an image file (or its bytes, e.g. from stdin) into a :class:`LoadedImage`.
+
+    ``name`` labels the image in messages (default: the path, or ``<stdin>`` for bytes).
+    ``max_pixels`` refuses images with more pixels than this, judged from the header before any pixel
+    memory is allocated: ``PILLOW_LIMIT`` (default) uses Pillow's limit, None disables the check.
+
+    Raises ImageError for an unreadable source (missing, directory, permissions), an empty file,
+    contents no reader recognises, corrupt or truncated data, too many pixels and unsupported modes.
+    """
+    if isinstance(source, bytes):
+        label = name or "<stdin>"
+        data = source
+    else:
+        label = name or str(source)
+        data = _read_source_bytes(Path(source), label)
+    if not data:
+        raise ImageError(f"{label}: empty file")
+    limit = Image.MAX_IMAGE_PIXELS if isinstance(max_pixels, _PillowLimit) else max_pixels
+    with _PILLOW_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        saved_limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None  # this module applies `limit` itself, as an error
+        try:
+            image = _decode(data, label, limit)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved_limit
+    return dataclasses.replace(image, warnings=tuple(_one_line(w.message) for w in caught))
+
+
+def _read_source_bytes(path: Path, label: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{label}: cannot read ({_os_reason(exc)})") from exc
+
+
+def _decode(data: bytes, label: str, limit: int | None) -> LoadedImage:
+    try:
+        with Image.open(io.BytesIO(data), formats=_readable_formats()) as opened:
+            _check_size(opened.size, limit, label)
+            pixels, alpha = _decode_pixels(opened, data, label)
+            orientation, metadata = _read_metadata(opened)
+            if opened.mode == "CMYK":
+                metadata = dataclasses.replace(
+                    metadata, icc_profile=_srgb_profile() if metadata.icc_profile else None
+                )
+            source_format = opened.format
+    except UnidentifiedImageError as exc:
+        claimed = _claimed_format(data)
+        if claimed is not None:
+            raise ImageError(f"{label}: corrupt or truncated {claimed} header") from exc
+        raise ImageError(f"{label}: not an image (no image format recognises its contents)") from exc
+    except _DECODER_ERRORS as exc:
+        raise ImageError(f"{label}: corrupt or truncated image data ({_one_line(exc)})") from exc
+    pixels, alpha = _apply_orientation(pixels, alpha, orientation)
+    return LoadedImage(pixels=pixels, alpha=alpha, format=source_format, metadata=metadata, name=label)
+
+
+def _claimed_format(data: bytes) -> str | None:
+    """The format a file's signature announces, for files whose header then fails to parse."""
+    for signature, name in _SIGNATURES:
+        if data.startswith(signature):
+            return name
+    return "WebP" if data[:4] == b"RIFF" and data[8:12] == b"WEBP" else None
+
+
+def _check_size(size: tuple[int, int], limit: int | None, label: str) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{label}: corrupt image header (size {width}x{height})")
+    if limit is not None and width * height > limit:
+        raise ImageError(
+            f"{label}: {width}x{height} = {width * height} pixels exceeds the limit of {limit} "
+            "(possible decompression bomb; raise the pixel limit to allow it)"
+        )
+
+
+def _decode_pixels(opened: Image.Image, data: bytes, label: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pixels (HxWxC) and alpha (HxW or None) of the first frame, before orientation."""
+    rawmode = _raw_mode(opened)  # read before load(), which clears the tile list
+    opened.load()  # decodes (and so validates) every byte first, whichever decoder delivers the pixels
+    mode = opened.mode
+    if mode in ("RGB", "RGBA") and ";16" in rawmode:  # Pillow has reduced 16-bit colour to 8 bits
+        return _decode_16_bit_colour(data, gray=rawmode.startswith("LA"), label=label)
+    if mode in _UINT16_GRAY_MODES or mode == "I":
+        return _uint16_gray(opened, label)
+    if mode == "CMYK":
+        opened = _cmyk_to_rgb(opened)
+    elif mode not in _GRAY_MODES | _COLOUR_MODES:
+        raise ImageError(f"{label}: unsupported pixel mode {mode!r}")
+    gray = mode in _GRAY_MODES
+    with_alpha = opened.has_transparency_data
+    target = ("LA" if gray else "RGBA") if with_alpha else ("L" if gray else "RGB")
+    array = np.asarray(opened.convert(target))
+    if array.ndim == 2:
+        return array[..., None], None
+    if not with_alpha:
+        return array, None
+    return np.ascontiguousarray(array[..., :-1]), np.ascontiguousarray(array[..., -1])
+
+
+def _raw_mode(opened: Image.Image) -> str:
+    """The decoder's raw mode (e.g. ``RGB;16B``) of the first tile, or "" when there is none."""
+    if not opened.tile:
+        return ""
+    args = opened.tile[0].args
+    rawmode = args[0] if isinstance(args, tuple) and args else args
+    return rawmode if isinstance(rawmode, str) else ""
+
+
+def _decode_16_bit_colour(data: bytes, *, gray: bool, label: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """16-bit RGB(A) or gray+alpha through OpenCV (Pillow has no 16-bit colour modes)."""
+    previous_level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    finally:
+        cv2.utils.logging.setLogLevel(previous_level)
+    if decoded is None or decoded.dtype != np.uint16 or decoded.ndim != 3:
+        raise ImageError(f"{label}: 16-bit colour image data could not be decoded")
+    if gray:  # OpenCV gives gray+alpha as BGRA with three equal colour channels
+        return np.ascontiguousarray(decoded[..., :1]), np.ascontiguousarray(decoded[..., -1])
+    colour = np.ascontiguousarray(decoded[..., 2::-1])
+    return colour, np.ascontiguousarray(decoded[..., 3]) if decoded.shape[2] == 4 else None
+
+
+def _uint16_gray(opened: Image.Image, label: str) -> tuple[np.ndarray, np.ndarray | None]:
+    values = np.asarray(opened)
+    if opened.mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
+        raise ImageError(f"{label}: unsupported pixel mode 'I' (32-bit values outside 0..65535)")
+    gray = values.astype(np.uint16)
+    key = opened.info.get("transparency")
+    alpha = np.where(gray == key, 0, 65535).astype(np.uint16) if isinstance(key, int) else None
+    return gray[..., None], alpha
+
+
+def _cmyk_to_rgb(opened: Image.Image) -> Image.Image:
+    icc = opened.info.get("icc_profile")
+    if icc:
+        try:
+            source_profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            converted = ImageCms.profileToProfile(
+                opened, source_profile, _srgb_cms_profile(), outputMode="RGB"
+            )
+        except ImageCms.PyCMSError as exc:
+            warnings.warn(f"CMYK ICC profile unusable ({_one_line(exc)}); converted without it", stacklevel=2)
+        else:
+            assert converted is not None  # profileToProfile returns an image unless inPlace=True
+            return converted
+    return opened.convert("RGB")
+
+
+def _srgb_cms_profile() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def _srgb_profile() -> bytes:
+    return _srgb_cms_profile().tobytes()
+
+
+def _read_metadata(opened: Image.Image) -> tuple[int, ImageMetadata]:
+    """The EXIF orientation (1..8) and the metadata to carry over (EXIF orientation reset to 1)."""
+    icc = opened.info.get("icc_profile") or None
+    text = dict(opened.text) if isinstance(opened, PngImagePlugin.PngImageFile) else {}
+    try:
+        exif = opened.getexif()
+        orientation = exif.get(_ORIENTATION_TAG, 1)
+        if opened.format == "TIFF":  # a TIFF's "EXIF" is its own IFD: keep only the descriptive tags
+            exif = _descriptive_exif(exif)
+        if _ORIENTATION_TAG in exif:
+            exif[_ORIENTATION_TAG] = 1
+        exif_bytes = exif.tobytes() if len(exif) else None
+    except _DECODER_ERRORS as exc:
+        warnings.warn(f"EXIF data unreadable, ignored ({_one_line(exc)})", stacklevel=2)
+        orientation, exif_bytes = 1, None
+    if orientation not in range(1, 9):
+        warnings.warn(f"EXIF orientation {orientation!r} is invalid, ignored", stacklevel=2)
+        orientation = 1
+    return orientation, ImageMetadata(
+        icc_profile=icc, exif=exif_bytes, png_text={str(k): str(v) for k, v in text.items()}
+    )
+
+
+def _descriptive_exif(exif: Image.Exif) -> Image.Exif:
+    kept = Image.Exif()
+    for tag in _DESCRIPTIVE_TIFF_TAGS:
+        if isinstance(exif.get(tag), str):
+            kept[tag] = exif[tag]
+    return kept
+
+
+def _apply_orientation(
+    pixels: np.ndarray, alpha: np.ndarray | None, orientation: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Turn stored pixels upright per EXIF orientation 1..8 (same result as ``ImageOps.exif_transpose``)."""
+    if orientation == 1:
+        return pixels, alpha
+
+    def upright(array: np.ndarray) -> np.ndarray:
+        transforms = {
+            2: lambda a: a[:, ::-1],
+            3: lambda a: a[::-1, ::-1],
+            4: lambda a: a[::-1],
+            5: lambda a: a.swapaxes(0, 1),
+            6: lambda a: a.swapaxes(0, 1)[:, ::-1],
+            7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+            8: lambda a: a.swapaxes(0, 1)[::-1],
+        }
+        return np.ascontiguousarray(transforms[orientation](array))
+
+    return upright(pixels), None if alpha is None else upright(alpha)
+
+
+# --------------------------------------------------------------------------------------------------
+# Colour helpers
+
+
+def to_gray(pixels: np.ndarray) -> np.ndarray:
+    """HxWx3 RGB (uint8/uint16) -> HxWx1 luma, exactly ``cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)``.
+
+    This is BT.601 (0.299 R + 0.587 G + 0.114 B) in OpenCV's fixed point. ``cv2.imread(...,
+    IMREAD_GRAYSCALE)`` on a colour file can differ: for PNG libpng's own conversion is up to one level
+    off, and for JPEG libjpeg returns the stored luma plane. HxWx1 input is returned unchanged.
+    """
+    if pixels.shape[2] == 1:
+        return pixels
+    return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)[..., None]
+
+
+def to_colour(pixels: np.ndarray) -> np.ndarray:
+    """HxWx1 gray -> HxWx3 with the gray value in every channel; HxWx3 input is returned unchanged."""
+    return pixels if pixels.shape[2] == 3 else np.repeat(pixels, 3, axis=2)
+
+
+def to_8_bit(values: np.ndarray) -> np.ndarray:
+    """uint16 0..65535 -> uint8 ``round(v / 257)`` (halves round up); uint8 input is returned unchanged."""
+    if values.dtype == np.uint8:
+        return values
+    return ((values.astype(np.uint32) * 2 + 257) // 514).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+
+
+def output_format(path: Path, format: str | None = None) -> str:
+    """Pillow's name of the format to write: ``format`` when given (``jpg``, ``tif`` accepted), else
+    from the suffix of ``path``. Raises ImageError when it is unknown or cannot be written."""
+    if format is None:
+        fmt = Image.registered_extensions().get(path.suffix.lower())
+        if fmt is None:
+            raise ImageError(f"{path}: cannot tell the image format from the suffix {path.suffix!r}")
+    else:
+        fmt = _FORMAT_ALIASES.get(format.upper(), format.upper())
+    if fmt not in Image.SAVE or fmt in _UNSAFE_OR_STUB_FORMATS:
+        raise ImageError(f"{path}: writing {fmt} images is not supported")
+    return fmt
+
+
+def write_image(
+    path: Path,
+    image: LoadedImage,
+    *,
+    format: str | None = None,
+    quality: int | None = None,
+    strip_metadata: bool = False,
+) -> None:
+    """Write ``image`` to ``path`` atomically: encoded into a hidden temporary file in the same folder,
+    renamed over ``path`` only when complete; on any failure the temporary file is removed.
+
+    ``format`` defaults to the one the suffix names; ``quality`` (0..100) applies to JPEG, WebP (100
+    means lossless) and AVIF, defaulting to 95, 95 and 90, and is ignored by other formats. See the
+    module docstring for how depth, alpha, gray and metadata are stored. Raises ImageError (unwritable
+    or full location, unsupported format) naming ``path``; UsageError for a quality outside 0..100.
+    """
+    path = Path(path)
+    fmt = output_format(path, format)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        stream = open(temporary, "xb")  # noqa: SIM115 - closed by the `with` below
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot write ({_os_reason(exc)})") from exc
+    try:
+        with stream:
+            _encode(stream, image, fmt, quality, strip_metadata, str(path))
+        os.replace(temporary, path)
+    except BaseException as exc:
+        temporary.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise ImageError(f"{path}: cannot write ({_os_reason(exc)})") from exc
+        raise
+
+
+def encode_image(
+    image: LoadedImage, format: str, *, quality: int | None = None, strip_metadata: bool = False
+) -> bytes:
+    """The bytes :func:`write_image` would write in ``format`` (for standard output)."""
+    fmt = output_format(Path("<stdout>"), format)
+    stream = io.BytesIO()
+    try:
+        _encode(stream, image, fmt, quality, strip_metadata, "<stdout>")
+    except OSError as exc:
+        raise ImageError(f"<stdout>: cannot encode {fmt} ({_os_reason(exc)})") from exc
+    return stream.getvalue()
+
+
+def _encode(
+    stream: BinaryIO, image: LoadedImage, fmt: str, quality: int | None, strip_metadata: bool, label: str
+) -> None:
+    if quality is not None and not 0 <= quality <= 100:
+        raise UsageError(f"quality {quality} is outside 0..100")
+    metadata = _metadata_for_output(ImageMetadata() if strip_metadata else image.metadata, image.channels)
+    if image.bit_depth == 16 and fmt in _KEEPS_16_BIT:
+        encoder = _encode_png_16 if fmt == "PNG" else _encode_tiff_16
+        stream.write(encoder(image.pixels, image.alpha, metadata))
+        return
+    pixels, alpha = to_8_bit(image.pixels), None if image.alpha is None else to_8_bit(image.alpha)
+    if image.is_gray and fmt not in _KEEPS_GRAY:
+        pixels = to_colour(pixels)
+    if alpha is None or fmt not in _KEEPS_ALPHA:
+        picture = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
+    else:
+        picture = Image.fromarray(np.dstack([pixels, alpha]))  # LA or RGBA
+    try:
+        picture.save(stream, format=fmt, **_save_options(fmt, quality, metadata))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ImageError(f"{label}: cannot encode {fmt} ({_one_line(exc)})") from exc
+
+
+def _metadata_for_output(metadata: ImageMetadata, channels: int) -> ImageMetadata:
+    """Drop an ICC profile whose colour space no longer matches the pixels (e.g. RGB profile, gray image)."""
+    expected = "GRAY" if channels == 1 else "RGB"
+    if metadata.icc_profile is not None and metadata.icc_colour_space() != expected:
+        return dataclasses.replace(metadata, icc_profile=None)
+    return metadata
+
+
+def _save_options(fmt: str, quality: int | None, metadata: ImageMetadata) -> dict[str, object]:
+    options: dict[str, object] = {}
+    if metadata.icc_profile is not None:
+        options["icc_profile"] = metadata.icc_profile
+    if metadata.exif is not None and fmt in _CARRIES_EXIF:
+        options["exif"] = metadata.exif
+    if fmt == "PNG" and metadata.png_text:
+        options["pnginfo"] = _png_info(metadata.png_text)
+    if fmt == "TIFF":
+        options["compression"] = "tiff_adobe_deflate"
+        options["tiffinfo"] = _tiff_descriptive_tags(metadata.exif)
+    if fmt in _DEFAULT_QUALITY:
+        chosen = _DEFAULT_QUALITY[fmt] if quality is None else quality
+        options["quality"] = chosen
+        if fmt == "WEBP" and chosen == 100:
+            options["lossless"] = True
+    return options
+
+
+def _png_info(text: Mapping[str, str]) -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)  # iTXt when the text is not Latin-1
+    return info
+
+
+def _tiff_descriptive_tags(exif: bytes | None) -> dict[int, str]:
+    if exif is None:
+        return {}
+    parsed = Image.Exif()
+    parsed.load(exif)
+    return {tag: parsed[tag] for tag in _DESCRIPTIVE_TIFF_TAGS if isinstance(parsed.get(tag), str)}
+
+
+def _samples(pixels: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """HxWx(C+1) interleaved colour and alpha, or ``pixels`` itself without alpha."""
+    return pixels if alpha is None else np.dstack([pixels, alpha])
+
+
+def _encode_png_16(pixels: np.ndarray, alpha: np.ndarray | None, metadata: ImageMetadata) -> bytes:
+    """A 16-bit PNG (gray, gray+alpha, RGB or RGBA) with the Sub filter on every row."""
+    samples = _samples(pixels, alpha)
+    height, width, channels = samples.shape
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    rows = samples.astype(">u2").view(np.uint8).reshape(height, width * channels * 2)
+    bytes_per_pixel = channels * 2
+    filtered = rows.copy()
+    filtered[:, bytes_per_pixel:] -= rows[:, :-bytes_per_pixel]  # wraps modulo 256 as PNG requires
+    scanlines = np.hstack([np.ones((height, 1), np.uint8), filtered])  # filter type 1 (Sub)
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    return b"".join(
+        [
+            _PNG_SIGNATURE,
+            _png_chunk(b"IHDR", header),
+            _png_metadata_chunks(metadata),
+            _png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), _ZLIB_LEVEL)),
+            _png_chunk(b"IEND", b""),
+        ]
+    )
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _png_metadata_chunks(metadata: ImageMetadata) -> bytes:
+    """iCCP, eXIf and text chunks exactly as Pillow writes them, taken from a 1x1 PNG it encodes."""
+    options = _save_options("PNG", None, metadata)
+    if not options:
+        return b""
+    tiny = io.BytesIO()
+    Image.new("L", (1, 1)).save(tiny, format="PNG", **options)
+    return b"".join(
+        chunk for kind, chunk in _png_chunks(tiny.getvalue()) if kind not in (b"IHDR", b"IDAT", b"IEND")
+    )
+
+
+def _png_chunks(png: bytes) -> Iterator[tuple[bytes, bytes]]:
+    offset = len(_PNG_SIGNATURE)
+    while offset < len(png):
+        (length,) = struct.unpack(">I", png[offset : offset + 4])
+        end = offset + 12 + length
+        yield png[offset + 4 : offset + 8], png[offset:end]
+        offset = end
+
+
+def _encode_tiff_16(pixels: np.ndarray, alpha: np.ndarray | None, metadata: ImageMetadata) -> bytes:
+    """A little-endian 16-bit TIFF: header, IFD, then one deflate-compressed strip; alpha is an
+    unassociated extra sample, and gray+alpha is stored as RGBA, the only form Pillow and OpenCV read."""
+    if alpha is not None and pixels.shape[2] == 1:
+        pixels = to_colour(pixels)  # readers (Pillow, OpenCV) do not open 16-bit gray+alpha TIFF
+    samples = _samples(pixels, alpha)
+    height, width, channels = samples.shape
+    strip = zlib.compress(samples.astype("<u2").tobytes(), _ZLIB_LEVEL)
+    ifd = TiffImagePlugin.ImageFileDirectory_v2(prefix=b"II")
+    ifd[256] = width
+    ifd[257] = height
+    ifd[258] = (16,) * channels
+    ifd[259] = 8  # Adobe deflate
+    ifd[262] = 1 if pixels.shape[2] == 1 else 2  # BlackIsZero or RGB
+    ifd[273] = (0,)  # relative to the end of the IFD: Pillow adds where the strip lands
+    ifd[277] = channels
+    ifd[278] = height
+    ifd[279] = (len(strip),)
+    ifd[284] = 1  # chunky
+    if alpha is not None:
+        ifd[338] = (2,)  # unassociated alpha
+    if metadata.icc_profile is not None:
+        ifd[34675] = metadata.icc_profile
+        ifd.tagtype[34675] = TiffTags.UNDEFINED
+    for tag, value in _tiff_descriptive_tags(metadata.exif).items():
+        ifd[tag] = value
+    for tag in (256, 257, 273, 278, 279):
+        ifd.tagtype[tag] = TiffTags.LONG
+    header = b"II" + struct.pack("<HI", 42, 8)  # the IFD follows the header, the strip follows the IFD
+    return header + ifd.tobytes(8) + strip
+
+
+# --------------------------------------------------------------------------------------------------
+# Messages
+
+
+def _one_line(message: object) -> str:
+    text = " ".join(str(message).split())
+    return text or type(message).__name__
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror.lower() if exc.strerror else _one_line(exc)

@@ -1,0 +1,565 @@
+"""Image I/O: faithful reads (equal to what the authors' OpenCV-based test script sees), lossless round
+trips at 8 and 16 bits, metadata carry-over, atomic writes, and a clean ImageError for every bad input."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import struct
+import subprocess
+import sys
+import warnings
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageCms, ImageFile, ImageOps, PngImagePlugin
+
+from swinir_cli.errors import ImageError, UsageError
+from swinir_cli.imageio import (
+    IMAGE_EXTENSIONS,
+    ImageMetadata,
+    LoadedImage,
+    encode_image,
+    is_probably_image,
+    read_image,
+    to_8_bit,
+    to_colour,
+    to_gray,
+    write_image,
+)
+
+TESTSETS = Path(__file__).parents[2] / "shared" / "testsets"
+RNG = np.random.default_rng(1234)
+
+
+def random_pixels(height: int, width: int, channels: int, dtype: type = np.uint8) -> np.ndarray:
+    return RNG.integers(0, np.iinfo(dtype).max, (height, width, channels), dtype=dtype, endpoint=True)
+
+
+def save_with_pillow(path: Path, array: np.ndarray, **options: object) -> Path:
+    Image.fromarray(array).save(path, **options)
+    return path
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def srgb_icc() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def leftover_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+# ------------------------------------------------------------------------------------------------
+# Faithful reading: the same pixels as cv2.imread in the authors' test script
+
+
+@pytest.mark.parametrize(
+    "relative",
+    ["Set5/HR/baby.png", "Set5/HR/butterfly.png", "Set5/LR_bicubic/X4/birdx4.png", "McMaster/1.tif"],
+)
+def test_colour_files_equal_cv2_imread_colour(relative: str) -> None:
+    path = TESTSETS / relative
+    image = read_image(path)
+    assert image.pixels.dtype == np.uint8 and image.channels == 3 and image.alpha is None
+    np.testing.assert_array_equal(image.pixels, cv2.imread(str(path), cv2.IMREAD_COLOR)[..., ::-1])
+
+
+@pytest.mark.parametrize("relative", ["Set12/01.png", "Set12/05.png", "classic5/barbara.bmp"])
+def test_gray_files_equal_cv2_imread_grayscale(relative: str) -> None:
+    path = TESTSETS / relative
+    image = read_image(path)
+    assert image.is_gray and image.pixels.shape[2] == 1
+    np.testing.assert_array_equal(image.pixels[..., 0], cv2.imread(str(path), cv2.IMREAD_GRAYSCALE))
+
+
+@pytest.mark.parametrize("subsampling", [0, 2])
+def test_jpeg_equals_cv2_imread_colour(tmp_path: Path, subsampling: int) -> None:
+    source = cv2.imread(str(TESTSETS / "McMaster/2.tif"), cv2.IMREAD_COLOR)[:96, :80, ::-1]
+    path = save_with_pillow(
+        tmp_path / "crop.jpg", np.ascontiguousarray(source), quality=70, subsampling=subsampling
+    )
+    np.testing.assert_array_equal(read_image(path).pixels, cv2.imread(str(path), cv2.IMREAD_COLOR)[..., ::-1])
+
+
+def test_to_gray_is_cv2_cvtcolor_and_to_colour_replicates() -> None:
+    rgb = random_pixels(9, 11, 3)
+    gray = to_gray(rgb)
+    assert gray.shape == (9, 11, 1)
+    np.testing.assert_array_equal(gray[..., 0], cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+    deep = random_pixels(4, 5, 3, np.uint16)
+    np.testing.assert_array_equal(to_gray(deep)[..., 0], cv2.cvtColor(deep, cv2.COLOR_RGB2GRAY))
+    colour = to_colour(gray)
+    assert colour.shape == (9, 11, 3) and all(np.array_equal(colour[..., i], gray[..., 0]) for i in range(3))
+
+
+def test_to_8_bit_rounds_to_nearest() -> None:
+    values = np.array([0, 128, 129, 257, 385, 386, 65535], np.uint16)
+    np.testing.assert_array_equal(to_8_bit(values), np.round(values / 257).astype(np.uint8))
+    every = np.arange(65536, dtype=np.uint16)
+    assert np.abs(to_8_bit(every).astype(np.float64) - every / 257).max() <= 0.5
+
+
+# ------------------------------------------------------------------------------------------------
+# Lossless round trips
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tiff", ".bmp"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_8_bit_round_trip_is_exact(tmp_path: Path, suffix: str, channels: int) -> None:
+    pixels = random_pixels(13, 17, channels)
+    write_image(tmp_path / f"out{suffix}", LoadedImage(pixels))
+    back = read_image(tmp_path / f"out{suffix}")
+    assert back.pixels.dtype == np.uint8 and back.alpha is None
+    np.testing.assert_array_equal(back.pixels, pixels)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tiff", ".webp"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_alpha_round_trip_is_exact(tmp_path: Path, suffix: str, channels: int) -> None:
+    pixels, alpha = random_pixels(12, 10, channels), random_pixels(12, 10, 1)[..., 0]
+    write_image(tmp_path / f"out{suffix}", LoadedImage(pixels, alpha), quality=100)  # WebP 100: lossless
+    back = read_image(tmp_path / f"out{suffix}")
+    np.testing.assert_array_equal(back.alpha, alpha)
+    if suffix == ".webp":  # WebP has no gray: stored as RGB with equal channels
+        np.testing.assert_array_equal(back.pixels, to_colour(pixels))
+    else:
+        assert back.channels == channels
+        np.testing.assert_array_equal(back.pixels, pixels)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+@pytest.mark.parametrize(("channels", "with_alpha"), [(1, False), (1, True), (3, False), (3, True)])
+def test_16_bit_round_trip_is_bit_exact(tmp_path: Path, suffix: str, channels: int, with_alpha: bool) -> None:
+    pixels = random_pixels(11, 14, channels, np.uint16)
+    alpha = random_pixels(11, 14, 1, np.uint16)[..., 0] if with_alpha else None
+    write_image(tmp_path / f"deep{suffix}", LoadedImage(pixels, alpha))
+    back = read_image(tmp_path / f"deep{suffix}")
+    assert back.bit_depth == 16 and back.pixels.dtype == np.uint16
+    expected_channels = 3 if (suffix == ".tif" and with_alpha) else channels  # gray+alpha TIFF -> RGBA
+    np.testing.assert_array_equal(back.pixels, pixels if expected_channels == channels else to_colour(pixels))
+    if with_alpha:
+        np.testing.assert_array_equal(back.alpha, alpha)
+    else:
+        assert back.alpha is None
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_16_bit_files_from_opencv_read_at_full_depth(tmp_path: Path, suffix: str, channels: int) -> None:
+    stored = random_pixels(9, 8, channels, np.uint16)  # OpenCV order: BGR(A)
+    path = tmp_path / f"cv{suffix}"
+    assert cv2.imwrite(str(path), stored[..., 0] if channels == 1 else stored)
+    image = read_image(path)
+    assert image.pixels.dtype == np.uint16
+    if channels == 1:
+        np.testing.assert_array_equal(image.pixels[..., 0], stored[..., 0])
+    else:
+        np.testing.assert_array_equal(image.pixels, stored[..., 2::-1])
+    if channels == 4:
+        np.testing.assert_array_equal(image.alpha, stored[..., 3])
+
+
+def test_16_bit_to_8_bit_formats_rounds(tmp_path: Path) -> None:
+    pixels = random_pixels(16, 16, 3, np.uint16)
+    write_image(tmp_path / "deep.webp", LoadedImage(pixels), quality=100)
+    back = read_image(tmp_path / "deep.webp")
+    assert back.bit_depth == 8
+    np.testing.assert_array_equal(back.pixels, to_8_bit(pixels))
+
+
+def test_palette_images_become_rgb_or_rgba(tmp_path: Path) -> None:
+    rgb = random_pixels(10, 12, 3)
+    paletted = Image.fromarray(rgb).quantize(16)
+    paletted.save(tmp_path / "p.png")
+    image = read_image(tmp_path / "p.png")
+    assert image.alpha is None
+    np.testing.assert_array_equal(image.pixels, np.asarray(paletted.convert("RGB")))
+    np.testing.assert_array_equal(image.pixels, cv2.imread(str(tmp_path / "p.png"))[..., ::-1])
+    paletted.save(tmp_path / "pt.png", transparency=3)
+    with_key = read_image(tmp_path / "pt.png")
+    index = np.asarray(paletted)
+    np.testing.assert_array_equal(with_key.alpha, np.where(index == 3, 0, 255))
+    np.testing.assert_array_equal(with_key.pixels, np.asarray(paletted.convert("RGB")))
+
+
+def test_gif_gray_key_and_one_bit_images(tmp_path: Path) -> None:
+    gray = random_pixels(8, 9, 1)[..., 0]
+    Image.fromarray(gray).save(tmp_path / "key.png", transparency=int(gray[0, 0]))
+    keyed = read_image(tmp_path / "key.png")
+    assert keyed.is_gray
+    np.testing.assert_array_equal(keyed.alpha, np.where(gray == gray[0, 0], 0, 255))
+    bits = random_pixels(8, 9, 1)[..., 0] > 127
+    Image.fromarray(bits).save(tmp_path / "bits.png")
+    one_bit = read_image(tmp_path / "bits.png")
+    assert one_bit.is_gray and one_bit.alpha is None
+    np.testing.assert_array_equal(one_bit.pixels[..., 0], np.where(bits, 255, 0))
+    Image.fromarray(random_pixels(8, 9, 3)).convert("P").save(tmp_path / "anim.gif")
+    assert read_image(tmp_path / "anim.gif").channels == 3
+
+
+def test_cmyk_jpeg_becomes_rgb(tmp_path: Path) -> None:
+    cmyk = Image.fromarray(random_pixels(16, 16, 3)).convert("CMYK")
+    cmyk.save(tmp_path / "cmyk.jpg", quality=95)
+    image = read_image(tmp_path / "cmyk.jpg")
+    assert image.channels == 3 and image.pixels.dtype == np.uint8
+    np.testing.assert_array_equal(image.pixels, np.asarray(Image.open(tmp_path / "cmyk.jpg").convert("RGB")))
+
+
+def test_unsupported_mode_is_refused(tmp_path: Path) -> None:
+    Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(ImageError, match=r"float\.tif: unsupported pixel mode 'F'"):
+        read_image(tmp_path / "float.tif")
+
+
+# ------------------------------------------------------------------------------------------------
+# Orientation and metadata
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_applied_once_like_exif_transpose(tmp_path: Path, orientation: int) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = save_with_pillow(tmp_path / "o.png", random_pixels(5, 7, 3), exif=exif.tobytes())
+    image = read_image(path)
+    np.testing.assert_array_equal(image.pixels, np.asarray(ImageOps.exif_transpose(Image.open(path))))
+    kept = Image.Exif()
+    kept.load(image.metadata.exif)
+    assert kept[0x0112] == 1
+
+
+def test_rotated_jpeg_reads_upright_and_writes_with_orientation_reset(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: display rotated 90 degrees clockwise
+    exif[0x010F] = "Camera Maker"
+    exif.get_ifd(0x8769)[0x9003] = "2024:01:02 03:04:05"  # DateTimeOriginal, in the Exif sub-IFD
+    stored = np.ascontiguousarray(cv2.imread(str(TESTSETS / "McMaster/3.tif"))[:48, :64, ::-1])
+    path = save_with_pillow(tmp_path / "rotated.jpg", stored, quality=90, exif=exif.tobytes())
+    image = read_image(path)
+    assert image.pixels.shape == (64, 48, 3)
+    np.testing.assert_array_equal(image.pixels, cv2.imread(str(path), cv2.IMREAD_COLOR)[..., ::-1])
+    write_image(tmp_path / "out.jpg", image)
+    written = Image.open(tmp_path / "out.jpg").getexif()
+    assert written[0x0112] == 1 and written[0x010F] == "Camera Maker"
+    assert written.get_ifd(0x8769)[0x9003] == "2024:01:02 03:04:05"
+    assert read_image(tmp_path / "out.jpg").pixels.shape == (64, 48, 3)  # not rotated a second time
+
+
+def test_icc_exif_and_png_text_carried_over_or_stripped(tmp_path: Path) -> None:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Title", "café")
+    info.add_text("Comment", "日本語のテキスト")
+    exif = Image.Exif()
+    exif[0x0131] = "scanner 2000"
+    path = tmp_path / "meta.png"
+    Image.fromarray(random_pixels(6, 6, 3)).save(
+        path, pnginfo=info, icc_profile=srgb_icc(), exif=exif.tobytes()
+    )
+    image = read_image(path)
+    assert image.metadata.png_text == {"Title": "café", "Comment": "日本語のテキスト"}
+    for suffix in (".png", ".jpg", ".webp", ".tif"):
+        write_image(tmp_path / f"kept{suffix}", image)
+        kept = Image.open(tmp_path / f"kept{suffix}")
+        assert kept.info.get("icc_profile") == srgb_icc(), suffix
+        assert kept.getexif().get(0x0131) == "scanner 2000", suffix
+        write_image(tmp_path / f"stripped{suffix}", image, strip_metadata=True)
+        stripped = Image.open(tmp_path / f"stripped{suffix}")
+        assert "icc_profile" not in stripped.info and 0x0131 not in stripped.getexif(), suffix
+    assert Image.open(tmp_path / "kept.png").text == {"Title": "café", "Comment": "日本語のテキスト"}
+    assert Image.open(tmp_path / "stripped.png").text == {}
+
+
+def test_16_bit_outputs_carry_metadata(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x010F] = "Maker"
+    metadata = ImageMetadata(icc_profile=srgb_icc(), exif=exif.tobytes(), png_text={"Author": "Ada"})
+    image = LoadedImage(random_pixels(5, 6, 3, np.uint16), metadata=metadata)
+    write_image(tmp_path / "deep.png", image)
+    write_image(tmp_path / "deep.tif", image)
+    png = Image.open(tmp_path / "deep.png")
+    assert png.info["icc_profile"] == srgb_icc() and png.text == {"Author": "Ada"}
+    assert png.getexif()[0x010F] == "Maker"
+    tiff = Image.open(tmp_path / "deep.tif")
+    assert tiff.info["icc_profile"] == srgb_icc() and tiff.tag_v2[0x010F] == "Maker"
+    assert read_image(tmp_path / "deep.png").metadata.icc_profile == srgb_icc()
+
+
+def test_rgb_icc_profile_is_not_put_on_a_gray_output(tmp_path: Path) -> None:
+    metadata = ImageMetadata(icc_profile=srgb_icc())
+    write_image(tmp_path / "gray.png", LoadedImage(random_pixels(4, 4, 1), metadata=metadata))
+    assert "icc_profile" not in Image.open(tmp_path / "gray.png").info
+
+
+def test_corrupt_exif_is_a_warning_not_printed(tmp_path: Path) -> None:
+    data = (TESTSETS / "Set5/HR/baby.png").read_bytes()
+    jpeg = io.BytesIO()
+    Image.open(io.BytesIO(data)).crop((0, 0, 16, 16)).save(
+        jpeg, "JPEG", exif=b"Exif\x00\x00II*\x00\xff\xff\xff\x7f"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning escaping read_image fails the test
+        image = read_image(jpeg.getvalue(), name="bad-exif.jpg")
+    assert image.pixels.shape == (16, 16, 3)
+
+
+# ------------------------------------------------------------------------------------------------
+# Lossy formats
+
+
+def test_jpeg_quality_changes_size_and_error_and_drops_alpha(tmp_path: Path) -> None:
+    pixels = np.ascontiguousarray(cv2.imread(str(TESTSETS / "McMaster/4.tif"))[:64, :64, ::-1])
+    alpha = np.zeros((64, 64), np.uint8)
+    for quality in (30, 95):
+        write_image(tmp_path / f"q{quality}.jpg", LoadedImage(pixels, alpha), quality=quality)
+    sizes = {q: (tmp_path / f"q{q}.jpg").stat().st_size for q in (30, 95)}
+    errors = {
+        q: np.abs(read_image(tmp_path / f"q{q}.jpg").pixels.astype(int) - pixels).mean() for q in (30, 95)
+    }
+    assert sizes[30] < sizes[95] and errors[95] < errors[30] < 20
+    back = read_image(tmp_path / "q95.jpg")
+    assert back.alpha is None and back.channels == 3  # alpha dropped, colour kept as it was
+    write_image(tmp_path / "gray.jpg", LoadedImage(pixels[..., :1].copy()))
+    assert Image.open(tmp_path / "gray.jpg").mode == "L"
+
+
+def test_webp_quality_and_lossless(tmp_path: Path) -> None:
+    pixels = np.ascontiguousarray(cv2.imread(str(TESTSETS / "McMaster/5.tif"))[:48, :48, ::-1])
+    write_image(tmp_path / "lossy.webp", LoadedImage(pixels), quality=40)
+    write_image(tmp_path / "lossless.webp", LoadedImage(pixels), quality=100)
+    lossy = read_image(tmp_path / "lossy.webp").pixels
+    assert 0 < np.abs(lossy.astype(int) - pixels).mean() < 20
+    np.testing.assert_array_equal(read_image(tmp_path / "lossless.webp").pixels, pixels)
+
+
+def test_quality_outside_range_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="101"):
+        write_image(tmp_path / "x.jpg", LoadedImage(random_pixels(4, 4, 3)), quality=101)
+    assert leftover_files(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------------------
+# Bytes in and out, names, directory scanning
+
+
+def test_bytes_and_files_agree_and_encode_matches_write(tmp_path: Path) -> None:
+    path = TESTSETS / "Set5/HR/bird.png"
+    from_bytes = read_image(path.read_bytes())
+    np.testing.assert_array_equal(from_bytes.pixels, read_image(path).pixels)
+    assert from_bytes.name == "<stdin>"
+    write_image(tmp_path / "out.png", from_bytes)
+    assert encode_image(from_bytes, "png") == (tmp_path / "out.png").read_bytes()
+
+
+def test_non_ascii_file_names(tmp_path: Path) -> None:
+    folder = tmp_path / "фото 写真"
+    folder.mkdir()
+    pixels = random_pixels(5, 5, 3)
+    write_image(folder / "café ñ 画像.png", LoadedImage(pixels))
+    np.testing.assert_array_equal(read_image(folder / "café ñ 画像.png").pixels, pixels)
+    (folder / "空.png").write_bytes(b"")
+    with pytest.raises(ImageError, match=r"空\.png: empty file"):
+        read_image(folder / "空.png")
+
+
+def test_is_probably_image_by_suffix() -> None:
+    assert {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif"} <= IMAGE_EXTENSIONS
+    assert is_probably_image(Path("a/B.PNG")) and is_probably_image(Path("x.JPEG"))
+    assert not is_probably_image(Path("notes.txt")) and not is_probably_image(Path("figure.eps"))
+    assert not is_probably_image(Path(".out.png.1a2b.tmp"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad input: one ImageError naming the file and the reason
+
+
+def valid_png_bytes() -> bytes:
+    stream = io.BytesIO()
+    Image.fromarray(random_pixels(24, 24, 3)).save(stream, "PNG")
+    return stream.getvalue()
+
+
+def valid_jpeg_bytes() -> bytes:
+    stream = io.BytesIO()
+    Image.fromarray(random_pixels(24, 24, 3)).save(stream, "JPEG", quality=80)
+    return stream.getvalue()
+
+
+def bomb_png_bytes(width: int = 100_000, height: int = 100_000) -> bytes:
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    body = png_chunk(b"IDAT", zlib.compress(b"\0" * 4096)) + png_chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + body
+
+
+def corrupt_png_bytes() -> bytes:
+    data = bytearray(valid_png_bytes())
+    start = data.index(b"IDAT") + 8
+    data[start : start + 64] = bytes(64)  # zeroed zlib stream inside IDAT
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("name", "contents", "reason"),
+    [
+        ("empty.png", lambda: b"", "empty file"),
+        ("notes.png", lambda: b"just some text\n" * 20, "not an image"),
+        ("truncated.png", lambda: valid_png_bytes()[:300], "corrupt or truncated"),
+        ("truncated.jpg", lambda: valid_jpeg_bytes()[:400], "corrupt or truncated"),
+        ("corrupt.png", corrupt_png_bytes, "corrupt or truncated"),
+        ("bomb.png", bomb_png_bytes, "decompression bomb"),
+        ("header-only.png", lambda: valid_png_bytes()[:33], "corrupt or truncated PNG header"),
+        ("notes.jpg", lambda: "текст, не картинка".encode(), "not an image"),
+    ],
+)
+def test_bad_files_raise_image_error_naming_them(tmp_path: Path, name: str, contents, reason: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(contents())
+    before = path.read_bytes()
+    with pytest.raises(ImageError) as caught:
+        read_image(path)
+    message = str(caught.value)
+    assert name in message and reason in message and "\n" not in message
+    assert path.read_bytes() == before  # inputs are never modified
+
+
+def test_bomb_header_refused_quickly_and_max_pixels_applies(tmp_path: Path) -> None:
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(ImageError, match=r"bomb\.png: 100000x100000"):
+        read_image(bomb_png_bytes(), name="bomb.png")
+    assert time.perf_counter() - started < 1.0
+    small = valid_png_bytes()  # 24x24 = 576 pixels
+    with pytest.raises(ImageError, match="exceeds the limit of 500"):
+        read_image(small, name="small.png", max_pixels=500)
+    assert read_image(small, max_pixels=576).width == 24
+    assert read_image(small, max_pixels=None).width == 24
+    with pytest.raises(ImageError, match="corrupt or truncated"):  # no limit: the header passes, data fails
+        read_image(bomb_png_bytes(3000, 3000), name="big.png", max_pixels=None)
+
+
+def test_unreadable_sources_raise_image_error(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match=r"missing\.png: cannot read \(no such file or directory\)"):
+        read_image(tmp_path / "missing.png")
+    (tmp_path / "folder.png").mkdir()
+    with pytest.raises(ImageError, match=r"folder\.png: cannot read \(is a directory\)"):
+        read_image(tmp_path / "folder.png")
+
+
+# ------------------------------------------------------------------------------------------------
+# Writes are atomic and fail cleanly
+
+
+def test_write_replaces_existing_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    (tmp_path / "out.png").write_bytes(b"old")
+    write_image(tmp_path / "out.png", LoadedImage(random_pixels(4, 4, 3)))
+    assert leftover_files(tmp_path) == ["out.png"]
+    assert read_image(tmp_path / "out.png").width == 4
+
+
+def test_write_into_a_path_whose_parent_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_bytes(b"x")
+    with pytest.raises(ImageError, match=r"afile/out\.png: cannot write \(not a directory\)"):
+        write_image(tmp_path / "afile" / "out.png", LoadedImage(random_pixels(4, 4, 3)))
+    assert leftover_files(tmp_path) == ["afile"]
+
+
+def test_unknown_suffix_and_format_are_refused(tmp_path: Path) -> None:
+    image = LoadedImage(random_pixels(4, 4, 3))
+    with pytest.raises(ImageError, match=r"out\.xyz: cannot tell the image format"):
+        write_image(tmp_path / "out.xyz", image)
+    with pytest.raises(ImageError, match="writing NOPE images is not supported"):
+        write_image(tmp_path / "out.png", image, format="nope")
+    assert leftover_files(tmp_path) == []
+
+
+def test_disk_full_mid_write_removes_temporary_and_keeps_old_output(tmp_path: Path, monkeypatch) -> None:
+    """Simulated: the disk cannot be filled here, so Pillow's chunk writer is patched to write part of
+    the file and then fail with ENOSPC, as a full disk would."""
+    original_save = ImageFile._save
+
+    def save_then_fill_disk(im, fp, tile, bufsize=0):
+        fp.write(b"\x00" * 1000)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    (tmp_path / "out.png").write_bytes(b"previous output")
+    monkeypatch.setattr(ImageFile, "_save", save_then_fill_disk)
+    with pytest.raises(ImageError, match=r"out\.png: cannot write \(no space left on device\)"):
+        write_image(tmp_path / "out.png", LoadedImage(random_pixels(32, 32, 3)))
+    monkeypatch.setattr(ImageFile, "_save", original_save)
+    assert leftover_files(tmp_path) == ["out.png"]
+    assert (tmp_path / "out.png").read_bytes() == b"previous output"
+
+
+def test_file_size_limit_mid_write_is_a_real_os_failure(tmp_path: Path) -> None:
+    """A real failed write: a child process with RLIMIT_FSIZE of 4 KiB writes a larger 16-bit PNG."""
+    script = f"""
+import resource, signal, sys
+import numpy as np
+from swinir_cli.errors import ImageError
+from swinir_cli.imageio import LoadedImage, write_image
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+pixels = np.random.default_rng(0).integers(0, 65535, (64, 64, 3), dtype=np.uint16)
+try:
+    write_image(__import__("pathlib").Path({str(tmp_path / "big.png")!r}), LoadedImage(pixels))
+except ImageError as exc:
+    print(exc)
+    sys.exit(3)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3, result.stderr
+    assert "big.png: cannot write (file too large)" in result.stdout
+    assert leftover_files(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------------------
+# Property: any bytes end in an image or a clean ImageError
+
+SEEDS = {"png": valid_png_bytes(), "jpeg": valid_jpeg_bytes()}
+for _kind, _options in {"gif": {}, "webp": {"quality": 80}, "tiff": {}, "bmp": {}}.items():
+    _stream = io.BytesIO()
+    Image.fromarray(random_pixels(12, 12, 3)).save(_stream, _kind.upper(), **_options)
+    SEEDS[_kind] = _stream.getvalue()
+_stream = io.BytesIO()
+Image.fromarray(random_pixels(12, 12, 1)[..., 0].astype(np.uint16) * 257).save(_stream, "PNG")
+SEEDS["png16"] = _stream.getvalue()
+
+
+@st.composite
+def mutated_image_bytes(draw: st.DrawFn) -> bytes:
+    data = bytearray(SEEDS[draw(st.sampled_from(sorted(SEEDS)))])
+    for _ in range(draw(st.integers(1, 6))):
+        operation = draw(st.sampled_from(["flip", "truncate", "insert", "delete"]))
+        position = draw(st.integers(0, max(len(data) - 1, 0)))
+        if operation == "flip" and data:
+            data[position] ^= draw(st.integers(1, 255))
+        elif operation == "truncate":
+            del data[position:]
+        elif operation == "insert":
+            data[position:position] = draw(st.binary(min_size=1, max_size=16))
+        elif data:
+            del data[position : position + draw(st.integers(1, 32))]
+    return bytes(data)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.binary(max_size=256), mutated_image_bytes()))
+def test_any_bytes_give_an_image_or_an_image_error(data: bytes) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            image = read_image(data, name="fuzz.bin", max_pixels=1 << 20)
+        except ImageError as exc:
+            assert str(exc).startswith("fuzz.bin: ") and "\n" not in str(exc)
+        else:
+            assert image.pixels.ndim == 3 and image.pixels.dtype in (np.uint8, np.uint16)
+            assert image.alpha is None or image.alpha.shape == image.pixels.shape[:2]
