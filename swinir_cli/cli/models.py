@@ -1,0 +1,155 @@
+"""``swinir models`` (list, ``--json``, ``--verify``) and ``swinir download NAME... | --all``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from ..download import (
+    CacheCheck,
+    cached_path,
+    is_cached,
+    verified_weights_path,
+    verify_cached,
+)
+from ..errors import DownloadError, SwinIRError, UsageError
+from ..registry import LEVEL_KEY, ModelEntry, cache_dir, get_model, load_registry
+from .output import Output
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``models`` and ``download`` commands to ``app``."""
+    app.command("models")(models_command)
+    app.command("download")(download_command)
+
+
+def models_command(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document on stdout instead of a table.")
+    ] = False,
+    verify: Annotated[
+        bool,
+        typer.Option("--verify", help="Re-hash every cached file; a corrupt one is deleted and reported."),
+    ] = False,
+) -> None:
+    """List the pretrained models: name, task, setting, size, whether downloaded and whether pinned.
+
+    Models download on first use (or with `swinir download`) into SWINIR_CACHE_DIR (default
+    ~/.cache/swinir); SWINIR_REGISTRY=extra.toml adds your own entries or a mirror.
+    """
+    output = Output(json_lines=as_json)
+    registry = load_registry()
+    checks = {name: verify_cached(entry) for name, entry in registry.items()} if verify else {}
+    if as_json:
+        records = [_record(entry, checks.get(name)) for name, entry in registry.items()]
+        output.result({"cache_dir": str(cache_dir()), "models": records})
+    else:
+        output.out.print(_table(registry, checks, verify))
+        output.info(f"cache: {cache_dir()}")
+    corrupt = [name for name, check in checks.items() if check.problem]
+    if corrupt:
+        raise DownloadError(
+            f"{len(corrupt)} cached model file(s) failed verification and were deleted: {', '.join(corrupt)}"
+        )
+
+
+def download_command(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Model names, as `swinir models` lists them.", show_default=False),
+    ] = None,
+    download_all: Annotated[
+        bool, typer.Option("--all", help="Download every model of the registry.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
+) -> None:
+    """Download models into the cache, verify them and prepare their fast-loading copies.
+
+    Interrupted downloads resume; a file whose sha256 does not match is deleted, never used.
+    """
+    output = Output(quiet=quiet)
+    if download_all == bool(names):
+        raise UsageError("name the models to download, or pass --all (not both)")
+    registry = load_registry()
+    entries = list(registry.values()) if download_all else [get_model(name, registry) for name in names or []]
+    failed = []
+    for entry in entries:
+        try:
+            _download_one(entry, output)
+        except SwinIRError as error:
+            output.error(str(error))
+            failed.append(entry.name)
+    if failed:
+        raise DownloadError(
+            f"{len(failed)} of {len(entries)} model(s) could not be fetched: {', '.join(failed)}"
+        )
+
+
+def _download_one(entry: ModelEntry, output: Output) -> None:
+    was_cached = is_cached(entry)
+    with output.progress(entry.name, entry.size, unit="bytes") as task:
+        verified_weights_path(entry, progress=task.update)
+    path = cached_path(entry)
+    done = "was already downloaded" if was_cached else f"downloaded {_megabytes(path.stat().st_size)}"
+    output.info(f"{entry.name}: {done} and verified ({path})")
+
+
+def _table(registry: dict[str, ModelEntry], checks: dict[str, CacheCheck], verify: bool) -> Table:
+    table = Table(title="SwinIR models", title_justify="left")
+    for header in ("name", "task", "setting", "images", "params", "size", "downloaded", "pinned"):
+        justify = "right" if header in ("params", "size") else "left"
+        table.add_column(header, justify=justify, no_wrap=header != "task")
+    if verify:
+        table.add_column("verified")
+    table.add_column("description")
+    for name, entry in registry.items():
+        row = [
+            name,
+            entry.task,
+            entry.level_label,
+            "gray" if entry.channels == 1 else "color",
+            f"{entry.parameters / 1e6:.1f}M" if entry.parameters else "?",
+            _megabytes(entry.size) if entry.size else "?",
+            "yes" if is_cached(entry) else "-",
+            "yes" if entry.pinned else "[yellow]unpinned[/]",
+        ]
+        if verify:
+            row.append(_verified_label(checks[name]))
+        row.append(entry.description)
+        table.add_row(*row)
+    return table
+
+
+def _verified_label(check: CacheCheck) -> str:
+    if check.problem:
+        return "[red]corrupt, deleted[/]"
+    return "[green]ok[/]" if check.cached else "-"
+
+
+def _record(entry: ModelEntry, check: CacheCheck | None) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "name": entry.name,
+        "task": entry.task,
+        LEVEL_KEY[entry.task]: entry.level,
+        "channels": entry.channels,
+        "architecture": entry.architecture,
+        "parameters": entry.parameters,
+        "size": entry.size,
+        "sha256": entry.sha256,
+        "pinned": entry.pinned,
+        "url": entry.url,
+        "file": entry.file,
+        "description": entry.description,
+        "downloaded": is_cached(entry),
+        "path": str(cached_path(entry)),
+    }
+    if check is not None:
+        record["verified"] = None if not check.cached else check.problem is None
+        record["problem"] = check.problem
+    return record
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"

@@ -1,0 +1,192 @@
+"""`swinir models` and `swinir download`, run through the real command line against a loopback server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REFERENCE, official_models
+from PIL import Image
+from test_download import FILE_NAME, TINY_BYTES, TINY_SHA256, WeightServer, register
+
+from swinir_cli.cli import main
+
+
+@pytest.fixture
+def server() -> Iterator[WeightServer]:
+    weight_server = WeightServer()
+    weight_server.files[f"/{FILE_NAME}"] = TINY_BYTES
+    yield weight_server
+    weight_server.stop()
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cache_dir = tmp_path / "cache"
+    monkeypatch.setenv("SWINIR_CACHE_DIR", str(cache_dir))
+    monkeypatch.setenv("COLUMNS", "200")
+    for name in ("SWINIR_OFFLINE", "SWINIR_REGISTRY"):
+        monkeypatch.delenv(name, raising=False)
+    return cache_dir
+
+
+def models_json(capsys: pytest.CaptureFixture[str], *options: str) -> tuple[int, dict]:
+    code = main(["models", "--json", *options])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_models_json_lists_all_released_files_with_their_pinned_hashes(cache, capsys) -> None:
+    code, document = models_json(capsys)
+    assert code == 0
+    assert document["cache_dir"] == str(cache)
+    by_file = {record["file"]: record for record in document["models"]}
+    rows = official_models()
+    assert len(by_file) == len(rows) == 31
+    for row in rows:
+        record = by_file[row["file"]]
+        assert (record["sha256"], record["size"], record["url"]) == (row["sha256"], row["size"], row["url"])
+        assert record["pinned"] == (row["sha256"] is not None)
+        assert record["downloaded"] is False
+    assert by_file["003_realSR_BSRGAN_DFO_s64w8_SwinIR-M_x4_GAN.pth"]["name"] == "real-x4"
+    assert by_file["005_colorDN_DFWB_s128w8_SwinIR-M_noise25.pth"]["sigma"] == 25
+
+
+def test_models_table_shows_names_settings_and_pinning(cache, capsys) -> None:
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for text in (
+        "real-x4",
+        "real-large-x4-psnr",
+        "denoise-gray-50",
+        "x4",
+        "sigma 25",
+        "quality 40",
+        "unpinned",
+    ):
+        assert text in out
+    assert "67.1 MB" in out and "11.7M" in out
+
+
+def test_download_fetches_verifies_and_prepares_the_fast_copy(
+    tmp_path, monkeypatch, server: WeightServer, cache: Path, capsys
+) -> None:
+    register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", size=len(TINY_BYTES))
+    assert main(["download", "tiny-x2"]) == 0
+    err = capsys.readouterr().err
+    assert "tiny-x2: downloaded 1.5 MB and verified" in err  # plain lines: stderr is not a terminal here
+    assert sorted(p.name for p in cache.iterdir()) == [FILE_NAME, "sr_pixelshuffle_x2.safetensors"]
+    assert hashlib.sha256((cache / FILE_NAME).read_bytes()).hexdigest() == TINY_SHA256
+    _, document = models_json(capsys)
+    tiny = next(record for record in document["models"] if record["name"] == "tiny-x2")
+    assert tiny["downloaded"] is True and tiny["path"] == str(cache / FILE_NAME)
+    assert main(["download", "tiny-x2"]) == 0
+    assert "tiny-x2: was already downloaded and verified" in capsys.readouterr().err
+    assert len(server.requests) == 1
+
+
+def test_download_with_a_wrong_hash_fails_on_one_line_and_leaves_nothing(
+    tmp_path, monkeypatch, server: WeightServer, cache: Path, capsys
+) -> None:
+    register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", sha256="f" * 64)
+    assert main(["download", "tiny-x2"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].startswith("error: model 'tiny-x2'") and "f" * 64 in lines[0] and TINY_SHA256 in lines[0]
+    assert lines[1] == "error: 1 of 1 model(s) could not be fetched: tiny-x2"
+    assert list(cache.iterdir()) == []
+
+
+def test_download_needs_names_or_all(cache, capsys) -> None:
+    assert main(["download"]) == 2
+    assert "name the models to download, or pass --all" in capsys.readouterr().err
+    assert main(["download", "real-x4", "--all"]) == 2
+
+
+def test_download_of_an_unknown_name_suggests_close_ones(cache, capsys) -> None:
+    assert main(["download", "real-4x"]) == 1
+    assert "no model named 'real-4x'" in capsys.readouterr().err
+
+
+def test_download_offline_says_how_to_get_the_model(tmp_path, monkeypatch, server, cache, capsys) -> None:
+    register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}")
+    monkeypatch.setenv("SWINIR_OFFLINE", "1")
+    assert main(["download", "tiny-x2"]) == 1
+    assert "SWINIR_OFFLINE forbids downloading it" in capsys.readouterr().err
+    assert server.requests == []
+
+
+def test_models_verify_rehashes_and_deletes_a_corrupt_file(
+    tmp_path, monkeypatch, server: WeightServer, cache: Path, capsys
+) -> None:
+    register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}")
+    assert main(["download", "tiny-x2", "--quiet"]) == 0
+    code, document = models_json(capsys, "--verify")
+    assert code == 0
+    tiny = next(record for record in document["models"] if record["name"] == "tiny-x2")
+    assert tiny["verified"] is True
+    assert next(r for r in document["models"] if r["name"] == "real-x4")["verified"] is None
+    (cache / FILE_NAME).write_bytes(b"bitrot")
+    code, document = models_json(capsys, "--verify")
+    assert code == 1
+    tiny = next(record for record in document["models"] if record["name"] == "tiny-x2")
+    assert tiny["verified"] is False and "does not match" in tiny["problem"]
+    assert not (cache / FILE_NAME).exists()
+
+
+@pytest.fixture
+def tiny_image(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    case = np.load(REFERENCE / "tiny" / "sr_pixelshuffle_x2.npz")
+    path = tmp_path / "in.png"
+    Image.fromarray(case["image_u8"]).save(path)
+    return path, case["pipeline_u8"]
+
+
+def upscale(image: Path, output: Path, *source: str) -> int:
+    return main(["upscale", str(image), *source, "--tile", "0", "-o", str(output), "--overwrite", "--quiet"])
+
+
+def test_upscale_with_a_registry_model_downloads_verifies_runs_and_then_works_without_the_server(
+    tmp_path, monkeypatch, server: WeightServer, cache: Path, tiny_image
+) -> None:
+    image, golden = tiny_image
+    register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", size=len(TINY_BYTES))
+    assert upscale(image, tmp_path / "model.png", "--model", "tiny-x2") == 0
+    assert len(server.requests) == 1
+    assert (cache / "sr_pixelshuffle_x2.safetensors").is_file()
+    from_model = np.asarray(Image.open(tmp_path / "model.png"))
+    assert upscale(image, tmp_path / "pth.png", "--weights", str(REFERENCE / "tiny" / FILE_NAME)) == 0
+    # The cached safetensors copy and the published .pth give bit-identical outputs...
+    assert np.array_equal(from_model, np.asarray(Image.open(tmp_path / "pth.png")))
+    # ...which match the reference implementation's (to the tolerance the pipeline's own tests use).
+    assert from_model.shape == golden.shape and np.mean(from_model == golden) > 0.999
+    assert np.abs(from_model.astype(int) - golden).max() <= 1
+    server.stop()
+    assert upscale(image, tmp_path / "again.png", "--model", "tiny-x2") == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "again.png")), from_model)
+
+
+def test_upscale_with_a_wrong_hash_fails_on_one_line_and_caches_nothing(
+    tmp_path, monkeypatch, server: WeightServer, cache: Path, tiny_image, capsys
+) -> None:
+    image, _ = tiny_image
+    register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", sha256="e" * 64)
+    assert upscale(image, tmp_path / "out.png", "--model", "tiny-x2") != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "e" * 64 in err and TINY_SHA256 in err
+    assert list(cache.iterdir()) == []
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_upscale_offline_with_nothing_cached_is_a_clear_error_without_network(
+    tmp_path, monkeypatch, server: WeightServer, cache: Path, tiny_image, capsys
+) -> None:
+    image, _ = tiny_image
+    register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}")
+    monkeypatch.setenv("SWINIR_OFFLINE", "1")
+    assert upscale(image, tmp_path / "out.png", "--model", "tiny-x2") != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "swinir download tiny-x2" in err
+    assert server.requests == []

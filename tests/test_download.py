@@ -1,0 +1,403 @@
+"""Verified downloads against a real HTTP server on 127.0.0.1 that each test starts.
+
+The server serves the tiny reference checkpoint and can misbehave on request: hang up part-way, ignore
+Range, answer an error status, serve other bytes, or hold every response until the test lets it go.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REFERENCE
+from safetensors import safe_open
+
+from swinir_cli.checkpoint import load_model, read_state_dict
+from swinir_cli.download import fetch, verified_weights_path, verify_cached
+from swinir_cli.errors import DownloadError, ModelNotFoundError
+from swinir_cli.registry import get_model
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REFERENCE / "tiny" / "sr_pixelshuffle_x2.pth"
+TINY_BYTES = TINY.read_bytes()
+TINY_SHA256 = hashlib.sha256(TINY_BYTES).hexdigest()
+FILE_NAME = "sr_pixelshuffle_x2.pth"
+
+
+class WeightServer:
+    """A loopback HTTP server for weight files, with switches for the failures a download must survive."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.requests: list[tuple[str, str | None]] = []
+        self.hang_up_after: list[int] = []  # per response, in order: bytes sent before closing
+        self.statuses: list[int] = []  # per request, in order: error statuses answered first
+        self.ignore_range = False
+        self.gate = threading.Event()
+        self.gate.set()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.gate.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.requests.append((self.path, self.headers.get("Range")))
+                if server.statuses:
+                    self.send_error(server.statuses.pop(0))
+                    return
+                if self.path not in server.files:
+                    self.send_error(404)
+                    return
+                data = server.files[self.path]
+                start = self._range_start()
+                self.send_response(206 if start else 200)
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                server.gate.wait(timeout=60)
+                body = data[start:]
+                if server.hang_up_after:
+                    body = body[: server.hang_up_after.pop(0)]
+                self.wfile.write(body)
+
+            def _range_start(self) -> int:
+                header = self.headers.get("Range")
+                if server.ignore_range or not header:
+                    return 0
+                return int(header.removeprefix("bytes=").partition("-")[0])
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Keep test output quiet."""
+
+        return Handler
+
+
+@pytest.fixture
+def server() -> Iterator[WeightServer]:
+    weight_server = WeightServer()
+    weight_server.files[f"/{FILE_NAME}"] = TINY_BYTES
+    yield weight_server
+    weight_server.stop()
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cache_dir = tmp_path / "cache"
+    monkeypatch.setenv("SWINIR_CACHE_DIR", str(cache_dir))
+    monkeypatch.delenv("SWINIR_OFFLINE", raising=False)
+    return cache_dir
+
+
+def register(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, sha256: str | None = TINY_SHA256, **extra: int
+) -> None:
+    """Point SWINIR_REGISTRY at a file holding one entry, `tiny-x2`."""
+    lines = ["[models.tiny-x2]", 'task = "upscale"', "scale = 2", f'url = "{url}"', 'description = "tiny"']
+    if sha256:
+        lines.append(f'sha256 = "{sha256}"')
+    lines += [f"{key} = {value}" for key, value in extra.items()]
+    registry = tmp_path / "extra.toml"
+    registry.write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("SWINIR_REGISTRY", str(registry))
+
+
+@pytest.fixture
+def tiny_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightServer, cache: Path):
+    register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", size=len(TINY_BYTES))
+    return get_model("tiny-x2")
+
+
+def cache_listing(cache: Path) -> list[str]:
+    return sorted(p.name for p in cache.iterdir()) if cache.exists() else []
+
+
+def test_download_verifies_and_reports_progress(tiny_entry, server: WeightServer, cache: Path) -> None:
+    calls: list[tuple[int, int | None]] = []
+    path = fetch(tiny_entry, progress=lambda done, total: calls.append((done, total)))
+    assert path == cache / FILE_NAME
+    assert path.read_bytes() == TINY_BYTES
+    assert calls[0] == (0, len(TINY_BYTES)) and calls[-1] == (len(TINY_BYTES), len(TINY_BYTES))
+    assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+    assert server.requests == [(f"/{FILE_NAME}", None)]
+    assert cache_listing(cache) == [FILE_NAME]  # no .part, no lock file left
+
+
+def test_cached_model_works_with_the_server_stopped(tiny_entry, server: WeightServer, cache: Path) -> None:
+    first = fetch(tiny_entry)
+    server.stop()
+    assert fetch(tiny_entry) == first
+    assert verified_weights_path(tiny_entry).is_file()
+
+
+def test_wrong_sha256_is_deleted_and_reported_on_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightServer, cache: Path
+) -> None:
+    register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", sha256="0" * 64)
+    with pytest.raises(DownloadError) as caught:
+        fetch(get_model("tiny-x2"))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "tiny-x2" in message and "0" * 64 in message and TINY_SHA256 in message
+    assert cache_listing(cache) == []
+
+
+def test_server_serving_other_bytes_is_caught_by_size_before_hashing(tiny_entry, server, cache) -> None:
+    server.files[f"/{FILE_NAME}"] = TINY_BYTES[:-10]
+    with pytest.raises(DownloadError, match=f"serves {len(TINY_BYTES) - 10} bytes, expected"):
+        fetch(tiny_entry)
+    assert cache_listing(cache) == []
+
+
+def test_hang_up_part_way_is_resumed_with_a_range_request(tiny_entry, server: WeightServer) -> None:
+    server.hang_up_after = [500_000, 300_000]
+    path = fetch(tiny_entry, backoff_s=0)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == TINY_SHA256
+    assert [header for _, header in server.requests] == [None, "bytes=500000-", "bytes=800000-"]
+
+
+def test_partial_file_of_an_interrupted_process_is_resumed(tiny_entry, server: WeightServer, cache) -> None:
+    cache.mkdir()
+    (cache / f"{FILE_NAME}.part").write_bytes(TINY_BYTES[:700_000])
+    path = fetch(tiny_entry)
+    assert path.read_bytes() == TINY_BYTES
+    assert server.requests == [(f"/{FILE_NAME}", "bytes=700000-")]
+
+
+def test_server_ignoring_range_restarts_from_the_start(tiny_entry, server: WeightServer) -> None:
+    server.ignore_range = True
+    server.hang_up_after = [400_000]
+    assert fetch(tiny_entry, backoff_s=0).read_bytes() == TINY_BYTES
+    assert len(server.requests) == 2
+
+
+def test_not_found_is_a_clear_error_without_retries(
+    tmp_path, monkeypatch, server: WeightServer, cache
+) -> None:
+    url = f"{server.base_url}/missing.pth"
+    register(tmp_path, monkeypatch, url)
+    with pytest.raises(DownloadError, match=f"{url} answered HTTP 404"):
+        fetch(get_model("tiny-x2"), backoff_s=0)
+    assert len(server.requests) == 1
+    assert cache_listing(cache) == []
+
+
+def test_temporary_server_errors_are_retried(tiny_entry, server: WeightServer) -> None:
+    server.statuses = [503, 502]
+    assert fetch(tiny_entry, backoff_s=0).read_bytes() == TINY_BYTES
+    assert len(server.requests) == 3
+
+
+def test_unreachable_server_gives_up_after_the_retries(tiny_entry, server: WeightServer, cache) -> None:
+    server.stop()
+    with pytest.raises(DownloadError, match="gave up after 3 attempts"):
+        fetch(tiny_entry, retries=2, backoff_s=0)
+    assert not (cache / FILE_NAME).exists()
+
+
+def test_two_processes_download_once_and_both_succeed(tiny_entry, server: WeightServer, cache: Path) -> None:
+    server.gate.clear()  # hold the first transfer open until both processes are running
+    script = (
+        "from swinir_cli.download import fetch; from swinir_cli.registry import get_model; "
+        "print(fetch(get_model('tiny-x2')))"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    deadline = time.monotonic() + 60
+    while not server.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # the second process reaches the lock and waits
+    assert [p.poll() for p in processes] == [None, None]
+    server.gate.set()
+    outputs = [p.communicate(timeout=60)[0].strip() for p in processes]
+    assert [p.returncode for p in processes] == [0, 0]
+    assert outputs == [str(cache / FILE_NAME)] * 2
+    assert len(server.requests) == 1
+    assert cache_listing(cache) == [FILE_NAME]
+    assert (cache / FILE_NAME).read_bytes() == TINY_BYTES
+
+
+def test_offline_with_nothing_cached_names_the_model_and_never_connects(
+    tiny_entry, server: WeightServer, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SWINIR_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError) as caught:
+        fetch(tiny_entry)
+    message = str(caught.value)
+    assert "swinir download tiny-x2" in message and str(cache / FILE_NAME) in message
+    assert server.requests == []
+
+
+def test_offline_uses_the_cached_file(tiny_entry, server: WeightServer, monkeypatch) -> None:
+    path = fetch(tiny_entry)
+    monkeypatch.setenv("SWINIR_OFFLINE", "1")
+    assert fetch(tiny_entry) == path
+    assert len(server.requests) == 1
+
+
+def test_corrupt_cached_file_is_replaced_by_a_fresh_download(tiny_entry, server: WeightServer) -> None:
+    path = fetch(tiny_entry)
+    path.write_bytes(b"x" * len(TINY_BYTES))
+    assert fetch(tiny_entry).read_bytes() == TINY_BYTES
+    assert len(server.requests) == 2
+
+
+def test_unpinned_entry_records_the_first_hash_and_checks_it_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightServer, cache: Path
+) -> None:
+    register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", sha256=None)
+    entry = get_model("tiny-x2")
+    assert not entry.pinned
+    path = fetch(entry)
+    record = cache / f"{FILE_NAME}.sha256"
+    assert record.read_text() == f"{TINY_SHA256}  {FILE_NAME}\n"
+    path.write_bytes(b"tampered")  # the cached file changes...
+    server.files[f"/{FILE_NAME}"] = TINY_BYTES[::-1]  # ...and so does the source
+    with pytest.raises(DownloadError, match=f"expected {TINY_SHA256} \\(recorded in"):
+        fetch(entry)
+    assert cache_listing(cache) == [f"{FILE_NAME}.sha256"]
+
+
+def test_local_mirror_path_is_copied_verified_and_allowed_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: Path
+) -> None:
+    (tmp_path / "mirror").mkdir()
+    shutil.copyfile(TINY, tmp_path / "mirror" / FILE_NAME)
+    register(tmp_path, monkeypatch, f"mirror/{FILE_NAME}")
+    monkeypatch.setenv("SWINIR_OFFLINE", "1")
+    assert fetch(get_model("tiny-x2")).read_bytes() == TINY_BYTES
+
+
+def test_safetensors_copy_holds_the_same_tensors_and_gives_bit_identical_outputs(tiny_entry) -> None:
+    copy = verified_weights_path(tiny_entry)
+    assert copy.name == "sr_pixelshuffle_x2.safetensors"
+    with safe_open(str(copy), framework="pt") as handle:
+        assert handle.metadata()["source_sha256"] == TINY_SHA256
+    from_pth, from_copy = read_state_dict(TINY), read_state_dict(copy)
+    assert from_pth.keys() == from_copy.keys()
+    assert all(
+        torch.equal(from_pth[k], from_copy[k]) and from_pth[k].dtype == from_copy[k].dtype for k in from_pth
+    )
+    x = torch.from_numpy(np.load(REFERENCE / "tiny" / "sr_pixelshuffle_x2.npz")["x_odd"])
+    with torch.no_grad():
+        assert torch.equal(load_model(TINY)(x), load_model(copy)(x))
+
+
+def test_safetensors_copy_is_reused_and_rebuilt_when_it_does_not_match(tiny_entry) -> None:
+    copy = verified_weights_path(tiny_entry)
+    written = copy.stat().st_mtime_ns
+    assert verified_weights_path(tiny_entry).stat().st_mtime_ns == written
+    copy.write_bytes(b"not safetensors")
+    assert verified_weights_path(tiny_entry) == copy
+    assert read_state_dict(copy).keys() == read_state_dict(TINY).keys()
+
+
+def test_verify_cached_reports_missing_good_and_corrupt_files(tiny_entry, cache: Path) -> None:
+    assert not verify_cached(tiny_entry).cached
+    verified_weights_path(tiny_entry)
+    good = verify_cached(tiny_entry)
+    assert good.cached and good.problem is None and good.sha256 == TINY_SHA256
+    (cache / FILE_NAME).write_bytes(b"bitrot")
+    bad = verify_cached(tiny_entry)
+    assert bad.problem is not None and "does not match" in bad.problem
+    assert cache_listing(cache) == []  # the corrupt file and its safetensors copy are gone
+
+
+class FakeHub:
+    """Stands in for huggingface_hub.hf_hub_download: the Hugging Face Hub cannot be reached from here."""
+
+    def __init__(self, tmp_path: Path, data: bytes) -> None:
+        self.calls: list[dict] = []
+        self.path = tmp_path / "hub" / FILE_NAME
+        self.path.parent.mkdir()
+        self.path.write_bytes(data)
+
+    def __call__(self, repo_id: str, filename: str, **options) -> str:
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        self.calls.append({"repo_id": repo_id, "filename": filename, **options})
+        if options["local_files_only"] and not self.calls[:-1]:
+            raise LocalEntryNotFoundError("not in the local cache")
+        return str(self.path)
+
+
+@pytest.mark.parametrize("data, ok", [(TINY_BYTES, True), (b"something else", False)])
+def test_hub_source_is_fetched_through_huggingface_hub_and_hash_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: Path, data: bytes, ok: bool
+) -> None:
+    import huggingface_hub
+
+    hub = FakeHub(tmp_path, data)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub)
+    register(tmp_path, monkeypatch, f"hf://someone/swinir@v1/weights/{FILE_NAME}")
+    entry = get_model("tiny-x2")
+    if ok:
+        assert fetch(entry) == hub.path
+    else:
+        with pytest.raises(DownloadError, match="not used"):
+            fetch(entry)
+    assert hub.calls == [
+        {
+            "repo_id": "someone/swinir",
+            "filename": f"weights/{FILE_NAME}",
+            "revision": "v1",
+            "local_files_only": False,
+        }
+    ]
+
+
+def test_hub_source_offline_and_not_cached_is_a_clear_error(tmp_path, monkeypatch, cache: Path) -> None:
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", FakeHub(tmp_path, TINY_BYTES))
+    register(tmp_path, monkeypatch, f"hf://someone/swinir/{FILE_NAME}")
+    with pytest.raises(ModelNotFoundError, match="swinir download tiny-x2"):
+        fetch(get_model("tiny-x2"), offline=True)
+
+
+def test_lock_file_left_by_a_dead_process_does_not_block(tiny_entry, cache: Path) -> None:
+    cache.mkdir()
+    (cache / f"{FILE_NAME}.lock").write_text("12345")  # a stale lock file: nobody holds its flock
+    assert fetch(tiny_entry).read_bytes() == TINY_BYTES
+    assert cache_listing(cache) == [FILE_NAME]
+
+
+def test_module_does_not_print(tiny_entry, capsys: pytest.CaptureFixture[str]) -> None:
+    verified_weights_path(tiny_entry)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_unwritable_cache_is_a_clear_error(tiny_entry, tmp_path: Path, monkeypatch) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    monkeypatch.setenv("SWINIR_CACHE_DIR", str(blocker / "cache"))
+    with pytest.raises(
+        DownloadError, match=re.escape(f"cannot store model 'tiny-x2' in the cache {blocker}")
+    ):
+        fetch(tiny_entry)
