@@ -33,9 +33,10 @@ from urllib.parse import unquote, urlsplit
 
 from safetensors import SafetensorError, safe_open
 
-from swinir_cli import __version__
 from swinir_cli.errors import DownloadError, ModelNotFoundError
 from swinir_cli.registry import ModelEntry, cache_dir
+
+from ._version import __version__
 
 ProgressCallback = Callable[[int, int | None], None]
 

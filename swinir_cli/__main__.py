@@ -1,0 +1,5 @@
+"""``python -m swinir_cli`` runs the ``swinir`` command."""
+
+from .cli import main
+
+main()

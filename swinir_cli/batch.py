@@ -1,0 +1,454 @@
+"""Batches: which files to restore, where each result goes, and running them so one bad file costs nothing.
+
+Inputs are files, folders (``recursive`` mirrors sub-folders in the output folder), glob patterns the shell
+left unexpanded, or ``-`` for standard input. Outputs, unless ``--output`` says otherwise:
+
+* a file ``photo.jpg`` gives ``photo<suffix>.png`` beside it;
+* a folder ``photos/`` gives the folder ``photos<suffix>/`` beside it, holding ``<name><suffix>.png`` for
+  each image (sub-folders mirrored with ``recursive``);
+* ``-`` (standard input) gives standard output.
+
+An output never replaces an input: a job whose output is its own input, or another input while
+``overwrite`` is on, or the output of an earlier job, fails before any work. An existing output is skipped
+unless ``overwrite``, so running an interrupted batch again resumes it. Each result is written atomically
+(see :func:`swinir_cli.imageio.write_image`). Files in folders that are not images (judged by suffix) are
+ignored and listed; every other problem fails its own job, and the batch goes on.
+
+After the model, :func:`resize_image` gives other output sizes and :func:`alpha_through_model` runs the
+alpha channel through the model instead of interpolating it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import ImageError, SwinIRError, UsageError
+from .imageio import (
+    PILLOW_LIMIT,
+    LoadedImage,
+    encode_image,
+    is_probably_image,
+    output_format,
+    read_image,
+    to_colour,
+    to_gray,
+    write_image,
+)
+
+__all__ = [
+    "STDIO",
+    "BatchPlan",
+    "BatchSummary",
+    "Job",
+    "JobResult",
+    "OutputOptions",
+    "alpha_through_model",
+    "output_size",
+    "plan_jobs",
+    "resize_image",
+    "run_jobs",
+]
+
+#: The path that stands for standard input (as an input) or standard output (as ``--output``).
+STDIO = "-"
+DEFAULT_FORMAT = "png"
+#: The name of the standard-input image when its result goes into an output folder.
+STDIN_STEM = "stdin"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to restore: ``source``/``target`` are None for standard input/output.
+
+    ``problem`` is set when the job is known to fail before it runs (missing input, clashing output).
+    """
+
+    source: Path | None
+    target: Path | None
+    problem: str | None = None
+
+    @property
+    def input_name(self) -> str:
+        return str(self.source) if self.source is not None else "<stdin>"
+
+    @property
+    def output_name(self) -> str:
+        return str(self.target) if self.target is not None else "<stdout>"
+
+
+@dataclass
+class JobResult:
+    job: Job
+    status: str  # "done", "skipped", "failed" or "interrupted"
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class BatchPlan:
+    """The jobs to run, and the files found in folders that are not images (ignored, not errors)."""
+
+    jobs: list[Job]
+    not_images: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class BatchSummary:
+    results: list[JobResult] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(result.status == status for result in self.results)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when everything was done or skipped, 1 when any input failed, 130 when interrupted."""
+        if self.interrupted:
+            return 130
+        return 1 if self.count("failed") else 0
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """How results are named and encoded."""
+
+    suffix: str
+    format: str | None = None
+    quality: int | None = None
+    strip_metadata: bool = False
+    overwrite: bool = False
+
+
+# --------------------------------------------------------------------------------------------------
+# Planning
+
+
+def plan_jobs(
+    inputs: Sequence[str], output: str | None, options: OutputOptions, *, recursive: bool = False
+) -> BatchPlan:
+    """Turn command-line inputs into jobs (see the module docstring for the output names).
+
+    ``output`` is a file for one input image, else a folder (created when missing; a trailing slash
+    makes it a folder for one input too); ``-`` is standard output. Inputs that do not exist, and outputs
+    that would replace an input or an earlier job's output, become jobs with a ``problem``.
+
+    Raises:
+        UsageError: ``-`` is mixed with other inputs, or ``--output -`` is given more than one image.
+    """
+    if STDIO in inputs:
+        if len(inputs) > 1:
+            raise UsageError("standard input ('-') cannot be combined with other inputs")
+        return BatchPlan([_stdin_job(output, options)])
+    if output == STDIO and (len(inputs) != 1 or Path(inputs[0]).is_dir() or glob.has_magic(inputs[0])):
+        raise UsageError("--output - (standard output) takes exactly one input image")
+
+    out_dir = _output_folder(inputs, output)
+    found: list[tuple[Path, Path | None]] = []  # (file, the input folder it was found in)
+    problems: list[Job] = []
+    not_images: list[Path] = []
+    for pattern in inputs:
+        matches = _expand(pattern)
+        if not matches:
+            problems.append(Job(Path(pattern), None, f"{pattern}: no file matches this pattern"))
+        for path in matches:
+            if path.is_dir():
+                try:
+                    images, others = _folder_files(path, recursive, exclude=out_dir)
+                except OSError as exc:
+                    problems.append(Job(path, None, f"{path}: cannot list the folder ({exc.strerror or exc})"))
+                    continue
+                found += [(image, path) for image in images]
+                not_images += others
+            elif path.exists() or path.is_symlink():
+                found.append((path, None))
+            else:
+                problems.append(Job(path, None, f"{path}: no such file or folder"))
+    jobs = [
+        Job(source, _target(source, folder, output, out_dir, options)) for source, folder in _unique(found)
+    ]
+    return BatchPlan(problems + _refuse_clashes(jobs, options), not_images)
+
+
+def _stdin_job(output: str | None, options: OutputOptions) -> Job:
+    if output in (None, STDIO):
+        return Job(None, None)
+    target = Path(output)
+    if target.is_dir() or output.endswith(("/", "\\")):
+        target = target / _file_name(STDIN_STEM, options)
+    return Job(None, target)
+
+
+def _output_folder(inputs: Sequence[str], output: str | None) -> Path | None:
+    """The ``--output`` folder, or None when ``output`` names a file (or is absent or ``-``)."""
+    if output in (None, STDIO):
+        return None
+    several = len(inputs) > 1 or any(Path(p).is_dir() or glob.has_magic(p) for p in inputs)
+    if several or Path(output).is_dir() or output.endswith(("/", "\\")):
+        return Path(output)
+    return None
+
+
+def _expand(pattern: str) -> list[Path]:
+    path = Path(pattern)
+    if path.exists() or path.is_symlink() or not glob.has_magic(pattern):
+        return [path]
+    return sorted(Path(p) for p in glob.glob(pattern, recursive=True))
+
+
+def _folder_files(folder: Path, recursive: bool, exclude: Path | None) -> tuple[list[Path], list[Path]]:
+    """(images, other files) in ``folder``, sorted; hidden entries and the ``exclude`` folder are left out."""
+    excluded = exclude.resolve() if exclude is not None else None
+    files = []
+    for path in sorted(folder.rglob("*") if recursive else folder.iterdir()):
+        relative = path.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+            continue
+        if excluded is not None and path.resolve().is_relative_to(excluded):
+            continue
+        files.append(path)
+    return [p for p in files if is_probably_image(p)], [p for p in files if not is_probably_image(p)]
+
+
+def _unique(found: list[tuple[Path, Path | None]]) -> Iterator[tuple[Path, Path | None]]:
+    """Each file once, in order, even when named twice (a file and its folder, or two patterns)."""
+    seen: set[Path] = set()
+    for source, folder in found:
+        key = source.resolve()
+        if key not in seen:
+            seen.add(key)
+            yield source, folder
+
+
+def _file_name(stem: str, options: OutputOptions) -> str:
+    return f"{stem}{options.suffix}.{(options.format or DEFAULT_FORMAT).lower()}"
+
+
+def _target(
+    source: Path, folder: Path | None, output: str | None, out_dir: Path | None, options: OutputOptions
+) -> Path | None:
+    if output == STDIO:
+        return None
+    name = _file_name(source.stem, options)
+    if out_dir is not None:
+        relative = source.parent.relative_to(folder) if folder is not None else Path()
+        return out_dir / relative / name
+    if output is not None:
+        return Path(output)
+    if folder is not None:
+        return _sibling_folder(folder, options.suffix) / source.parent.relative_to(folder) / name
+    return source.with_name(name)
+
+
+def _sibling_folder(folder: Path, suffix: str) -> Path:
+    """The default output folder of an input folder: ``photos`` -> ``photos<suffix>`` beside it."""
+    if folder.name in ("", ".."):  # "." or a path ending in "..": name it after the real folder
+        folder = folder.resolve()
+    return folder.with_name(f"{folder.name}{suffix}")
+
+
+def _refuse_clashes(jobs: list[Job], options: OutputOptions) -> list[Job]:
+    """Give a problem to each job whose output would replace an input or an earlier job's output."""
+    sources = {job.source.resolve(): job.source for job in jobs if job.source is not None}
+    claimed: dict[Path, Job] = {}
+    checked = []
+    for job in jobs:
+        if job.target is None or job.source is None:
+            checked.append(job)
+            continue
+        target = job.target.resolve()
+        problem = None
+        if target == job.source.resolve():
+            problem = f"{job.source}: the output would replace the input; choose another --output or --suffix"
+        elif target in sources and options.overwrite:
+            problem = f"{job.source}: the output {job.target} would replace the input {sources[target]}"
+        elif target in claimed:
+            problem = f"{job.source}: the output {job.target} is also the output of {claimed[target].source}"
+        else:
+            claimed[target] = job
+        checked.append(dataclasses.replace(job, problem=problem) if problem else job)
+    return checked
+
+
+# --------------------------------------------------------------------------------------------------
+# Running
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    restore: Callable[[LoadedImage, Job], LoadedImage],
+    options: OutputOptions,
+    *,
+    max_pixels: int | None = None,
+    on_start: Callable[[Job, int], None] | None = None,
+    on_result: Callable[[JobResult], None] | None = None,
+) -> BatchSummary:
+    """Read, restore and write each job; a job that fails is reported and the batch goes on.
+
+    ``restore(image, job) -> image`` does the work (a :class:`~swinir_cli.pipeline.Restorer` method with
+    progress attached). ``on_start(job, index)`` is called before a job that is not skipped runs, and
+    ``on_result(result)`` after every job. ``max_pixels`` refuses larger images (None: Pillow's limit).
+    Ctrl-C (KeyboardInterrupt) stops the batch: the job in flight leaves no partial file, is reported
+    as ``interrupted`` and :attr:`BatchSummary.interrupted` is set.
+
+    Raises:
+        UsageError: a job hit an error in the command itself (such as a model of the wrong scale); the
+            batch stops, since every other job would fail the same way.
+    """
+    summary = BatchSummary()
+    started = time.perf_counter()
+    for index, job in enumerate(jobs):
+        job_started = time.perf_counter()
+        try:
+            result = _run_one(job, index, restore, options, max_pixels, on_start)
+        except KeyboardInterrupt:
+            result = JobResult(job, "interrupted", time.perf_counter() - job_started, "interrupted")
+            summary.interrupted = True
+        summary.results.append(result)
+        if on_result is not None:
+            on_result(result)
+        if summary.interrupted:
+            break
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _run_one(
+    job: Job,
+    index: int,
+    restore: Callable[[LoadedImage, Job], LoadedImage],
+    options: OutputOptions,
+    max_pixels: int | None,
+    on_start: Callable[[Job, int], None] | None,
+) -> JobResult:
+    if job.problem is not None:
+        return JobResult(job, "failed", error=job.problem)
+    if job.target is not None and job.target.exists() and not options.overwrite:
+        return JobResult(job, "skipped")
+    if on_start is not None:
+        on_start(job, index)
+    started = time.perf_counter()
+    limit = PILLOW_LIMIT if max_pixels is None else max_pixels
+    try:
+        if job.source is None:
+            image = read_image(sys.stdin.buffer.read(), max_pixels=limit)
+        else:
+            image = read_image(job.source, max_pixels=limit)
+        restored = restore(image, job)
+        _write(job, restored, options)
+    except UsageError:
+        raise
+    except SwinIRError as exc:
+        return JobResult(job, "failed", time.perf_counter() - started, str(exc))
+    except MemoryError:
+        return JobResult(job, "failed", time.perf_counter() - started, f"{job.input_name}: out of memory")
+    return JobResult(job, "done", time.perf_counter() - started)
+
+
+def _write(job: Job, image: LoadedImage, options: OutputOptions) -> None:
+    if job.target is None:
+        data = encode_image(
+            image,
+            options.format or DEFAULT_FORMAT,
+            quality=options.quality,
+            strip_metadata=options.strip_metadata,
+        )
+        try:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except OSError as exc:
+            raise ImageError(f"<stdout>: cannot write ({exc.strerror or exc})") from None
+        return
+    output_format(job.target, options.format)  # fail early on an unknown suffix
+    try:
+        job.target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImageError(f"{job.target}: cannot create its folder ({exc.strerror or exc})") from None
+    write_image(
+        job.target,
+        image,
+        format=options.format,
+        quality=options.quality,
+        strip_metadata=options.strip_metadata,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# After the model
+
+
+def output_size(
+    input_size: tuple[int, int],
+    *,
+    outscale: float | None = None,
+    width: int | None = None,
+    height: int | None = None,
+) -> tuple[int, int] | None:
+    """The (width, height) asked for by ``--outscale`` or ``--width``/``--height``; None when not asked.
+
+    ``outscale`` multiplies the input size; one of ``width``/``height`` alone keeps the aspect ratio.
+    Sides are rounded and at least 1.
+
+    Raises:
+        UsageError: ``outscale`` is combined with ``width``/``height``, or a value is not positive.
+    """
+    if outscale is not None and (width is not None or height is not None):
+        raise UsageError("--outscale cannot be combined with --width/--height")
+    if any(value is not None and value <= 0 for value in (outscale, width, height)):
+        raise UsageError("--outscale, --width and --height must be positive")
+    in_width, in_height = input_size
+    if outscale is not None:
+        return max(1, round(in_width * outscale)), max(1, round(in_height * outscale))
+    if width is not None and height is not None:
+        return width, height
+    if width is not None:
+        return width, max(1, round(in_height * width / in_width))
+    if height is not None:
+        return max(1, round(in_width * height / in_height)), height
+    return None
+
+
+def resize_image(image: LoadedImage, size: tuple[int, int]) -> LoadedImage:
+    """``image`` (colour and alpha) resized to ``size`` = (width, height), bit depth kept.
+
+    Shrinking on both axes uses area averaging (``cv2.INTER_AREA``, no aliasing); anything else uses
+    Lanczos (``cv2.INTER_LANCZOS4``, saturated to the dtype's range). The same size is returned as is.
+    """
+    width, height = size
+    if (width, height) == (image.width, image.height):
+        return image
+    shrinking = width <= image.width and height <= image.height
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LANCZOS4
+
+    def resized(array: np.ndarray) -> np.ndarray:
+        result = cv2.resize(np.ascontiguousarray(array), (width, height), interpolation=interpolation)
+        return result.reshape(height, width, *array.shape[2:])  # cv2 drops a single channel axis
+
+    alpha = None if image.alpha is None else resized(image.alpha)
+    return dataclasses.replace(image, pixels=resized(image.pixels), alpha=alpha)
+
+
+def alpha_through_model(
+    alpha: np.ndarray,
+    restore_pixels: Callable[[np.ndarray], np.ndarray],
+    channels: int,
+) -> np.ndarray:
+    """Restore an (H, W) alpha channel with the model itself, as a gray image.
+
+    ``restore_pixels`` maps (H, W, ``channels``) to (H*s, W*s, ``channels``) of the same dtype (see
+    :meth:`swinir_cli.pipeline.Restorer.restore_pixels`). A colour model gets the alpha in all three
+    channels and its result is brought back to one channel by luma, as for gray images.
+    Returns (H*s, W*s), same dtype as ``alpha``.
+    """
+    gray = alpha[..., None]
+    restored = restore_pixels(gray if channels == 1 else to_colour(gray))
+    return to_gray(restored)[..., 0]

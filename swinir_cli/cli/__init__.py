@@ -1,0 +1,62 @@
+"""The ``swinir`` command: Typer app wiring and the one place where errors become exit codes.
+
+Each command group lives in its own module and registers itself on :data:`app` here. Commands raise
+:class:`~swinir_cli.errors.SwinIRError`; :func:`main` prints it as one line and exits with its code
+(a traceback only when ``SWINIR_DEBUG=1``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from typer import Abort
+from typer._click.exceptions import ClickException
+
+from ..errors import SwinIRError
+from . import evaluate, models, restore
+from .output import Output
+
+app = typer.Typer(
+    name="swinir",
+    help="Restore images with SwinIR: upscale (super-resolution), denoise and remove JPEG artifacts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+restore.register(app)
+evaluate.register(app)
+models.register(app)
+
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns (and exits with) 0 on success, 1 on failure, 2 on usage errors."""
+    debug = os.environ.get("SWINIR_DEBUG", "") not in ("", "0")
+    console = Output()
+    try:
+        code = app(args=argv, prog_name="swinir", standalone_mode=False)
+    except SwinIRError as exc:
+        if debug:
+            raise
+        console.error(str(exc))
+        code = exc.exit_code
+    except ClickException as exc:
+        if debug:
+            raise
+        hint = ""
+        context = getattr(exc, "ctx", None)
+        if context is not None:
+            hint = f" (see '{context.command_path} --help')"
+        console.error(exc.format_message() + hint)
+        code = exc.exit_code
+    except (KeyboardInterrupt, Abort):
+        console.error("interrupted")
+        code = EXIT_INTERRUPTED
+    code = code if isinstance(code, int) else 0
+    if argv is None:
+        sys.exit(code)
+    return code

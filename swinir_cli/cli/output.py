@@ -1,0 +1,203 @@
+"""All terminal output of the command line goes through :class:`Output`.
+
+Messages and progress go to stderr, so that stdout stays free for data (``-o -`` and ``--json``). Progress
+bars are drawn only on a terminal and never when quiet; elsewhere long work reports plain log lines.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+#: Seconds between two plain progress lines when stderr is not a terminal.
+PLAIN_PROGRESS_INTERVAL = 5.0
+
+
+class Output:
+    """The one object that writes to the terminal.
+
+    Args:
+        quiet: only errors are printed.
+        json_lines: results go to stdout as one JSON object per line (and nothing else goes to stdout).
+    """
+
+    def __init__(self, *, quiet: bool = False, json_lines: bool = False) -> None:
+        self.quiet = quiet
+        self.json_lines = json_lines
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.out = Console(highlight=False, soft_wrap=True)
+
+    @property
+    def interactive(self) -> bool:
+        return self.err.is_terminal and not self.quiet
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(escape(message))
+
+    def warning(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(f"[yellow]warning:[/] {escape(message)}")
+
+    def error(self, message: str) -> None:
+        self.err.print(f"[bold red]error:[/] {escape(message)}")
+
+    def result(self, record: dict[str, Any]) -> None:
+        """One machine-readable result line on stdout (only with ``--json``).
+
+        The JSON is ASCII (other characters escaped), so any file name survives any locale.
+        """
+        if self.json_lines:
+            sys.stdout.write(json.dumps(record) + "\n")
+            sys.stdout.flush()
+
+    @contextmanager
+    def progress(
+        self, description: str, total: float | None, *, unit: str = "tiles"
+    ) -> Iterator[ProgressTask]:
+        """A progress bar (terminal) or periodic plain lines (pipes); nothing when quiet.
+
+        ``unit == "bytes"`` shows sizes and transfer rate; otherwise counts and rate per second.
+        """
+        if self.quiet:
+            yield ProgressTask(None, None, description, self)
+            return
+        if not self.err.is_terminal:
+            yield ProgressTask(None, None, description, self)
+            return
+        if unit == "bytes":
+            columns = [
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+            ]
+        else:
+            columns = [
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn(unit),
+                TaskProgressColumn(),
+                TimeRemainingColumn(),
+            ]
+        with Progress(*columns, console=self.err, transient=True) as bar:
+            task_id = bar.add_task(escape(description), total=total)
+            yield ProgressTask(bar, task_id, description, self)
+
+
+    @contextmanager
+    def batch_progress(self, total_images: int) -> Iterator[BatchProgress]:
+        """Progress of a batch: images done with ETA, and the current image's tiles (or a download).
+
+        On a terminal: two live bars. Otherwise: a line as each image starts and a line now and then while
+        a long image runs. Nothing when quiet.
+        """
+        if not self.interactive:
+            yield BatchProgress(self, None, total_images)
+            return
+        columns = [
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[unit]}"),
+            TimeRemainingColumn(),
+        ]
+        with Progress(*columns, console=self.err, transient=True) as bar:
+            yield BatchProgress(self, bar, total_images)
+
+
+class BatchProgress:
+    """Reports a batch as it runs; see :meth:`Output.batch_progress`."""
+
+    def __init__(self, output: Output, bar: Progress | None, total_images: int) -> None:
+        self._output = output
+        self._bar = bar
+        self._total = total_images
+        self._name = ""
+        self._last_line = time.monotonic()
+        if bar is not None:
+            self._images = bar.add_task("images", total=total_images, unit="images")
+            self._work = bar.add_task("", total=None, unit="tiles", visible=False)
+
+    def start(self, index: int, input_name: str, output_name: str) -> None:
+        """Image ``index`` (from 0) begins."""
+        self._name = input_name
+        self._last_line = time.monotonic()
+        if self._bar is None:
+            self._output.info(f"[{index + 1}/{self._total}] {input_name} -> {output_name}")
+            return
+        self._bar.update(
+            self._work, description=escape(input_name), completed=0, total=None, unit="tiles", visible=True
+        )
+
+    def tiles(self, done: int, total: int) -> None:
+        """``done`` of ``total`` tiles of the current image are restored."""
+        self._update(done, total, "tiles", f"{self._name}: {done}/{total} tiles")
+
+    def download(self, done: int, total: int | None) -> None:
+        """``done`` of ``total`` bytes of a model's weights have arrived."""
+        megabytes = f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
+        self._update(done, total, "bytes", f"downloading weights: {megabytes}")
+
+    def finished(self) -> None:
+        """One more image is done, skipped or failed."""
+        if self._bar is not None:
+            self._bar.advance(self._images)
+            self._bar.update(self._work, visible=False)
+
+    def _update(self, done: float, total: float | None, unit: str, line: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._work, completed=done, total=total, unit=unit)
+            return
+        now = time.monotonic()
+        if now - self._last_line >= PLAIN_PROGRESS_INTERVAL:
+            self._last_line = now
+            percent = f" ({100 * done / total:.0f}%)" if total else ""
+            self._output.info(line + percent)
+
+
+class ProgressTask:
+    """Updates one progress display; without a bar, logs a plain line now and then."""
+
+    def __init__(self, bar: Progress | None, task_id: Any, description: str, output: Output) -> None:
+        self._bar = bar
+        self._task_id = task_id
+        self._description = description
+        self._output = output
+        self._last_line = time.monotonic()
+
+    def describe(self, description: str) -> None:
+        """Show a new description (the image now worked on); restarts the count."""
+        self._description = description
+        if self._bar is not None:
+            self._bar.update(self._task_id, description=escape(description), completed=0, total=None)
+
+    def update(self, completed: float, total: float | None = None) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task_id, completed=completed, total=total)
+            return
+        now = time.monotonic()
+        if now - self._last_line >= PLAIN_PROGRESS_INTERVAL and total:
+            self._last_line = now
+            self._output.info(
+                f"{self._description}: {completed:g}/{total:g} ({100 * completed / total:.0f}%)"
+            )

@@ -1,0 +1,183 @@
+"""The restore pipeline: the authors' test procedure, channel handling, precision and model choice."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REFERENCE, SWINIR_S_X4, TINY_CASES
+from PIL import Image
+
+from swinir_cli.errors import UsageError
+from swinir_cli.imageio import LoadedImage, read_image
+from swinir_cli.pipeline import AUTO, ModelChooser, ModelRequest, Restorer, select_device
+
+TINY = REFERENCE / "tiny"
+
+
+def assert_matches_golden(got: np.ndarray, want: np.ndarray) -> None:
+    """The authors' 8-bit output: at most one level off on at most 0.1% of pixels (float rounding)."""
+    assert got.shape == want.shape
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert diff.max() <= 1
+    assert (diff > 0).mean() <= 0.001
+
+
+@pytest.mark.parametrize(
+    "checkpoint", [TINY / f"{c}.pth" for c in TINY_CASES] + [SWINIR_S_X4], ids=Path.stem.fget
+)
+def test_whole_image_reproduces_the_authors_pipeline(checkpoint: Path) -> None:
+    data = np.load(checkpoint.with_suffix(".npz"))
+    image, want = data["image_u8"], data["pipeline_u8"]
+    restorer = Restorer.from_weights(checkpoint, device="cpu", tile=0)
+    got = restorer.restore_pixels(image if image.ndim == 3 else image[..., None])
+    assert_matches_golden(got if want.ndim == 3 else got[..., 0], want)
+
+
+def test_gray_model_sees_luma_and_colour_model_keeps_gray_images_gray() -> None:
+    rng = np.random.default_rng(0)
+    colour = LoadedImage(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8))
+    gray = LoadedImage(rng.integers(0, 256, (20, 24, 1), dtype=np.uint8))
+    gray_model = Restorer.from_weights(TINY / "dn_gray.pth", device="cpu", tile=0)
+    assert gray_model.restore_image(colour).pixels.shape == (20, 24, 1)
+    colour_model = Restorer.from_weights(TINY / "sr_pixelshuffle_x2.pth", device="cpu", tile=0)
+    assert colour_model.restore_image(gray).pixels.shape == (40, 48, 1)
+
+
+def test_alpha_is_resized_and_metadata_kept(tmp_path: Path) -> None:
+    rgba = np.zeros((16, 20, 4), np.uint8)
+    rgba[..., :3] = 120
+    rgba[:, 10:, 3] = 255
+    path = tmp_path / "a.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    image = read_image(path)
+    restored = Restorer.from_weights(TINY / "sr_pixelshuffle_x2.pth", device="cpu", tile=0).restore_image(
+        image
+    )
+    assert restored.alpha is not None and restored.alpha.shape == (32, 40)
+    assert restored.alpha[:, :18].max() < 10 and restored.alpha[:, 22:].min() > 245
+    assert restored.metadata == image.metadata
+
+
+def test_sixteen_bit_in_gives_sixteen_bit_out_at_full_precision() -> None:
+    rng = np.random.default_rng(1)
+    image16 = rng.integers(0, 65536, (18, 22, 3), dtype=np.uint16)
+    restorer = Restorer.from_weights(TINY / "dn_color.pth", device="cpu", tile=0)
+    out16 = restorer.restore_pixels(image16)
+    assert out16.dtype == np.uint16
+    x = torch.from_numpy(image16.astype(np.float32) / 65535).permute(2, 0, 1)[None]
+    with torch.inference_mode():
+        reference = restorer.forward_padded(x).clamp(0, 1)[0].permute(1, 2, 0).numpy() * 65535
+    assert np.abs(out16 - reference).max() <= 0.5 + 1e-3
+
+
+def test_tiny_images_smaller_than_the_padding_work() -> None:
+    restorer = Restorer.from_weights(TINY / "sr_pixelshuffle_x2.pth", device="cpu", tile=0)
+    assert restorer.restore_pixels(np.full((1, 2, 3), 128, np.uint8)).shape == (2, 4, 3)
+
+
+def test_wrong_channels_and_dtype_are_refused() -> None:
+    restorer = Restorer.from_weights(TINY / "dn_gray.pth", device="cpu", tile=0)
+    with pytest.raises(UsageError, match="1-channel"):
+        restorer.restore_pixels(np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(UsageError, match="uint8 or uint16"):
+        restorer.restore_pixels(np.zeros((8, 8, 1), np.float32))
+
+
+def test_devices_and_precisions_are_checked() -> None:
+    assert select_device("cpu") == torch.device("cpu")
+    with pytest.raises(UsageError, match="unknown device"):
+        select_device("tpu:banana")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="no CUDA GPU"):
+            select_device("cuda:0")
+    with pytest.raises(UsageError, match="fp16 is not used on the CPU"):
+        Restorer.from_weights(TINY / "dn_gray.pth", device="cpu", precision="fp16")
+    with pytest.raises(UsageError, match="unknown precision"):
+        Restorer.from_weights(TINY / "dn_gray.pth", device="cpu", precision="fp8")
+
+
+def test_bf16_stays_close_and_overflow_is_recomputed_in_fp32() -> None:
+    data = np.load(TINY / "sr_pixelshuffle_x4.npz")
+    warnings: list[str] = []
+    restorer = Restorer.from_weights(
+        TINY / "sr_pixelshuffle_x4.pth", device="cpu", tile=0, precision="bf16", on_warning=warnings.append
+    )
+    close = restorer.restore_pixels(data["image_u8"])
+    assert np.abs(close.astype(int) - data["pipeline_u8"]).max() <= 8
+
+    plain_forward = restorer.model.forward
+
+    def overflowing(x: torch.Tensor) -> torch.Tensor:  # what an fp16 overflow looks like on a GPU
+        y = plain_forward(x)
+        return y * float("inf") if torch.is_autocast_enabled("cpu") else y
+
+    restorer.model.forward = overflowing
+    assert_matches_golden(restorer.restore_pixels(data["image_u8"]), data["pipeline_u8"])
+    assert warnings and "recomputed it in fp32" in warnings[0]
+
+
+@pytest.fixture
+def local_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A registry whose entries are the tiny reference checkpoints (local files: no network)."""
+    entries = {
+        "denoise-gray-15": ("denoise", "sigma = 15", "dn_gray", 1),
+        "denoise-color-15": ("denoise", "sigma = 15", "dn_color", 3),
+        "dejpeg-color-10": ("dejpeg", "quality = 10", "car_color_w7", 3),
+        "dejpeg-color-40": ("dejpeg", "quality = 40", "dn_color", 3),
+        "classical-x2": ("upscale", "scale = 2", "sr_pixelshuffle_x2", 3),
+    }
+    text = "".join(
+        f'[models.{name}]\ntask = "{task}"\n{level}\nchannels = {channels}\nurl = "{TINY / case}.pth"\n'
+        f'file = "{name}.pth"\ndescription = "tiny"\n\n'
+        for name, (task, level, case, channels) in entries.items()
+    )
+    path = tmp_path / "registry.toml"
+    path.write_text(text)
+    monkeypatch.setenv("SWINIR_REGISTRY", str(path))
+    monkeypatch.setenv("SWINIR_CACHE_DIR", str(tmp_path / "cache"))
+    return path
+
+
+def test_chooser_matches_gray_and_colour_images(local_registry: Path) -> None:
+    chooser = ModelChooser(ModelRequest("denoise", sigma=15), restorer_options={"device": "cpu", "tile": 0})
+    gray = LoadedImage(np.zeros((8, 8, 1), np.uint8))
+    colour = LoadedImage(np.zeros((8, 8, 3), np.uint8))
+    assert chooser.restorer_for(gray)[0] == "denoise-gray-15"
+    assert chooser.restorer_for(colour)[0] == "denoise-color-15"
+    assert chooser.restorer_for(colour)[1] is chooser.restorer_for(colour)[1]  # loaded once
+
+
+def test_chooser_reads_the_jpeg_quality_from_the_file(local_registry: Path, tmp_path: Path) -> None:
+    notices: list[str] = []
+    chooser = ModelChooser(
+        ModelRequest("dejpeg", quality=AUTO),
+        restorer_options={"device": "cpu", "tile": 0},
+        notice=notices.append,
+    )
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    for quality, model in ((12, "dejpeg-color-10"), (45, "dejpeg-color-40")):
+        path = tmp_path / f"q{quality}.jpg"
+        Image.fromarray(pixels).save(path, quality=quality)
+        assert chooser.restorer_for(read_image(path), path)[0] == model
+    assert "JPEG quality ~12" in notices[0]
+
+    png = io.BytesIO()
+    Image.fromarray(pixels).save(png, format="PNG")
+    with pytest.raises(UsageError, match="not a JPEG"):
+        chooser.restorer_for(read_image(png.getvalue()), None)
+
+
+def test_chooser_refuses_a_model_of_another_task_or_scale(local_registry: Path) -> None:
+    image = LoadedImage(np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(UsageError, match="swinir denoise"):
+        ModelChooser(ModelRequest("upscale", model="denoise-color-15")).restorer_for(image)
+    with pytest.raises(UsageError, match="x2, not x4"):
+        ModelChooser(
+            ModelRequest("upscale", model="classical-x2", scale=4), restorer_options={"device": "cpu"}
+        ).restorer_for(image)
+    with pytest.raises(UsageError, match="available scales: 2, 3, 4, 8"):
+        ModelChooser(ModelRequest("upscale", scale=5)).restorer_for(image)
