@@ -55,7 +55,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"{path}: refused: the file's pickle would import or run code, so it was not loaded ({detail.strip()})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({str(exc).strip().splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint ({str(exc).strip().splitlines()[0]})"
+        ) from None
     if isinstance(data, Mapping):
         for key in ("params_ema", "params"):
             if isinstance(data.get(key), Mapping):
@@ -87,11 +89,15 @@ def detect_config(state: Mapping[str, torch.Tensor], img_range: float | None = N
         if match := _BLOCK_KEY.match(name):
             blocks.setdefault(int(match[1]), set()).add(int(match[2]))
     if not blocks or sorted(blocks) != list(range(len(blocks))):
-        raise CheckpointError("not a SwinIR checkpoint: no consecutive residual groups 'layers.N.residual_group'")
+        raise CheckpointError(
+            "not a SwinIR checkpoint: no consecutive residual groups 'layers.N.residual_group'"
+        )
     depths = tuple(len(blocks[i]) for i in sorted(blocks))
 
-    table_shapes = [_shape(state, f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table")
-                    for i in range(len(depths))]
+    table_shapes = [
+        _shape(state, f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table")
+        for i in range(len(depths))
+    ]
     num_heads = tuple(shape[1] for shape in table_shapes)
     window = (round(table_shapes[0][0] ** 0.5) + 1) // 2
     if (2 * window - 1) ** 2 != table_shapes[0][0]:

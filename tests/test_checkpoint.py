@@ -65,7 +65,9 @@ def test_authors_file_prefers_params_ema(tmp_path: Path) -> None:
 
     only_params = tmp_path / "params.pth"
     torch.save({"params": checkpoint["params"]}, only_params)
-    assert torch.equal(read_state_dict(only_params)["conv_first.weight"], checkpoint["params"]["conv_first.weight"])
+    assert torch.equal(
+        read_state_dict(only_params)["conv_first.weight"], checkpoint["params"]["conv_first.weight"]
+    )
 
     bare = tmp_path / "bare.pth"
     torch.save(checkpoint["params"], bare)
