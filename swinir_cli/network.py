@@ -194,41 +194,73 @@ class SwinTransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int], masks: _MaskCache) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, size: tuple[int, int], windows: _WindowCache) -> torch.Tensor:
         """x: (B, H*W, C) tokens of an image of ``size`` = (H, W), both multiples of the window."""
         h, w = size
         b, _, c = x.shape
-        y = self.norm1(x).view(b, h, w, c)
-        if self.shift:
-            y = torch.roll(y, shifts=(-self.shift, -self.shift), dims=(1, 2))
-        mask = masks.get(h, w, self.window, self.shift, x.device) if self.shift else None
-        y = self.attn(window_partition(y, self.window), mask, optimized=masks.enabled)
-        y = window_reverse(y, self.window, h, w)
-        if self.shift:
-            y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
-        x = x + y.reshape(b, h * w, c)
+        y = self.norm1(x)
+        if windows.enabled:  # one cached gather replaces roll + partition (and reverse + roll)
+            layout = windows.get(h, w, self.window, self.shift, x.device)
+            y = y.index_select(1, layout.order).view(-1, self.window**2, c)
+            y = self.attn(y, layout.mask)
+            y = y.view(b, h * w, c).index_select(1, layout.inverse)
+        else:  # the authors' order of operations, mask rebuilt on the CPU in every block
+            y = y.view(b, h, w, c)
+            if self.shift:
+                y = torch.roll(y, shifts=(-self.shift, -self.shift), dims=(1, 2))
+            mask = shift_window_mask(h, w, self.window, self.shift).to(x.device) if self.shift else None
+            y = window_reverse(
+                self.attn(window_partition(y, self.window), mask, optimized=False), self.window, h, w
+            )
+            if self.shift:
+                y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
+            y = y.reshape(b, h * w, c)
+        x = x + y
         return x + self.mlp(self.norm2(x))
 
 
-class _MaskCache:
-    """Shifted-window masks by (size, window, shift, device); shared by every block of a network."""
+@dataclass(frozen=True)
+class _WindowLayout:
+    """Where the tokens of each (shifted) window are: ``order`` lists token indices window by window,
+    ``inverse`` undoes it; ``mask`` is the shift mask (None without a shift)."""
+
+    order: torch.Tensor
+    inverse: torch.Tensor
+    mask: torch.Tensor | None
+
+
+class _WindowCache:
+    """Window layouts by (size, window, shift, device), shared by every block of a network.
+
+    ``enabled = False`` switches the network to the authors' order of operations (no caches, explicit
+    softmax attention), the baseline of the speed benchmark.
+    """
 
     def __init__(self) -> None:
         self.enabled = True
-        self._masks: dict[tuple, torch.Tensor] = {}
+        self._layouts: dict[tuple, _WindowLayout] = {}
 
     def clear(self) -> None:
-        self._masks.clear()
+        self._layouts.clear()
 
-    def get(self, h: int, w: int, window: int, shift: int, device: torch.device) -> torch.Tensor:
-        if not self.enabled:  # the authors' way: rebuilt on the CPU in every block, then copied
-            return shift_window_mask(h, w, window, shift).to(device)
+    def get(self, h: int, w: int, window: int, shift: int, device: torch.device) -> _WindowLayout:
         key = (h, w, window, shift, device)
-        if key not in self._masks:
-            if len(self._masks) >= 8:  # tiles come in a handful of shapes; whole images in one
+        if key not in self._layouts:
+            if len(self._layouts) >= 16:  # tiles come in a handful of shapes; whole images in one
                 self.clear()
-            self._masks[key] = shift_window_mask(h, w, window, shift).to(device)
-        return self._masks[key]
+            self._layouts[key] = _window_layout(h, w, window, shift, device)
+        return self._layouts[key]
+
+
+def _window_layout(h: int, w: int, window: int, shift: int, device: torch.device) -> _WindowLayout:
+    tokens = torch.arange(h * w).view(1, h, w, 1)
+    if shift:
+        tokens = torch.roll(tokens, shifts=(-shift, -shift), dims=(1, 2))
+    order = window_partition(tokens, window).reshape(-1)
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(h * w)
+    mask = shift_window_mask(h, w, window, shift).to(device) if shift else None
+    return _WindowLayout(order.to(device), inverse.to(device), mask)
 
 
 def _conv_block(dim: int, kind: str) -> nn.Module:
@@ -255,9 +287,9 @@ class ResidualGroup(nn.Module):
             for i in range(depth)
         )
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int], masks: _MaskCache) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, size: tuple[int, int], windows: _WindowCache) -> torch.Tensor:
         for block in self.blocks:
-            x = block(x, size, masks)
+            x = block(x, size, windows)
         return x
 
 
@@ -270,9 +302,9 @@ class RSTB(nn.Module):
         self.residual_group = ResidualGroup(dim, depth, num_heads, config.window_size, config.mlp_ratio)
         self.conv = _conv_block(dim, config.resi_connection)
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int], masks: _MaskCache) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, size: tuple[int, int], windows: _WindowCache) -> torch.Tensor:
         b, _, c = x.shape
-        y = self.residual_group(x, size, masks)
+        y = self.residual_group(x, size, windows)
         y = self.conv(y.transpose(1, 2).reshape(b, c, *size))
         return y.flatten(2).transpose(1, 2) + x
 
@@ -316,7 +348,7 @@ class SwinIR(nn.Module):
         dim, chans = config.embed_dim, config.in_chans
         mean = torch.tensor(RGB_MEAN).view(1, 3, 1, 1) if chans == 3 else torch.zeros(1, 1, 1, 1)
         self.register_buffer("mean", mean, persistent=False)
-        self._masks = _MaskCache()
+        self._windows = _WindowCache()
         self.register_load_state_dict_post_hook(lambda module, _keys: module.clear_caches())
 
         self.conv_first = nn.Conv2d(chans, dim, 3, 1, 1)
@@ -352,15 +384,15 @@ class SwinIR(nn.Module):
     @property
     def optimized(self) -> bool:
         """Cached bias/masks and fused attention (True, default) or the authors' computation order."""
-        return self._masks.enabled
+        return self._windows.enabled
 
     @optimized.setter
     def optimized(self, value: bool) -> None:
-        self._masks.enabled = value
+        self._windows.enabled = value
 
     def clear_caches(self) -> None:
         """Forget cached position biases and window masks (done automatically on ``load_state_dict``)."""
-        self._masks.clear()
+        self._windows.clear()
         for module in self.modules():
             if isinstance(module, WindowAttention):
                 module.clear_cache()
@@ -370,7 +402,7 @@ class SwinIR(nn.Module):
         b, c, h, w = x.shape
         tokens = self.patch_embed(x)
         for layer in self.layers:
-            tokens = layer(tokens, (h, w), self._masks)
+            tokens = layer(tokens, (h, w), self._windows)
         return self.norm(tokens).transpose(1, 2).reshape(b, c, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
