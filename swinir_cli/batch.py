@@ -153,30 +153,43 @@ def plan_jobs(
         raise UsageError("--output - (standard output) takes exactly one input image")
 
     out_dir = _output_folder(inputs, output)
-    found: list[tuple[Path, Path | None]] = []  # (file, the input folder it was found in)
-    problems: list[Job] = []
-    not_images: list[Path] = []
+    found = _Found()
     for pattern in inputs:
         matches = _expand(pattern)
         if not matches:
-            problems.append(Job(Path(pattern), None, f"{pattern}: no file matches this pattern"))
+            found.problems.append(Job(Path(pattern), None, f"{pattern}: no file matches this pattern"))
         for path in matches:
-            if path.is_dir():
-                try:
-                    images, others = _folder_files(path, recursive, exclude=out_dir)
-                except OSError as exc:
-                    problems.append(Job(path, None, f"{path}: cannot list the folder ({exc.strerror or exc})"))
-                    continue
-                found += [(image, path) for image in images]
-                not_images += others
-            elif path.exists() or path.is_symlink():
-                found.append((path, None))
-            else:
-                problems.append(Job(path, None, f"{path}: no such file or folder"))
+            found.add(path, recursive=recursive, exclude=out_dir)
     jobs = [
-        Job(source, _target(source, folder, output, out_dir, options)) for source, folder in _unique(found)
+        Job(source, _target(source, folder, output, out_dir, options))
+        for source, folder in _unique(found.files)
     ]
-    return BatchPlan(problems + _refuse_clashes(jobs, options), not_images)
+    return BatchPlan(found.problems + _refuse_clashes(jobs, options), found.not_images)
+
+
+@dataclass
+class _Found:
+    """What the inputs named: image files (with the input folder each was found in), problems, non-images."""
+
+    files: list[tuple[Path, Path | None]] = field(default_factory=list)
+    problems: list[Job] = field(default_factory=list)
+    not_images: list[Path] = field(default_factory=list)
+
+    def add(self, path: Path, *, recursive: bool, exclude: Path | None) -> None:
+        if path.is_dir():
+            try:
+                images, others = _folder_files(path, recursive, exclude)
+            except OSError as exc:
+                self.problems.append(
+                    Job(path, None, f"{path}: cannot list the folder ({exc.strerror or exc})")
+                )
+                return
+            self.files += [(image, path) for image in images]
+            self.not_images += others
+        elif path.exists() or path.is_symlink():  # a dangling link fails when read, naming the reason
+            self.files.append((path, None))
+        else:
+            self.problems.append(Job(path, None, f"{path}: no such file or folder"))
 
 
 def _stdin_job(output: str | None, options: OutputOptions) -> Job:

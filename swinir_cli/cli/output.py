@@ -103,7 +103,6 @@ class Output:
             task_id = bar.add_task(escape(description), total=total)
             yield ProgressTask(bar, task_id, description, self)
 
-
     @contextmanager
     def batch_progress(self, total_images: int) -> Iterator[BatchProgress]:
         """Progress of a batch: images done with ETA, and the current image's tiles (or a download).
@@ -143,7 +142,8 @@ class BatchProgress:
         self._name = input_name
         self._last_line = time.monotonic()
         if self._bar is None:
-            self._output.info(f"[{index + 1}/{self._total}] {input_name} -> {output_name}")
+            if self._total > 1:  # a single image is named once, when it is written
+                self._output.info(f"[{index + 1}/{self._total}] {input_name} -> {output_name}")
             return
         self._bar.update(
             self._work, description=escape(input_name), completed=0, total=None, unit="tiles", visible=True

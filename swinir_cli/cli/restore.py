@@ -1,17 +1,51 @@
-"""``swinir upscale``, ``swinir denoise`` and ``swinir dejpeg``: one implementation, three front doors."""
+"""``swinir upscale``, ``swinir denoise`` and ``swinir dejpeg``: one implementation, three front doors.
+
+The commands share every option but the one that picks the model's setting (``--scale``, ``--sigma``,
+``--quality``); :func:`_restore` plans the batch (:mod:`swinir_cli.batch`), picks models per image
+(:class:`~swinir_cli.pipeline.ModelChooser`) and reports through :class:`~swinir_cli.cli.output.Output`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from ..batch import STDIO, BatchSummary, Job, JobResult, OutputOptions, plan_jobs, run_jobs
+from ..batch import (
+    STDIO,
+    BatchPlan,
+    BatchSummary,
+    Job,
+    JobResult,
+    OutputOptions,
+    alpha_through_model,
+    output_size,
+    plan_jobs,
+    resize_image,
+    run_jobs,
+)
 from ..errors import UsageError
 from ..imageio import LoadedImage
-from ..pipeline import AUTO, ModelChooser, ModelRequest, select_device
-from .output import Output
+from ..pipeline import AUTO, ModelChooser, ModelRequest, Restorer, resolve_precision, select_device
+from .output import BatchProgress, Output
+
+
+class Precision(StrEnum):
+    auto = "auto"
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+class AlphaMode(StrEnum):
+    bicubic = "bicubic"
+    model = "model"
+
 
 Inputs = Annotated[
     list[str],
@@ -25,8 +59,10 @@ OutputPath = Annotated[
     typer.Option(
         "--output",
         "-o",
-        help="Output file (one input), folder (several inputs), or '-' for "
-        "standard output. Default: beside each input, named <name><suffix>.png.",
+        help="Output file (one input), folder (several inputs, or a path ending in '/'), or '-' for "
+        "standard output. Default: <name><suffix>.png beside each input file; for a folder, the "
+        "folder <folder><suffix> beside it.",
+        show_default=False,
     ),
 ]
 ModelName = Annotated[
@@ -54,10 +90,42 @@ TileOverlap = Annotated[
 ]
 Batch = Annotated[int, typer.Option("--batch", min=1, help="Tiles per forward pass.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+PrecisionOption = Annotated[
+    Precision,
+    typer.Option("--precision", help="Compute precision; auto is fp32 (fp16 is refused on the CPU)."),
+]
+Tta = Annotated[bool, typer.Option("--tta", help="Average the 8 flips/rotations of each tile (8x slower).")]
+Alpha = Annotated[
+    AlphaMode,
+    typer.Option("--alpha", help="How transparency is resized: bicubic interpolation, or through the model."),
+]
+Outscale = Annotated[
+    float | None,
+    typer.Option(
+        "--outscale",
+        help="Final size as a factor of the input size; the model's result is resized "
+        "(area averaging to shrink, Lanczos to enlarge).",
+        show_default=False,
+    ),
+]
+Width = Annotated[
+    int | None,
+    typer.Option(
+        "--width", min=1, help="Final width in pixels (alone: keeps the aspect ratio).", show_default=False
+    ),
+]
+Height = Annotated[
+    int | None,
+    typer.Option(
+        "--height", min=1, help="Final height in pixels (alone: keeps the aspect ratio).", show_default=False
+    ),
+]
 Suffix = Annotated[
     str | None,
     typer.Option(
-        "--suffix", help="Added to output names (default: _xN, _denoised or _dejpeg).", show_default=False
+        "--suffix",
+        help="Added to output names (default: _xN, _denoised or _dejpeg).",
+        show_default=False,
     ),
 ]
 Format = Annotated[
@@ -71,7 +139,24 @@ Format = Annotated[
 ]
 OutputQuality = Annotated[
     int | None,
-    typer.Option("--output-quality", min=0, max=100, help="Quality of lossy outputs (JPEG, WebP)."),
+    typer.Option(
+        "--output-quality",
+        min=0,
+        max=100,
+        help="Quality of lossy outputs (JPEG 95, WebP 95 by default; WebP 100 is lossless).",
+        show_default=False,
+    ),
+]
+QualityOrOutputQuality = Annotated[
+    int | None,
+    typer.Option(
+        "--quality",
+        "--output-quality",
+        min=0,
+        max=100,
+        help="Quality of lossy outputs (JPEG 95, WebP 95 by default; WebP 100 is lossless).",
+        show_default=False,
+    ),
 ]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Redo outputs that already exist.")]
 Recursive = Annotated[
@@ -83,14 +168,45 @@ MaxPixels = Annotated[
     typer.Option(
         "--max-pixels",
         min=1,
-        help="Refuse larger images (default: Pillow's limit, about 179 million).",
+        help="Refuse larger images (default: Pillow's limit, about 89 million).",
         show_default=False,
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="One JSON object per input on standard output.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")]
 
-SUFFIXES = {"upscale": "_x{scale}", "denoise": "_denoised", "dejpeg": "_dejpeg"}
+
+@dataclass(frozen=True)
+class SharedOptions:
+    """The options every restoration command has, by their parameter names."""
+
+    inputs: list[str]
+    output: str | None
+    model: str | None
+    weights: Path | None
+    tile: str
+    tile_overlap: int | None
+    batch: int
+    device: str
+    precision: Precision
+    tta: bool
+    alpha: AlphaMode
+    outscale: float | None
+    width: int | None
+    height: int | None
+    suffix: str | None
+    format: str | None
+    overwrite: bool
+    recursive: bool
+    strip_metadata: bool
+    max_pixels: int | None
+    json: bool
+    quiet: bool
+
+    @classmethod
+    def of(cls, arguments: dict[str, Any]) -> SharedOptions:
+        """Picked from a command's ``locals()``."""
+        return cls(**{option.name: arguments[option.name] for option in dataclasses.fields(cls)})
 
 
 def register(app: typer.Typer) -> None:
@@ -114,18 +230,19 @@ def upscale(
     output: OutputPath = None,
     model: ModelName = None,
     weights: Weights = None,
-    tile: Tile = "auto",
+    tile: Tile = AUTO,
     tile_overlap: TileOverlap = None,
     batch: Batch = 1,
     device: Device = "auto",
+    precision: PrecisionOption = Precision.auto,
+    tta: Tta = False,
+    alpha: Alpha = AlphaMode.bicubic,
+    outscale: Outscale = None,
+    width: Width = None,
+    height: Height = None,
     suffix: Suffix = None,
     format: Format = None,
-    quality: Annotated[
-        int | None,
-        typer.Option(
-            "--quality", "--output-quality", min=0, max=100, help="Quality of lossy outputs (JPEG, WebP)."
-        ),
-    ] = None,
+    quality: QualityOrOutputQuality = None,
     overwrite: Overwrite = False,
     recursive: Recursive = False,
     strip_metadata: StripMetadata = False,
@@ -136,9 +253,10 @@ def upscale(
     """Upscale images (super-resolution). Without --model: the real-world model for x2/x4, else classical."""
     if scale is None and model is None and weights is None:
         scale = 4
-    _restore(
-        ModelRequest("upscale", model, weights, scale=scale), **_options(locals()), output_quality=quality
-    )
+    if suffix is None:
+        factor = outscale if outscale is not None else scale
+        suffix = f"_x{factor:g}" if factor is not None else "_upscaled"
+    _restore("upscale", {"scale": scale}, SharedOptions.of(locals()), output_quality=quality)
 
 
 def denoise(
@@ -154,18 +272,19 @@ def denoise(
     output: OutputPath = None,
     model: ModelName = None,
     weights: Weights = None,
-    tile: Tile = "auto",
+    tile: Tile = AUTO,
     tile_overlap: TileOverlap = None,
     batch: Batch = 1,
     device: Device = "auto",
+    precision: PrecisionOption = Precision.auto,
+    tta: Tta = False,
+    alpha: Alpha = AlphaMode.bicubic,
+    outscale: Outscale = None,
+    width: Width = None,
+    height: Height = None,
     suffix: Suffix = None,
     format: Format = None,
-    quality: Annotated[
-        int | None,
-        typer.Option(
-            "--quality", "--output-quality", min=0, max=100, help="Quality of lossy outputs (JPEG, WebP)."
-        ),
-    ] = None,
+    quality: QualityOrOutputQuality = None,
     overwrite: Overwrite = False,
     recursive: Recursive = False,
     strip_metadata: StripMetadata = False,
@@ -174,8 +293,9 @@ def denoise(
     quiet: Quiet = False,
 ) -> None:
     """Remove Gaussian noise. The gray or colour model is picked to match each image."""
-    request = ModelRequest("denoise", model, weights, sigma=_level(sigma, "--sigma"))
-    _restore(request, **_options(locals()), output_quality=quality)
+    suffix = "_denoised" if suffix is None else suffix
+    level = {"sigma": _level(sigma, "--sigma")}
+    _restore("denoise", level, SharedOptions.of(locals()), output_quality=quality)
 
 
 def dejpeg(
@@ -191,10 +311,16 @@ def dejpeg(
     output: OutputPath = None,
     model: ModelName = None,
     weights: Weights = None,
-    tile: Tile = "auto",
+    tile: Tile = AUTO,
     tile_overlap: TileOverlap = None,
     batch: Batch = 1,
     device: Device = "auto",
+    precision: PrecisionOption = Precision.auto,
+    tta: Tta = False,
+    alpha: Alpha = AlphaMode.bicubic,
+    outscale: Outscale = None,
+    width: Width = None,
+    height: Height = None,
     suffix: Suffix = None,
     format: Format = None,
     output_quality: OutputQuality = None,
@@ -206,29 +332,9 @@ def dejpeg(
     quiet: Quiet = False,
 ) -> None:
     """Remove JPEG compression artifacts. The gray or colour model is picked to match each image."""
-    request = ModelRequest("dejpeg", model, weights, quality=_level(quality, "--quality"))
-    _restore(request, **_options(locals()), output_quality=output_quality)
-
-
-def _options(arguments: dict) -> dict:
-    """The arguments every restoration command shares, from a command's ``locals()``."""
-    shared = (
-        "inputs",
-        "output",
-        "tile",
-        "tile_overlap",
-        "batch",
-        "device",
-        "suffix",
-        "format",
-        "overwrite",
-        "recursive",
-        "strip_metadata",
-        "max_pixels",
-        "json",
-        "quiet",
-    )
-    return {name: arguments[name] for name in shared}
+    suffix = "_dejpeg" if suffix is None else suffix
+    level = {"quality": _level(quality, "--quality")}
+    _restore("dejpeg", level, SharedOptions.of(locals()), output_quality=output_quality)
 
 
 def _level(value: str, option: str) -> int | str:
@@ -252,95 +358,134 @@ def _parse_tile(value: str) -> int | None:
     return tile
 
 
-def _restore(
-    request: ModelRequest,
-    *,
-    inputs: list[str],
-    output: str | None,
-    tile: str,
-    tile_overlap: int | None,
-    batch: int,
-    device: str,
-    suffix: str | None,
-    format: str | None,
-    output_quality: int | None,
-    overwrite: bool,
-    recursive: bool,
-    strip_metadata: bool,
-    max_pixels: int | None,
-    json: bool,
-    quiet: bool,
-) -> None:
-    out = Output(quiet=quiet or output == STDIO, json_lines=json)
-    if json and output == STDIO:
+def _restore(task: str, level: dict[str, Any], options: SharedOptions, *, output_quality: int | None) -> None:
+    """Plan the batch, then restore every job with the model ``task`` and ``level`` ask for."""
+    if options.json and options.output == STDIO:
         raise UsageError("--json and --output - both write to standard output; choose one")
-    options = OutputOptions(
-        suffix=suffix if suffix is not None else SUFFIXES[request.task].format(scale=request.scale or "N"),
-        format=format,
+    output_size((1, 1), **_sizing(options))  # refuses bad combinations before any work
+    tile = _parse_tile(options.tile)
+    out = Output(quiet=options.quiet or options.output == STDIO, json_lines=options.json)
+    writing = OutputOptions(
+        suffix=options.suffix or "",
+        format=options.format,
         quality=output_quality,
-        strip_metadata=strip_metadata,
-        overwrite=overwrite,
+        strip_metadata=options.strip_metadata,
+        overwrite=options.overwrite,
     )
-    if request.task == "upscale" and suffix is None and request.scale is None:
-        options = OutputOptions(**{**options.__dict__, "suffix": "_restored"})
-    jobs, not_images = plan_jobs(inputs, output, options, recursive=recursive)
-    if not_images:
-        out.info(f"skipping {not_images} file(s) that are not images")
-    if not jobs:
+    plan = plan_jobs(options.inputs, options.output, writing, recursive=options.recursive)
+    _report_not_images(out, plan)
+    if not plan.jobs:
         raise UsageError("no images to restore among the inputs")
 
-    with out.progress("restoring", None) as bar:
+    device = select_device(options.device)
+    resolve_precision(options.precision, device)  # refuses fp16 on the CPU before any work
+    restorer_options = {
+        "device": device,
+        "tile": tile,
+        "tile_overlap": options.tile_overlap,
+        "batch": options.batch,
+        "precision": options.precision,
+        "tta": options.tta,
+        "on_warning": out.warning,
+    }
+    models: dict[Job, str] = {}
+    with out.batch_progress(len(plan.jobs)) as progress:
         chooser = ModelChooser(
-            request,
-            restorer_options={
-                "device": select_device(device),
-                "tile": _parse_tile(tile),
-                "tile_overlap": tile_overlap,
-                "batch": batch,
-                "on_warning": out.warning,
-            },
-            download_progress=lambda done, total: bar.update(done, total),
+            ModelRequest(task, options.model, options.weights, **level),
+            restorer_options=restorer_options,
+            download_progress=progress.download,
             notice=out.info,
         )
-        labels: dict[Job, str] = {}
 
         def restore_one(image: LoadedImage, job: Job) -> LoadedImage:
-            label, restorer = chooser.restorer_for(image, job.source)
-            labels[job] = label
-            return restorer.restore_image(image, progress=lambda done, total: bar.update(done, total))
-
-        def started(job: Job, index: int) -> None:
-            bar.describe(f"[{index + 1}/{len(jobs)}] {job.input_name}")
+            for message in dict.fromkeys(image.warnings):
+                out.warning(f"{image.name}: {message}")
+            models[job], restorer = chooser.restorer_for(image, job.source)
+            return _restore_image(restorer, image, options, progress)
 
         def finished(result: JobResult) -> None:
-            if result.status == "failed":
-                out.error(result.error or "failed")
-            elif result.status == "skipped":
-                out.info(f"{result.job.output_name} exists, skipped (--overwrite redoes it)")
-            out.result(
-                {
-                    "input": result.job.input_name,
-                    "output": result.job.output_name,
-                    "model": labels.get(result.job),
-                    "seconds": round(result.seconds, 3),
-                    "status": result.status,
-                    "error": result.error,
-                }
-            )
+            progress.finished()
+            _report_result(out, result, models.get(result.job), single=len(plan.jobs) == 1)
 
         summary = run_jobs(
-            jobs, restore_one, options, max_pixels=max_pixels, on_start=started, on_result=finished
+            plan.jobs,
+            restore_one,
+            writing,
+            max_pixels=options.max_pixels,
+            on_start=partial(_started, progress),
+            on_result=finished,
         )
-    _report(out, summary, jobs)
+    _report_summary(out, summary, plan)
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
 
 
-def _report(out: Output, summary: BatchSummary, jobs: list[Job]) -> None:
-    if len(jobs) == 1 and summary.count("done") == 1:
-        out.info(f"wrote {jobs[0].output_name} ({summary.seconds:.1f} s)")
+def _sizing(options: SharedOptions) -> dict[str, Any]:
+    return {"outscale": options.outscale, "width": options.width, "height": options.height}
+
+
+def _restore_image(
+    restorer: Restorer, image: LoadedImage, options: SharedOptions, progress: BatchProgress
+) -> LoadedImage:
+    """The model's result, with alpha through the model when asked, then resized when asked."""
+    restored = restorer.restore_image(image, progress=progress.tiles)
+    if options.alpha is AlphaMode.model and image.alpha is not None:
+        restore_pixels = partial(restorer.restore_pixels, progress=progress.tiles)
+        alpha = alpha_through_model(image.alpha, restore_pixels, restorer.channels)
+        restored = dataclasses.replace(restored, alpha=alpha)
+    size = output_size((image.width, image.height), **_sizing(options))
+    return restored if size is None else resize_image(restored, size)
+
+
+def _started(progress: BatchProgress, job: Job, index: int) -> None:
+    progress.start(index, job.input_name, job.output_name)
+
+
+def _report_not_images(out: Output, plan: BatchPlan) -> None:
+    for path in plan.not_images:
+        out.info(f"{path}: not an image file, ignored")
+        out.result(_record(str(path), None, None, 0.0, "ignored", "not an image file"))
+
+
+def _report_result(out: Output, result: JobResult, model: str | None, *, single: bool) -> None:
+    """A failure always gets its line; in a batch, skipped images are only counted, and on a terminal
+    each written image is named (plain logs named it when it started)."""
+    job = result.job
+    if result.status == "failed":
+        out.error(result.error or f"{job.input_name}: failed")
+    elif result.status == "skipped" and single:
+        out.info(f"{job.input_name}: {job.output_name} exists, skipped (--overwrite redoes it)")
+    elif result.status == "done" and out.interactive and not single:
+        out.info(f"{job.input_name} -> {job.output_name} ({result.seconds:.1f} s)")
+    output = job.output_name if result.status in ("done", "skipped") else None
+    out.result(_record(job.input_name, output, model, result.seconds, result.status, result.error))
+
+
+def _record(
+    input_name: str, output: str | None, model: str | None, seconds: float, status: str, error: str | None
+) -> dict[str, Any]:
+    """One ``--json`` line: status is done, skipped, failed, interrupted or ignored (not an image)."""
+    return {
+        "input": input_name,
+        "output": output,
+        "model": model,
+        "seconds": round(seconds, 3),
+        "status": status,
+        "error": error,
+    }
+
+
+def _report_summary(out: Output, summary: BatchSummary, plan: BatchPlan) -> None:
+    """One line: what was written for a single image (a failure already said why), else the counts."""
+    if len(plan.jobs) == 1 and not plan.not_images and not summary.interrupted:
+        if summary.count("done"):
+            out.info(f"wrote {plan.jobs[0].output_name} ({summary.seconds:.1f} s)")
         return
-    out.info(
-        f"{summary.count('done')} done, {summary.count('skipped')} skipped, {summary.count('failed')} failed "
-        f"in {summary.seconds:.1f} s"
-    )
+    counts = [f"{summary.count(status)} {status}" for status in ("done", "skipped", "failed")]
+    if plan.not_images:
+        counts.append(f"{len(plan.not_images)} ignored (not images)")
+    line = f"{', '.join(counts)} in {summary.seconds:.1f} s"
+    if summary.interrupted:
+        out.error(f"interrupted: {line}")
+    else:
+        out.info(line)

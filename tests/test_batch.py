@@ -1,0 +1,418 @@
+"""Batches: planning (names, folders, clashes), running (skip, overwrite, failures), resizing, and the
+issue 5 acceptance run through the real `swinir` command: a folder of good and bad files, stdin to
+stdout, resuming, --json, --recursive with non-ASCII names, and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import struct
+import subprocess
+import time
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from test_cli_restore import (
+    DN_COLOR,
+    SR_X2,
+    SWINIR,
+    TINY,
+    api_restore,
+    assert_nearly_equal,
+    run_swinir,
+    save_rgb,
+)
+
+from swinir_cli.batch import (
+    Job,
+    OutputOptions,
+    alpha_through_model,
+    output_size,
+    plan_jobs,
+    resize_image,
+    run_jobs,
+)
+from swinir_cli.errors import UsageError
+from swinir_cli.imageio import LoadedImage, read_image
+from swinir_cli.pipeline import Restorer
+
+X2 = OutputOptions(suffix="_x2")
+
+
+def touch_images(folder: Path, *names: str) -> None:
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        save_rgb(folder / name, height=8, width=8)
+
+
+# --- planning -------------------------------------------------------------------------------------------
+
+
+def test_files_get_outputs_beside_them_and_folders_a_folder_beside_them(tmp_path: Path) -> None:
+    touch_images(tmp_path, "a.png", "photos/b.jpg", "photos/sub/c.png")
+    (tmp_path / "photos" / "notes.txt").write_text("hello")
+    (tmp_path / "photos" / ".hidden.png").write_bytes(b"")
+    plan = plan_jobs([str(tmp_path / "a.png"), str(tmp_path / "photos")], None, X2)
+    assert [(job.source, job.target) for job in plan.jobs] == [
+        (tmp_path / "a.png", tmp_path / "a_x2.png"),
+        (tmp_path / "photos" / "b.jpg", tmp_path / "photos_x2" / "b_x2.png"),
+    ]
+    assert plan.not_images == [tmp_path / "photos" / "notes.txt"]
+    recursive = plan_jobs(
+        [str(tmp_path / "photos")], None, OutputOptions("_x2", format="jpg"), recursive=True
+    )
+    assert [job.target for job in recursive.jobs] == [
+        tmp_path / "photos_x2" / "b_x2.jpg",
+        tmp_path / "photos_x2" / "sub" / "c_x2.jpg",
+    ]
+
+
+def test_output_file_folder_and_trailing_slash(tmp_path: Path) -> None:
+    touch_images(tmp_path, "a.png", "b.png")
+    a, b = str(tmp_path / "a.png"), str(tmp_path / "b.png")
+    assert plan_jobs([a], str(tmp_path / "out.webp"), X2).jobs[0].target == tmp_path / "out.webp"
+    assert plan_jobs([a], f"{tmp_path}/new/", X2).jobs[0].target == tmp_path / "new" / "a_x2.png"
+    several = plan_jobs([a, b], str(tmp_path / "out"), X2)
+    assert [job.target for job in several.jobs] == [
+        tmp_path / "out" / "a_x2.png",
+        tmp_path / "out" / "b_x2.png",
+    ]
+    pattern = plan_jobs([str(tmp_path / "*.png")], str(tmp_path / "out"), X2)
+    assert [job.source for job in pattern.jobs] == [tmp_path / "a.png", tmp_path / "b.png"]
+
+
+def test_recursive_output_folder_mirrors_the_tree_and_is_not_read_back(tmp_path: Path) -> None:
+    touch_images(tmp_path, "in/a.png", "in/x/y/b.png", "in/out/old_x2.png")
+    plan = plan_jobs([str(tmp_path / "in")], str(tmp_path / "in" / "out"), X2, recursive=True)
+    assert [job.target for job in plan.jobs] == [
+        tmp_path / "in" / "out" / "a_x2.png",
+        tmp_path / "in" / "out" / "x" / "y" / "b_x2.png",
+    ]
+
+
+def test_missing_inputs_and_unmatched_patterns_fail_alone(tmp_path: Path) -> None:
+    touch_images(tmp_path, "a.png")
+    plan = plan_jobs([str(tmp_path / "gone.png"), str(tmp_path / "*.tif"), str(tmp_path / "a.png")], None, X2)
+    problems = [job.problem for job in plan.jobs]
+    assert problems[0] == f"{tmp_path / 'gone.png'}: no such file or folder"
+    assert problems[1] == f"{tmp_path / '*.tif'}: no file matches this pattern"
+    assert problems[2] is None and plan.jobs[2].target == tmp_path / "a_x2.png"
+
+
+def test_an_output_never_replaces_an_input_or_another_output(tmp_path: Path) -> None:
+    touch_images(tmp_path, "a.png", "a_x2.png", "b.png", "b.jpg")
+    names = [str(tmp_path / name) for name in ("a.png", "a_x2.png", "b.png", "b.jpg")]
+    same_name = plan_jobs([names[0]], None, OutputOptions(suffix=""))
+    assert "would replace the input" in same_name.jobs[0].problem
+    plain = plan_jobs(names, None, X2)  # a -> a_x2.png exists: skipped when run, not replaced
+    assert [job.problem is None for job in plain.jobs] == [True, True, True, False]
+    assert "also the output of" in plain.jobs[3].problem and "b.png" in plain.jobs[3].problem
+    overwriting = plan_jobs(names, None, OutputOptions(suffix="_x2", overwrite=True))
+    assert "would replace the input" in overwriting.jobs[0].problem
+    assert plan_jobs([names[0], names[0], str(tmp_path)], str(tmp_path / "o"), X2).jobs[0].problem is None
+    assert len(plan_jobs([names[0], names[0]], str(tmp_path / "o"), X2).jobs) == 1
+
+
+def test_standard_input_and_output(tmp_path: Path) -> None:
+    touch_images(tmp_path, "a.png", "b.png")
+    assert plan_jobs(["-"], None, X2).jobs == [Job(None, None)]
+    assert plan_jobs(["-"], "-", X2).jobs == [Job(None, None)]
+    assert plan_jobs(["-"], str(tmp_path), X2).jobs == [Job(None, tmp_path / "stdin_x2.png")]
+    assert plan_jobs([str(tmp_path / "a.png")], "-", X2).jobs == [Job(tmp_path / "a.png", None)]
+    with pytest.raises(UsageError, match="cannot be combined"):
+        plan_jobs(["-", str(tmp_path / "a.png")], None, X2)
+    with pytest.raises(UsageError, match="exactly one input"):
+        plan_jobs([str(tmp_path / "a.png"), str(tmp_path / "b.png")], "-", X2)
+
+
+# --- running --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def denoiser() -> Restorer:
+    return Restorer.from_weights(DN_COLOR, device="cpu", tile=0)
+
+
+def test_run_skips_existing_outputs_redoes_them_with_overwrite_and_goes_on_after_failures(
+    tmp_path: Path, denoiser: Restorer
+) -> None:
+    touch_images(tmp_path, "a.png", "b.png")
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    sources = [str(tmp_path / name) for name in ("a.png", "bad.png", "b.png")]
+    jobs = plan_jobs(sources, str(tmp_path / "out"), X2).jobs
+    restore = lambda image, job: denoiser.restore_image(image)  # noqa: E731
+    first = run_jobs(jobs, restore, X2)
+    assert [r.status for r in first.results] == ["done", "failed", "done"] and first.exit_code == 1
+    assert first.results[1].error == f"{tmp_path / 'bad.png'}: corrupt or truncated PNG header"
+    inode = (tmp_path / "out" / "a_x2.png").stat().st_ino
+    again = run_jobs(jobs, restore, X2)
+    assert [r.status for r in again.results] == ["skipped", "failed", "skipped"]
+    assert (tmp_path / "out" / "a_x2.png").stat().st_ino == inode
+    redo = run_jobs(jobs, restore, OutputOptions("_x2", overwrite=True))
+    assert [r.status for r in redo.results] == ["done", "failed", "done"]
+    assert (tmp_path / "out" / "a_x2.png").stat().st_ino != inode  # a new file, renamed into place
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_x2.png", "b_x2.png"]
+
+
+def test_unwritable_output_and_pixel_limit_fail_their_job_only(tmp_path: Path, denoiser: Restorer) -> None:
+    touch_images(tmp_path, "a.png")
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    restore = lambda image, job: denoiser.restore_image(image)  # noqa: E731
+    unwritable = [Job(tmp_path / "a.png", tmp_path / "blocker" / "a_x2.png")]
+    [result] = run_jobs(unwritable, restore, X2).results
+    assert (
+        result.status == "failed" and "blocker" in result.error and "cannot create its folder" in result.error
+    )
+    [limited] = run_jobs(
+        [Job(tmp_path / "a.png", tmp_path / "small.png")], restore, X2, max_pixels=63
+    ).results
+    assert limited.status == "failed" and "8x8 = 64 pixels exceeds the limit of 63" in limited.error
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "gone.png")  # unreadable even to root
+    [unreadable] = run_jobs(plan_jobs([str(tmp_path / "dangling.png")], None, X2).jobs, restore, X2).results
+    assert unreadable.status == "failed"
+    assert unreadable.error.startswith(f"{tmp_path / 'dangling.png'}: cannot read")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "blocker", "dangling.png"]
+
+
+def test_a_usage_error_stops_the_batch(tmp_path: Path) -> None:
+    touch_images(tmp_path, "a.png", "b.png")
+    calls = []
+
+    def refuse(image: LoadedImage, job: Job) -> LoadedImage:
+        calls.append(job)
+        raise UsageError("model upscales x2, not x4")
+
+    jobs = plan_jobs([str(tmp_path)], str(tmp_path / "out"), X2).jobs
+    with pytest.raises(UsageError):
+        run_jobs(jobs, refuse, X2)
+    assert len(calls) == 1 and not (tmp_path / "out").exists()
+
+
+# --- after the model --------------------------------------------------------------------------------
+
+
+def test_output_size_from_outscale_width_or_height() -> None:
+    assert output_size((24, 20)) is None
+    assert output_size((24, 20), outscale=1.5) == (36, 30)
+    assert output_size((24, 20), outscale=0.01) == (1, 1)
+    assert output_size((24, 20), width=60) == (60, 50)
+    assert output_size((24, 20), height=10) == (12, 10)
+    assert output_size((24, 20), width=7, height=9) == (7, 9)
+    with pytest.raises(UsageError, match="cannot be combined"):
+        output_size((24, 20), outscale=2, height=9)
+    with pytest.raises(UsageError, match="positive"):
+        output_size((24, 20), outscale=0)
+
+
+def test_resize_keeps_depth_gray_and_alpha_and_picks_the_filter() -> None:
+    rng = np.random.default_rng(1)
+    gray16 = rng.integers(0, 65536, (20, 24, 1), dtype=np.uint16)
+    alpha16 = rng.integers(0, 65536, (20, 24), dtype=np.uint16)
+    image = LoadedImage(pixels=gray16, alpha=alpha16)
+    smaller = resize_image(image, (12, 10))
+    assert smaller.pixels.shape == (10, 12, 1) and smaller.pixels.dtype == np.uint16
+    assert np.array_equal(
+        smaller.pixels[..., 0], cv2.resize(gray16[..., 0], (12, 10), interpolation=cv2.INTER_AREA)
+    )
+    assert np.array_equal(smaller.alpha, cv2.resize(alpha16, (12, 10), interpolation=cv2.INTER_AREA))
+    larger = resize_image(image, (30, 25))
+    assert np.array_equal(larger.alpha, cv2.resize(alpha16, (30, 25), interpolation=cv2.INTER_LANCZOS4))
+    assert resize_image(image, (24, 20)) is image
+
+
+def test_alpha_through_a_gray_model() -> None:
+    restorer = Restorer.from_weights(TINY / "dn_gray.pth", device="cpu", tile=0)
+    alpha = np.random.default_rng(2).integers(0, 256, (18, 21), dtype=np.uint8)
+    restored = alpha_through_model(alpha, restorer.restore_pixels, restorer.channels)
+    assert restored.shape == alpha.shape and restored.dtype == np.uint8
+    assert np.array_equal(restored, restorer.restore_pixels(alpha[..., None])[..., 0])
+
+
+# --- issue 5 acceptance, through the command ---------------------------------------------------------
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def make_mixed_folder(folder: Path) -> None:
+    """Five good images (RGB, gray, RGBA, 16-bit, EXIF-rotated) and five bad files."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    save_rgb(folder / "rgb.png")
+    save_rgb(folder / "gray.png", mode="L", seed=1)
+    save_rgb(folder / "rgba.png", mode="RGBA", seed=2)
+    cv2.imwrite(str(folder / "deep16.png"), rng.integers(0, 65536, (20, 24, 3), dtype=np.uint16))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 24 wide x 16 high, shown rotated 90 degrees clockwise: 16 wide x 24 high
+    Image.fromarray(rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)).save(folder / "rotated.jpg", exif=exif)
+    (folder / "empty.png").write_bytes(b"")
+    good_png = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(good_png, "PNG")
+    corrupt = bytearray(good_png.getvalue())
+    start = corrupt.index(b"IDAT") + 24
+    corrupt[start : start + 40] = bytes(40)
+    (folder / "corrupt.png").write_bytes(bytes(corrupt))
+    jpeg = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(jpeg, "JPEG")
+    (folder / "truncated.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    bomb = (
+        png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(bytes(100))) + png_chunk(b"IEND", b"")
+    )
+    (folder / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bomb)
+    (folder / "notes.txt").write_text("a text file, not an image\n")
+
+
+GOOD = ["deep16", "gray", "rgb", "rgba", "rotated"]
+BAD = ["bomb.png", "corrupt.png", "empty.png", "truncated.jpg"]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def json_lines(result: subprocess.CompletedProcess[bytes]) -> list[dict]:
+    return [json.loads(line) for line in result.stdout.decode().splitlines()]
+
+
+def test_mixed_folder_good_and_bad_files_then_resume_then_overwrite(tmp_path: Path) -> None:
+    folder, out = tmp_path / "mixed", tmp_path / "out"
+    make_mixed_folder(folder)
+    before = snapshot(folder)
+    command = [
+        "upscale",
+        folder,
+        "-o",
+        out,
+        "--scale",
+        "2",
+        "--weights",
+        SR_X2,
+        "--device",
+        "cpu",
+        "--tile",
+        "0",
+    ]
+    first = run_swinir(*command, "--json")
+
+    assert first.returncode == 1
+    assert sorted(os.listdir(out)) == [f"{name}_x2.png" for name in GOOD]  # nothing stray, nothing hidden
+    assert snapshot(folder) == before
+    messages = first.stderr.decode()
+    assert "Traceback" not in messages
+    for bad in [*BAD, "notes.txt"]:
+        assert sum(bad in line for line in messages.splitlines()) >= 1, bad
+    records = json_lines(first)
+    statuses = {Path(record["input"]).name: record["status"] for record in records}
+    good_files = [next(folder.glob(f"{name}.*")).name for name in GOOD]
+    assert statuses == {name: "done" for name in good_files} | {name: "failed" for name in BAD} | {
+        "notes.txt": "ignored"
+    }
+    assert all(
+        set(record) == {"input", "output", "model", "seconds", "status", "error"} for record in records
+    )
+    assert all((record["error"] is None) == (record["status"] == "done") for record in records)
+    assert messages.splitlines()[-1].startswith("5 done, 0 skipped, 4 failed, 1 ignored (not images) in ")
+
+    for name in GOOD:  # each output is exactly what the API makes of its input
+        source = next(folder.glob(f"{name}.*"))
+        produced, expected = read_image(out / f"{name}_x2.png"), api_restore(SR_X2, source)
+        assert_nearly_equal(produced.pixels, expected.pixels)
+        assert (produced.alpha is None) == (expected.alpha is None)
+        if expected.alpha is not None:
+            assert_nearly_equal(produced.alpha, expected.alpha)
+    assert read_image(out / "gray_x2.png").is_gray
+    assert read_image(out / "deep16_x2.png").bit_depth == 16
+    assert read_image(out / "rotated_x2.png").pixels.shape == (48, 32, 3)
+    rgba = read_image(out / "rgba_x2.png")
+    assert rgba.alpha is not None and rgba.alpha.shape == (40, 48)
+
+    inodes = {name: (out / name).stat().st_ino for name in os.listdir(out)}
+    again = run_swinir(*command, "--json")
+    assert again.returncode == 1
+    assert sorted(r["status"] for r in json_lines(again)) == ["failed"] * 4 + ["ignored"] + ["skipped"] * 5
+    assert {name: (out / name).stat().st_ino for name in os.listdir(out)} == inodes
+    assert again.stderr.decode().splitlines()[-1].startswith("0 done, 5 skipped, 4 failed, 1 ignored")
+    redo = run_swinir(*command, "--overwrite")
+    assert redo.returncode == 1 and redo.stdout == b""
+    assert all((out / name).stat().st_ino != inode for name, inode in inodes.items())
+    assert sorted(os.listdir(out)) == sorted(inodes) and snapshot(folder) == before
+
+
+def test_stdin_to_stdout_gives_the_same_pixels_as_file_to_file(tmp_path: Path) -> None:
+    image = save_rgb(tmp_path / "in.png", height=24, width=20, mode="RGBA")
+    common = ["--sigma", "15", "--weights", DN_COLOR, "--device", "cpu", "--tile", "0"]
+    piped = run_swinir("denoise", "-", "-o", "-", *common, stdin=image.read_bytes())
+    to_file = run_swinir("denoise", image, "-o", tmp_path / "out.png", *common)
+    assert piped.returncode == 0 and to_file.returncode == 0, (piped.stderr, to_file.stderr)
+    assert piped.stderr == b""
+    (tmp_path / "piped.png").write_bytes(piped.stdout)
+    from_pipe, from_file = read_image(tmp_path / "piped.png"), read_image(tmp_path / "out.png")
+    assert np.array_equal(from_pipe.pixels, from_file.pixels)
+    assert np.array_equal(from_pipe.alpha, from_file.alpha)
+
+
+def test_recursive_mirrors_the_tree_with_non_ascii_names(tmp_path: Path) -> None:
+    folder = tmp_path / "фото"
+    touch_images(folder, "été.png", "sub/子.png", "sub/deeper/ok.png")
+    (folder / "sub" / "lisez-moi.md").write_text("pas une image")
+    result = run_swinir(
+        "denoise", folder, "-r", "--json", "--quiet", "--sigma", "15",
+        "--weights", DN_COLOR, "--device", "cpu", "--tile", "0",
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stderr == b""
+    out = tmp_path / "фото_denoised"
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
+        "sub/deeper/ok_denoised.png",
+        "sub/子_denoised.png",
+        "été_denoised.png",
+    ]
+    records = json_lines(result)
+    assert {(Path(r["input"]).name, r["status"]) for r in records} == {
+        ("été.png", "done"),
+        ("子.png", "done"),
+        ("ok.png", "done"),
+        ("lisez-moi.md", "ignored"),
+    }
+    assert {r["output"] for r in records if r["status"] == "done"} == {
+        str(out / "été_denoised.png"),
+        str(out / "sub" / "子_denoised.png"),
+        str(out / "sub" / "deeper" / "ok_denoised.png"),
+    }
+
+
+def test_ctrl_c_stops_with_130_and_leaves_no_partial_file(tmp_path: Path) -> None:
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    save_rgb(folder / "a_small.png", height=16, width=16)
+    save_rgb(folder / "b_large.png", height=128, width=128)
+    command = [
+        str(SWINIR), "denoise", str(folder), "-o", str(out), "--sigma", "15", "--weights", str(DN_COLOR),
+        "--device", "cpu", "--tile", "16", "--tile-overlap", "8",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
+    lines = []
+    try:
+        for line in iter(process.stderr.readline, b""):  # the plain log names each image as it starts
+            lines.append(line.decode())
+            if line.startswith(b"[2/2]"):
+                time.sleep(0.5)  # well inside the large image's 200-odd tiles
+                process.send_signal(signal.SIGINT)
+                break
+        remaining = process.communicate(timeout=60)[1].decode()
+    finally:
+        process.kill()
+    assert process.returncode == 130, "".join(lines) + remaining
+    assert "Traceback" not in remaining
+    assert remaining.splitlines()[-1].startswith("error: interrupted: 1 done, 0 skipped, 0 failed")
+    assert sorted(os.listdir(out)) == ["a_small_denoised.png"]  # no partial or temporary file
+    assert read_image(out / "a_small_denoised.png").pixels.shape == (16, 16, 3)

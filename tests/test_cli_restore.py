@@ -1,0 +1,327 @@
+"""`swinir upscale/denoise/dejpeg` run as real subprocesses on real files with the tiny reference models.
+
+Issue 2's acceptance (every golden case through the command line) and the options of issue 5 that act on
+single images: --precision, --tta, --outscale/--width/--height, --alpha model, --quiet and plain log lines.
+Expected pixels come from the Python API (:class:`swinir_cli.pipeline.Restorer`) run in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from swinir_cli.batch import alpha_through_model
+from swinir_cli.cli import main
+from swinir_cli.imageio import LoadedImage, read_image
+from swinir_cli.pipeline import Restorer
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+REFERENCE = SHARED / "reference"
+TINY = REFERENCE / "tiny"
+GOLDEN_CASES = {path.stem: path for path in sorted(TINY.glob("*.pth"))}
+GOLDEN_CASES["swinir_s_x4_random"] = REFERENCE / "swinir_s_x4_random.pth"
+SWINIR = Path(sys.executable).with_name("swinir")
+SR_X2 = TINY / "sr_pixelshuffle_x2.pth"
+DN_COLOR = TINY / "dn_color.pth"
+#: Processes run side by side on the 2-core test machines; one thread each keeps them from fighting.
+PARALLEL_RUNS = 2
+
+
+def run_swinir(
+    *args: str | Path, cwd: Path | None = None, stdin: bytes | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[bytes]:
+    """Run the installed ``swinir`` console script; stdout and stderr are captured as bytes."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("SWINIR_DEBUG", None)
+    return subprocess.run(
+        [str(SWINIR), *map(str, args)],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def run_many(commands: Sequence[Sequence[str | Path]], cwd: Path | None = None) -> list:
+    """Several independent ``swinir`` runs, side by side (each pays torch's import time)."""
+    with ThreadPoolExecutor(PARALLEL_RUNS) as pool:
+        return list(pool.map(lambda args: run_swinir(*args, cwd=cwd), commands))
+
+
+def stderr_lines(result: subprocess.CompletedProcess[bytes]) -> list[str]:
+    return result.stderr.decode().splitlines()
+
+
+def assert_one_clean_error_line(result: subprocess.CompletedProcess[bytes], *words: str) -> None:
+    lines = stderr_lines(result)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and "Traceback" not in lines[0]
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def save_rgb(path: Path, height: int = 20, width: int = 24, seed: int = 0, mode: str = "RGB") -> Path:
+    channels = {"RGB": 3, "RGBA": 4, "L": 0}[mode]
+    shape = (height, width, channels) if channels else (height, width)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)).save(path)
+    return path
+
+
+def assert_nearly_equal(produced: np.ndarray, expected: np.ndarray) -> None:
+    """Equal up to float rounding: at most 1 level off on at most 0.1% of the values.
+
+    The command and this process may run the network on different thread counts, whose float sums can
+    differ in the last bit and so, rarely, round to the neighbouring level.
+    """
+    assert produced.shape == expected.shape and produced.dtype == expected.dtype
+    difference = np.abs(produced.astype(np.int32) - expected.astype(np.int32))
+    assert difference.max() <= 1
+    assert np.count_nonzero(difference) <= 0.001 * difference.size
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Compute on one thread, as the commands here do, so that float sums add up in the same order."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def api_restore(weights: Path, path: Path, **options: object) -> LoadedImage:
+    """What the command should write for ``path``: the Python API on the same file, whole image, CPU."""
+    with one_thread():
+        restorer = Restorer.from_weights(weights, device="cpu", tile=0, **options)
+        return restorer.restore_image(read_image(path))
+
+
+# --- issue 2: every golden case through the command line ---------------------------------------------
+
+
+def golden_command(case: str, image: Path, output: Path) -> list[str | Path]:
+    """The command for a case: upscale for SR models, dejpeg for window-7 models, else denoise."""
+    config_file = TINY / f"{case}.json"
+    config = json.loads(config_file.read_text())["config"] if config_file.exists() else {"upscale": 4}
+    if config["upscale"] > 1:
+        task = ["upscale"]
+    elif config["window_size"] == 7:
+        task = ["dejpeg", "--quality", "10"]
+    else:
+        task = ["denoise", "--sigma", "15"]
+    return [*task, image, "-o", output, "--weights", GOLDEN_CASES[case], "--tile", "0", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def golden_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, object]]:
+    """Each golden case's ``image_u8`` saved as PNG and restored by the command, all cases side by side."""
+    folder = tmp_path_factory.mktemp("golden")
+    commands = {}
+    for case, weights in GOLDEN_CASES.items():
+        image = folder / f"{case}.png"
+        Image.fromarray(np.load(weights.with_suffix(".npz"))["image_u8"]).save(image)
+        commands[case] = golden_command(case, image, folder / f"{case}_out.png")
+    results = run_many(list(commands.values()))
+    return {
+        case: (folder / f"{case}_out.png", result) for case, result in zip(commands, results, strict=True)
+    }
+
+
+def test_all_fourteen_golden_cases_are_present() -> None:
+    assert len(GOLDEN_CASES) == 14 and all(path.is_file() for path in GOLDEN_CASES.values())
+
+
+@pytest.mark.parametrize("case", sorted(GOLDEN_CASES))
+def test_command_reproduces_the_authors_pipeline(case: str, golden_runs) -> None:
+    output, result = golden_runs[case]
+    assert result.returncode == 0, result.stderr.decode()
+    expected = np.load(GOLDEN_CASES[case].with_suffix(".npz"))["pipeline_u8"]
+    assert_nearly_equal(np.asarray(Image.open(output)), expected)
+
+
+def test_help_of_the_program_and_of_each_command(capsys: pytest.CaptureFixture[str]) -> None:
+    program = run_swinir("--help")
+    assert program.returncode == 0 and program.stderr == b""
+    assert all(name in program.stdout.decode() for name in ("upscale", "denoise", "dejpeg"))
+    for command in ("upscale", "denoise", "dejpeg"):  # in this process: the same app, without torch's import
+        assert main([command, "--help"]) == 0
+        shown = capsys.readouterr().out
+        assert f"Usage: swinir {command}" in shown
+        for option in ("--output", "--tile", "--precision", "--tta", "--alpha", "--outscale", "--json"):
+            assert option in shown, (command, option)
+
+
+def test_bad_option_missing_file_and_bad_values_exit_non_zero_on_one_line(tmp_path: Path) -> None:
+    image = save_rgb(tmp_path / "a.png")
+    bad_option, missing, fp16_on_cpu = run_many(
+        [
+            ["upscale", image, "--no-such-option"],
+            ["denoise", tmp_path / "missing.png", "--weights", DN_COLOR, "--device", "cpu"],
+            ["upscale", image, "--weights", SR_X2, "--device", "cpu", "--precision", "fp16"],
+        ]
+    )
+    assert bad_option.returncode == 2
+    assert_one_clean_error_line(bad_option, "--no-such-option")
+    assert missing.returncode == 1
+    assert_one_clean_error_line(missing, "missing.png", "no such file")
+    assert fp16_on_cpu.returncode == 2
+    assert_one_clean_error_line(fp16_on_cpu, "fp16")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_a_scale_the_model_cannot_make_is_refused_naming_its_scale(tmp_path: Path) -> None:
+    result = run_swinir("upscale", save_rgb(tmp_path / "a.png"), "--scale", "4", "--weights", SR_X2)
+    assert result.returncode == 2
+    assert_one_clean_error_line(result, "x2", "x4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+# --- issue 5: options on single images ---------------------------------------------------------------
+
+
+def test_tta_matches_the_api(tmp_path: Path) -> None:
+    image = save_rgb(tmp_path / "a.png")
+    result = run_swinir(
+        "upscale",
+        image,
+        "-o",
+        tmp_path / "tta.png",
+        "--tta",
+        "--weights",
+        SR_X2,
+        "--device",
+        "cpu",
+        "--tile",
+        "0",
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    plain = api_restore(SR_X2, image).pixels
+    with_tta = api_restore(SR_X2, image, tta=True).pixels
+    assert_nearly_equal(read_image(tmp_path / "tta.png").pixels, with_tta)
+    assert np.abs(with_tta.astype(int) - plain).max() > 1
+
+
+def test_outscale_width_and_height_resize_after_the_model(tmp_path: Path) -> None:
+    image = save_rgb(tmp_path / "a.png", height=20, width=24)
+    common = ["--weights", SR_X2, "--device", "cpu", "--tile", "0", "--scale", "2"]
+    shrink, enlarge = run_many(
+        [
+            ["upscale", image, "--outscale", "1.5", *common],
+            ["upscale", image, "-o", tmp_path / "wide.png", "--width", "60", *common],
+        ]
+    )
+    assert shrink.returncode == 0 and enlarge.returncode == 0, (shrink.stderr, enlarge.stderr)
+    model_output = api_restore(SR_X2, image).pixels  # 40 x 48
+    shrunk = cv2.resize(model_output, (36, 30), interpolation=cv2.INTER_AREA)
+    assert_nearly_equal(read_image(tmp_path / "a_x1.5.png").pixels, shrunk)  # named after --outscale
+    enlarged = cv2.resize(model_output, (60, 50), interpolation=cv2.INTER_LANCZOS4)
+    assert_nearly_equal(read_image(tmp_path / "wide.png").pixels, enlarged)  # aspect ratio kept
+
+
+def test_outscale_with_width_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = save_rgb(tmp_path / "a.png")
+    assert main(["upscale", str(image), "--outscale", "3", "--width", "10", "--weights", str(SR_X2)]) == 2
+    assert capsys.readouterr().err == "error: --outscale cannot be combined with --width/--height\n"
+
+
+def test_alpha_through_the_model(tmp_path: Path) -> None:
+    image = save_rgb(tmp_path / "a.png", mode="RGBA")
+    result = run_swinir(
+        "upscale", image, "-o", tmp_path / "model.png", "--alpha", "model",
+        "--weights", SR_X2, "--device", "cpu", "--tile", "0",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    restorer = Restorer.from_weights(SR_X2, device="cpu", tile=0)
+    loaded = read_image(image)
+    with one_thread():
+        expected = restorer.restore_image(loaded)
+        expected_alpha = alpha_through_model(loaded.alpha, restorer.restore_pixels, restorer.channels)
+    produced = read_image(tmp_path / "model.png")
+    assert_nearly_equal(produced.alpha, expected_alpha)
+    assert np.abs(expected_alpha.astype(int) - expected.alpha).max() > 1  # not the bicubic default
+    assert_nearly_equal(produced.pixels, expected.pixels)  # the colour channels are not affected
+
+
+def test_quiet_prints_nothing_and_plain_lines_name_each_image(tmp_path: Path) -> None:
+    first, second = save_rgb(tmp_path / "first.png"), save_rgb(tmp_path / "second.png", seed=1)
+    common = ["--weights", SR_X2, "--device", "cpu", "--tile", "0", "--scale", "2"]
+    quiet, plain = run_many(
+        [
+            ["upscale", first, "-o", f"{tmp_path}/quiet/", "--quiet", *common],
+            ["upscale", first, second, "-o", tmp_path / "plain", *common],
+        ]
+    )
+    assert quiet.returncode == 0 and quiet.stderr == b"" and quiet.stdout == b""
+    assert (tmp_path / "quiet" / "first_x2.png").is_file()
+    assert plain.returncode == 0 and plain.stdout == b""
+    text = plain.stderr.decode()
+    assert "\x1b" not in text and "\r" not in text  # no terminal control codes when stderr is a pipe
+    lines = text.splitlines()
+    assert lines[0] == f"[1/2] {first} -> {tmp_path / 'plain' / 'first_x2.png'}"
+    assert lines[1] == f"[2/2] {second} -> {tmp_path / 'plain' / 'second_x2.png'}"
+    assert lines[2].startswith("2 done, 0 skipped, 0 failed in ") and lines[2].endswith(" s")
+    assert len(lines) == 3
+
+
+def test_decoder_warnings_are_shown_once_per_file(tmp_path: Path) -> None:
+    image = Image.fromarray(np.full((16, 16, 3), 128, np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 9  # not an orientation: read_image warns and ignores it
+    image.save(tmp_path / "odd.jpg", exif=exif)
+    result = run_swinir(
+        "denoise",
+        tmp_path / "odd.jpg",
+        "--sigma",
+        "15",
+        "--weights",
+        DN_COLOR,
+        "--device",
+        "cpu",
+        "--tile",
+        "0",
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    warnings = [line for line in stderr_lines(result) if line.startswith("warning:")]
+    assert len(warnings) == 1 and "odd.jpg" in warnings[0] and "orientation" in warnings[0]
+
+
+def test_a_terminal_gets_live_progress_and_names_each_written_image(tmp_path: Path) -> None:
+    first, second = save_rgb(tmp_path / "first.png"), save_rgb(tmp_path / "second.png", seed=1)
+    controller, terminal = pty.openpty()
+    command = [SWINIR, "upscale", first, second, "--weights", SR_X2, "--device", "cpu", "--tile", "16"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "120", "TERM": "xterm"}
+    with subprocess.Popen(command, stderr=terminal, stdout=subprocess.PIPE, env=env) as process:
+        os.close(terminal)
+        shown = bytearray()
+        while chunk := _read_terminal(controller):
+            shown += chunk
+        stdout = process.stdout.read()
+    os.close(controller)
+    text = shown.decode(errors="replace")
+    assert process.returncode == 0 and stdout == b"", text
+    assert "images" in text and "\x1b[" in text  # rich's live display (too quick here to show tiles)
+    assert f"{first} -> {tmp_path / 'first_upscaled.png'}" in text
+    assert "2 done, 0 skipped, 0 failed in " in text
+
+
+def _read_terminal(controller: int) -> bytes:
+    try:
+        return os.read(controller, 65536)
+    except OSError:  # EIO: the command closed the terminal
+        return b""
