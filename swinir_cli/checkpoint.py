@@ -52,7 +52,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         reason = str(exc).strip().splitlines()
         detail = next((line for line in reason if "GLOBAL" in line or "Unsupported" in line), reason[0])
         raise CheckpointError(
-            f"{path}: refused: the file's pickle would import or run code, so it was not loaded ({detail.strip()})"
+            f"{path}: refused: the file's pickle would import or run code, so it was not loaded "
+            f"({detail.strip()})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(

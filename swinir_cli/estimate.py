@@ -90,7 +90,19 @@ def estimate_jpeg_quality(source: str | Path | bytes) -> int | None:
     Raises:
         ImageError: the file cannot be opened or is not an image.
     """
-    tables = _read_quantization_tables(source)
+    return jpeg_quality_from_tables(_read_quantization_tables(source))
+
+
+def jpeg_quality_from_tables(quantization: Sequence[Sequence[int]] | None) -> int | None:
+    """IJG quality 1-100 matching a JPEG's quantization tables (as Pillow lists them); None without any.
+
+    Only the first two 64-entry tables (luminance, chrominance) are compared; see
+    :func:`estimate_jpeg_quality`.
+    """
+    if not quantization:
+        return None
+    tables = [np.maximum(np.asarray(table, dtype=np.float64), 1) for table in quantization[:2]]
+    tables = [table for table in tables if table.size == _STANDARD_LUMINANCE.size]
     if not tables:
         return None
     return min(range(1, 101), key=lambda quality: _table_distance(tables, quality))
@@ -116,8 +128,8 @@ def estimate_noise_sigma(image: np.ndarray) -> float:
     return float(math.sqrt(sum(variances) / len(variances)))
 
 
-def _read_quantization_tables(source: str | Path | bytes) -> list[np.ndarray] | None:
-    """The first two 64-entry tables (luminance, chrominance) of a JPEG; None for other formats."""
+def _read_quantization_tables(source: str | Path | bytes) -> list[list[int]] | None:
+    """A JPEG's quantization tables in table order; None for other formats."""
     name = "image bytes" if isinstance(source, bytes) else str(source)
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
@@ -129,8 +141,7 @@ def _read_quantization_tables(source: str | Path | bytes) -> list[np.ndarray] | 
         raise ImageError(f"{name}: no such file") from error
     except (UnidentifiedImageError, OSError) as error:
         raise ImageError(f"{name}: cannot be read as an image ({error})") from error
-    tables = [np.asarray(quantization[index], dtype=np.float64) for index in sorted(quantization)[:2]]
-    return [np.maximum(table, 1) for table in tables if table.size == _STANDARD_LUMINANCE.size]
+    return [list(quantization[index]) for index in sorted(quantization)]
 
 
 def _ijg_table(standard: np.ndarray, quality: int) -> np.ndarray:

@@ -156,7 +156,8 @@ class LoadedImage:
 
     ``format`` is the Pillow name of the source format (``"PNG"``, ``"JPEG"``...) or None for an image
     made in memory; ``name`` is used in messages; ``warnings`` holds what the decoder complained about
-    without failing.
+    without failing; ``jpeg_quantization`` holds a JPEG source's quantization tables (for estimating the
+    quality it was saved at), None for other sources.
     """
 
     pixels: np.ndarray
@@ -165,6 +166,7 @@ class LoadedImage:
     metadata: ImageMetadata = dataclasses.field(default_factory=ImageMetadata)
     name: str = "<image>"
     warnings: tuple[str, ...] = ()
+    jpeg_quantization: tuple[tuple[int, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         pixels = self.pixels
@@ -255,6 +257,7 @@ def _decode(data: bytes, label: str, limit: int | None) -> LoadedImage:
                     metadata, icc_profile=_srgb_profile() if metadata.icc_profile else None
                 )
             source_format = opened.format
+            quantization = _quantization_tables(opened)
     except UnidentifiedImageError as exc:
         claimed = _claimed_format(data)
         if claimed is not None:
@@ -263,7 +266,20 @@ def _decode(data: bytes, label: str, limit: int | None) -> LoadedImage:
     except _DECODER_ERRORS as exc:
         raise ImageError(f"{label}: corrupt or truncated image data ({_one_line(exc)})") from exc
     pixels, alpha = _apply_orientation(pixels, alpha, orientation)
-    return LoadedImage(pixels=pixels, alpha=alpha, format=source_format, metadata=metadata, name=label)
+    return LoadedImage(
+        pixels=pixels,
+        alpha=alpha,
+        format=source_format,
+        metadata=metadata,
+        name=label,
+        jpeg_quantization=quantization,
+    )
+
+
+def _quantization_tables(opened: Image.Image) -> tuple[tuple[int, ...], ...] | None:
+    """A JPEG's quantization tables in table order (64 values each, natural order); None otherwise."""
+    tables = getattr(opened, "quantization", None) if opened.format == "JPEG" else None
+    return tuple(tuple(int(v) for v in tables[key]) for key in sorted(tables)) if tables else None
 
 
 def _claimed_format(data: bytes) -> str | None:

@@ -20,24 +20,23 @@ import torch
 from .checkpoint import load_model
 from .download import verified_weights_path
 from .ensemble import self_ensemble
-from .errors import UsageError
+from .errors import ImageError, SwinIRError, UsageError
 from .estimate import (
     choose_jpeg_model_quality,
     choose_noise_model_sigma,
-    estimate_jpeg_quality,
     estimate_noise_sigma,
+    jpeg_quality_from_tables,
 )
 from .imageio import LoadedImage, to_8_bit, to_colour, to_gray
 from .network import HEAD_FEATURES, SwinIR
-from .registry import choose_model, get_model
+from .registry import AUTO, choose_model, get_model
 from .tiling import available_memory_bytes, choose_tile, default_overlap, restore_with_oom_fallback
 
 __all__ = ["AUTO", "ModelChooser", "ModelRequest", "Restorer", "resolve_precision", "select_device"]
 
 #: Share of the device's available memory that an automatic tile may plan to use.
 MEMORY_BUDGET_FRACTION = 0.5
-#: The value of ``--sigma``/``--quality`` that estimates the level from each image.
-AUTO = "auto"
+
 
 
 def select_device(spec: str = "auto") -> torch.device:
@@ -289,18 +288,33 @@ class ModelChooser:
         self.restorer_options = restorer_options or {}
         self.download_progress = download_progress
         self.notice = notice
-        self._loaded: dict[str, Restorer] = {}
+        self._loaded: dict[str, Restorer | SwinIRError] = {}
+        self._fetched: dict[str, Path | SwinIRError] = {}
 
-    def restorer_for(self, image: LoadedImage, source: Path | None = None) -> tuple[str, Restorer]:
-        """(model label, restorer) for ``image``; ``source`` is the file it came from (for JPEG tables)."""
-        label, path = self._weights_for(image, source)
+    def restorer_for(self, image: LoadedImage) -> tuple[str, Restorer]:
+        """(model label, restorer) for ``image``. A model that failed to load fails again at once.
+
+        Raises:
+            ImageError: the level is ``auto`` and cannot be estimated from this image.
+            UsageError, ModelNotFoundError, DownloadError, CheckpointError: the model cannot be used.
+        """
+        label, path = self._weights_for(image)
         if label not in self._loaded:
-            restorer = Restorer(load_model(path, img_range=self.request.img_range), **self.restorer_options)
-            self._check_scale(restorer, label)
+            try:
+                restorer = Restorer(
+                    load_model(path, img_range=self.request.img_range), **self.restorer_options
+                )
+                self._check_scale(restorer, label)
+            except SwinIRError as exc:
+                self._loaded[label] = exc
+                raise
             self._loaded[label] = restorer
-        return label, self._loaded[label]
+        loaded = self._loaded[label]
+        if isinstance(loaded, SwinIRError):
+            raise loaded
+        return label, loaded
 
-    def _weights_for(self, image: LoadedImage, source: Path | None) -> tuple[str, Path]:
+    def _weights_for(self, image: LoadedImage) -> tuple[str, Path]:
         request = self.request
         if request.weights is not None:
             return str(request.weights), request.weights
@@ -314,21 +328,27 @@ class ModelChooser:
             entry = choose_model(
                 request.task,
                 scale=request.scale,
-                sigma=self._level(request.sigma, image, source, "sigma"),
-                quality=self._level(request.quality, image, source, "quality"),
+                sigma=self._level(request.sigma, image, "sigma"),
+                quality=self._level(request.quality, image, "quality"),
                 channels=image.channels,
             )
-        return entry.name, verified_weights_path(entry, progress=self.download_progress)
+        if entry.name not in self._fetched:
+            try:
+                self._fetched[entry.name] = verified_weights_path(entry, progress=self.download_progress)
+            except SwinIRError as exc:
+                self._fetched[entry.name] = exc
+        fetched = self._fetched[entry.name]
+        if isinstance(fetched, SwinIRError):
+            raise fetched
+        return entry.name, fetched
 
-    def _level(
-        self, value: int | str | None, image: LoadedImage, source: Path | None, key: str
-    ) -> int | None:
+    def _level(self, value: int | str | None, image: LoadedImage, key: str) -> int | None:
         if value != AUTO:
             return value  # type: ignore[return-value]
         if key == "quality":
-            estimated = estimate_jpeg_quality(source) if source is not None else None
+            estimated = jpeg_quality_from_tables(image.jpeg_quantization)
             if estimated is None:
-                raise UsageError(
+                raise ImageError(
                     f"{image.name}: cannot estimate the JPEG quality (not a JPEG file); "
                     "pass --quality 10|20|30|40"
                 )

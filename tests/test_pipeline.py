@@ -11,7 +11,7 @@ import torch
 from conftest import REFERENCE, SWINIR_S_X4, TINY_CASES
 from PIL import Image
 
-from swinir_cli.errors import UsageError
+from swinir_cli.errors import ImageError, UsageError
 from swinir_cli.imageio import LoadedImage, read_image
 from swinir_cli.pipeline import AUTO, ModelChooser, ModelRequest, Restorer, select_device
 
@@ -162,13 +162,13 @@ def test_chooser_reads_the_jpeg_quality_from_the_file(local_registry: Path, tmp_
     for quality, model in ((12, "dejpeg-color-10"), (45, "dejpeg-color-40")):
         path = tmp_path / f"q{quality}.jpg"
         Image.fromarray(pixels).save(path, quality=quality)
-        assert chooser.restorer_for(read_image(path), path)[0] == model
+        assert chooser.restorer_for(read_image(path.read_bytes()))[0] == model  # as from stdin
     assert "JPEG quality ~12" in notices[0]
 
     png = io.BytesIO()
     Image.fromarray(pixels).save(png, format="PNG")
-    with pytest.raises(UsageError, match="not a JPEG"):
-        chooser.restorer_for(read_image(png.getvalue()), None)
+    with pytest.raises(ImageError, match="not a JPEG"):
+        chooser.restorer_for(read_image(png.getvalue()))
 
 
 def test_chooser_refuses_a_model_of_another_task_or_scale(local_registry: Path) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -31,8 +31,11 @@ from ..batch import (
 )
 from ..errors import UsageError
 from ..imageio import LoadedImage
-from ..pipeline import AUTO, ModelChooser, ModelRequest, Restorer, resolve_precision, select_device
+from ..registry import AUTO
 from .output import BatchProgress, Output
+
+if TYPE_CHECKING:
+    from ..pipeline import Restorer
 
 
 class Precision(StrEnum):
@@ -377,6 +380,13 @@ def _restore(task: str, level: dict[str, Any], options: SharedOptions, *, output
     if not plan.jobs:
         raise UsageError("no images to restore among the inputs")
 
+    from ..pipeline import (
+        ModelChooser,
+        ModelRequest,
+        resolve_precision,
+        select_device,
+    )  # loads PyTorch: not at import
+
     device = select_device(options.device)
     resolve_precision(options.precision, device)  # refuses fp16 on the CPU before any work
     restorer_options = {
@@ -400,7 +410,7 @@ def _restore(task: str, level: dict[str, Any], options: SharedOptions, *, output
         def restore_one(image: LoadedImage, job: Job) -> LoadedImage:
             for message in dict.fromkeys(image.warnings):
                 out.warning(f"{image.name}: {message}")
-            models[job], restorer = chooser.restorer_for(image, job.source)
+            models[job], restorer = chooser.restorer_for(image)
             return _restore_image(restorer, image, options, progress)
 
         def finished(result: JobResult) -> None:
