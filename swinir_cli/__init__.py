@@ -7,21 +7,54 @@ The command line (``swinir``) is a thin layer over this API::
     restored = restorer.restore_pixels(pixels)          # (H, W, 3) uint8/uint16 -> (4H, 4W, 3)
 """
 
+from importlib import import_module
+from typing import TYPE_CHECKING
+
 from ._version import __version__
-from .checkpoint import detect_config, load_model, read_state_dict
-from .errors import (
-    CheckpointError,
-    DownloadError,
-    ImageError,
-    ModelNotFoundError,
-    StateDictMismatchError,
-    SwinIRError,
-    UsageError,
-)
-from .imageio import LoadedImage, read_image, write_image
-from .network import SwinIR, SwinIRConfig
-from .pipeline import Restorer
-from .registry import load_registry
+
+if TYPE_CHECKING:  # the real imports, for type checkers and editors
+    from .checkpoint import detect_config, load_model, read_state_dict
+    from .errors import (
+        CheckpointError,
+        DownloadError,
+        ImageError,
+        ModelNotFoundError,
+        StateDictMismatchError,
+        SwinIRError,
+        UsageError,
+    )
+    from .imageio import LoadedImage, read_image, write_image
+    from .network import SwinIR, SwinIRConfig
+    from .pipeline import Restorer
+    from .registry import load_registry
+
+#: Where each public name lives. Imported on first use, so that ``swinir --help`` does not load PyTorch.
+_HOMES = {
+    "detect_config": "checkpoint",
+    "load_model": "checkpoint",
+    "read_state_dict": "checkpoint",
+    "CheckpointError": "errors",
+    "DownloadError": "errors",
+    "ImageError": "errors",
+    "ModelNotFoundError": "errors",
+    "StateDictMismatchError": "errors",
+    "SwinIRError": "errors",
+    "UsageError": "errors",
+    "LoadedImage": "imageio",
+    "read_image": "imageio",
+    "write_image": "imageio",
+    "SwinIR": "network",
+    "SwinIRConfig": "network",
+    "Restorer": "pipeline",
+    "load_registry": "registry",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'swinir_cli' has no attribute {name!r}")
+    return getattr(import_module(f".{_HOMES[name]}", __name__), name)
+
 
 __all__ = [
     "CheckpointError",

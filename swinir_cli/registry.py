@@ -21,6 +21,8 @@ from urllib.parse import quote, unquote, urlsplit
 from swinir_cli.errors import ModelNotFoundError, UsageError
 
 TASKS = ("upscale", "denoise", "dejpeg")
+#: The ``--sigma``/``--quality`` (and ``--tile``) value that means "estimate it for each image".
+AUTO = "auto"
 LEVEL_KEY = {"upscale": "scale", "denoise": "sigma", "dejpeg": "quality"}
 LEVEL_RANGE = {"scale": (1, 16), "sigma": (1, 255), "quality": (1, 100)}
 REMOTE_SCHEMES = ("http", "https", "hf")

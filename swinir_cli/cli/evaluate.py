@@ -9,7 +9,7 @@ standard output carries a single JSON line ``{"images": [...], "average": {...}}
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -17,23 +17,13 @@ from rich.table import Table
 
 from ..download import verified_weights_path
 from ..errors import UsageError
-from ..evaluate import (
-    METRIC_KEYS,
-    TASKS,
-    EvalSettings,
-    ImagePair,
-    ImageResult,
-    average,
-    check_synthesis,
-    evaluate_model,
-    evaluate_restored,
-    infer_task,
-    pair_lq_images,
-    pair_restored_images,
-)
-from ..pipeline import Restorer, select_device
 from ..registry import get_model
 from .output import Output
+
+# The evaluation modules load PyTorch: commands import them when they run, so `swinir --help` stays fast.
+if TYPE_CHECKING:
+    from ..evaluate import EvalSettings, ImagePair, ImageResult
+    from ..pipeline import Restorer
 
 _HEADINGS = {
     "psnr": "PSNR",
@@ -138,6 +128,15 @@ def evaluate(
     ] = False,
 ) -> None:
     """Measure PSNR/SSIM (RGB and Y) and PSNR-B against ground truth, exactly as the SwinIR authors do."""
+    from ..evaluate import (
+        METRIC_KEYS,
+        TASKS,
+        EvalSettings,
+        average,
+        check_synthesis,
+        pair_lq_images,
+    )
+
     out = Output(quiet=quiet, json_lines=json)
     if task is not None and task not in TASKS:
         raise UsageError(f"--task must be one of {', '.join(TASKS)}, not {task!r}")
@@ -173,6 +172,12 @@ def _load(
     tile_overlap: int | None,
 ) -> tuple[Restorer, EvalSettings]:
     """The restorer and settings for MODEL or --weights, with the model's own level as default."""
+    from ..evaluate import EvalSettings, infer_task
+    from ..pipeline import (
+        Restorer,
+        select_device,
+    )
+
     if (model is None) == (weights is None):
         raise UsageError("give a MODEL name or --weights FILE (or --restored DIR to measure existing images)")
     levels: dict[str, int | None] = {"sigma": sigma, "quality": quality}
@@ -223,6 +228,8 @@ def _run(
     save: Path | None,
     tta: bool,
 ) -> list[ImageResult]:
+    from ..evaluate import evaluate_model
+
     what = f"{settings.task} x{settings.scale}" if settings.task == "upscale" else settings.task
     if pairs[0].other is None:
         level = f"sigma {settings.sigma}" if settings.task == "denoise" else f"quality {settings.quality}"
@@ -239,6 +246,11 @@ def _run(
 
 
 def _evaluate_restored(out: Output, gt: Path, restored: Path, settings: EvalSettings) -> list[ImageResult]:
+    from ..evaluate import (
+        evaluate_restored,
+        pair_restored_images,
+    )
+
     pairs, unmatched = pair_restored_images(gt, restored)
     if unmatched:
         shown = ", ".join(p.name for p in unmatched[:5]) + (" ..." if len(unmatched) > 5 else "")
@@ -248,6 +260,8 @@ def _evaluate_restored(out: Output, gt: Path, restored: Path, settings: EvalSett
 
 def _print_table(out: Output, results: list[ImageResult], means: dict[str, float | None]) -> None:
     """The per-image table with the average as last row: stdout, or stderr when stdout carries JSON."""
+    from ..evaluate import METRIC_KEYS
+
     if out.quiet:
         return
     keys = [k for k in METRIC_KEYS if means[k] is not None]
