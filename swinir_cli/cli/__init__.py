@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated
 
 import typer
 from typer import Abort
 from typer._click.exceptions import ClickException
 
+from .._version import __version__
 from ..errors import SwinIRError
 from . import evaluate, models, restore
 from .output import Output
@@ -26,6 +28,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"swinir-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version and exit."),
+    ] = False,
+) -> None:
+    """Restore images with SwinIR: upscale (super-resolution), denoise and remove JPEG artifacts."""
+
+
 restore.register(app)
 evaluate.register(app)
 models.register(app)

@@ -30,6 +30,18 @@ from rich.progress import (
 PLAIN_PROGRESS_INTERVAL = 5.0
 
 
+#: Width of tables written to a file or pipe, where no terminal says how wide it is.
+PIPE_WIDTH = 160
+
+
+def _console(*, stderr: bool) -> Console:
+    """A console for stdout or stderr; on a file or pipe it is wide, so tables are not squeezed."""
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, highlight=False, soft_wrap=True, width=PIPE_WIDTH)
+    return console
+
+
 class Output:
     """The one object that writes to the terminal.
 
@@ -41,8 +53,8 @@ class Output:
     def __init__(self, *, quiet: bool = False, json_lines: bool = False) -> None:
         self.quiet = quiet
         self.json_lines = json_lines
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
-        self.out = Console(highlight=False, soft_wrap=True)
+        self.err = _console(stderr=True)
+        self.out = _console(stderr=False)
 
     @property
     def interactive(self) -> bool:
