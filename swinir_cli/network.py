@@ -151,24 +151,47 @@ class WindowAttention(nn.Module):
     def clear_cache(self) -> None:
         self._bias_cache = None
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, optimized: bool = True) -> torch.Tensor:
-        """x: (B * nW, N, C); mask: (nW, N, N) or None. Returns (B * nW, N, C)."""
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, unmasked: int = 0, optimized: bool = True
+    ) -> torch.Tensor:
+        """x: (B * nW, N, C), the windows of B images, in the same order for each image.
+
+        ``mask`` (M, N, N) is added to the logits of the last M windows of each image; the first
+        ``unmasked`` = nW - M windows have no mask (with the shifted-window layout, only the windows at the
+        bottom and right edges need one). Returns (B * nW, N, C).
+        """
         bw, n, c = x.shape
-        qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        bias = self.position_bias(cached=optimized).to(q.dtype)
+        heads, dim = self.num_heads, c // self.num_heads
+        q, k, v = self.qkv(x).reshape(bw, n, 3, heads, dim).permute(2, 0, 3, 1, 4).unbind(0)
+        bias = self.position_bias(cached=optimized).to(q.dtype).unsqueeze(0)
         if mask is None:
-            logits_bias = bias.unsqueeze(0)
+            out = self._attend(q, k, v, bias, optimized)
         else:
-            logits_bias = mask.to(q.dtype).unsqueeze(1) + bias.unsqueeze(0)
-            if bw != mask.shape[0]:  # several images in the batch: their windows share the mask
-                logits_bias = logits_bias.repeat(bw // mask.shape[0], 1, 1, 1)
-        if optimized:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=logits_bias, scale=self.scale)
-        else:
-            attn = (q * self.scale) @ k.transpose(-2, -1) + logits_bias
-            out = attn.softmax(dim=-1) @ v
+            per_image = unmasked + mask.shape[0]
+            images = bw // per_image
+            masked_bias = mask.to(q.dtype).unsqueeze(1) + bias
+            if images > 1:
+                masked_bias = masked_bias.repeat(images, 1, 1, 1)
+            q, k, v = (t.view(images, per_image, heads, n, dim) for t in (q, k, v))
+            parts = [] if unmasked == 0 else [self._attend(*_windows(q, k, v, 0, unmasked), bias, optimized)]
+            parts.append(self._attend(*_windows(q, k, v, unmasked, per_image), masked_bias, optimized))
+            out = torch.cat([part.view(images, -1, heads, n, dim) for part in parts], 1).view(
+                bw, heads, n, dim
+            )
         return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, optimized: bool
+    ) -> torch.Tensor:
+        if optimized:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        attn = (q * self.scale) @ k.transpose(-2, -1) + bias
+        return attn.softmax(dim=-1) @ v
+
+
+def _windows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, stop: int) -> list[torch.Tensor]:
+    """Windows start..stop of every image from (B, nW, heads, N, dim) views, as (B * n, heads, N, dim)."""
+    return [t[:, start:stop].reshape(-1, *t.shape[2:]) for t in (q, k, v)]
 
 
 class Mlp(nn.Module):
@@ -202,7 +225,7 @@ class SwinTransformerBlock(nn.Module):
         if windows.enabled:  # one cached gather replaces roll + partition (and reverse + roll)
             layout = windows.get(h, w, self.window, self.shift, x.device)
             y = y.index_select(1, layout.order).view(-1, self.window**2, c)
-            y = self.attn(y, layout.mask)
+            y = self.attn(y, layout.mask, layout.unmasked)
             y = y.view(b, h * w, c).index_select(1, layout.inverse)
         else:  # the authors' order of operations, mask rebuilt on the CPU in every block
             y = y.view(b, h, w, c)
@@ -221,11 +244,15 @@ class SwinTransformerBlock(nn.Module):
 
 @dataclass(frozen=True)
 class _WindowLayout:
-    """Where the tokens of each (shifted) window are: ``order`` lists token indices window by window,
-    ``inverse`` undoes it; ``mask`` is the shift mask (None without a shift)."""
+    """How one image's tokens are grouped into (shifted) windows.
+
+    ``order`` lists token indices window by window (``inverse`` undoes it), with the windows that need no
+    shift mask first: ``unmasked`` of them, then those of ``mask`` (M, N, N), which is None without a shift.
+    """
 
     order: torch.Tensor
     inverse: torch.Tensor
+    unmasked: int
     mask: torch.Tensor | None
 
 
@@ -256,11 +283,19 @@ def _window_layout(h: int, w: int, window: int, shift: int, device: torch.device
     tokens = torch.arange(h * w).view(1, h, w, 1)
     if shift:
         tokens = torch.roll(tokens, shifts=(-shift, -shift), dims=(1, 2))
-    order = window_partition(tokens, window).reshape(-1)
+    windows = window_partition(tokens, window).squeeze(-1)  # (nW, N) token indices
+    mask = None
+    unmasked = windows.shape[0]
+    if shift:
+        full_mask = shift_window_mask(h, w, window, shift)
+        needs_mask = full_mask.ne(0).flatten(1).any(1)
+        windows = torch.cat([windows[~needs_mask], windows[needs_mask]])
+        mask = full_mask[needs_mask].to(device)
+        unmasked = int((~needs_mask).sum())
+    order = windows.reshape(-1)
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(h * w)
-    mask = shift_window_mask(h, w, window, shift).to(device) if shift else None
-    return _WindowLayout(order.to(device), inverse.to(device), mask)
+    return _WindowLayout(order.to(device), inverse.to(device), unmasked, mask)
 
 
 def _conv_block(dim: int, kind: str) -> nn.Module:
