@@ -36,6 +36,9 @@ __all__ = ["AUTO", "ModelChooser", "ModelRequest", "Restorer", "resolve_precisio
 
 #: Share of the device's available memory that an automatic tile may plan to use.
 MEMORY_BUDGET_FRACTION = 0.5
+#: Cap on the CPU: larger tiles barely speed a CPU up (overlap is a small share of a 256-pixel tile)
+#: but raise the peak memory (benchmarks/tile_memory.py).
+CPU_TILE_BUDGET_BYTES = 1 << 30
 
 
 
@@ -212,6 +215,8 @@ class Restorer:
         """The largest window-aligned tile whose estimated peak memory fits the device (0: whole image)."""
         config = self.model.config
         budget = int(available_memory_bytes(self.device) * MEMORY_BUDGET_FRACTION)
+        if self.device.type == "cpu":
+            budget = min(budget, CPU_TILE_BUDGET_BYTES)
         return choose_tile(
             height,
             width,

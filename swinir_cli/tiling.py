@@ -18,8 +18,9 @@ are not down-weighted. The profiles are normalised per axis to sum to one, so th
 grid are a partition of unity, and a pixel covered by a single tile keeps that tile's value bit for bit.
 
 Memory. Output is assembled a band (one row of tiles, or one column for a wide image) at a time into the
-final uint8/uint16 array: only a float32 accumulator one band deep is kept, whose lines already carry the
-next band's overlap. Peak memory is the output, that accumulator and one forward pass on ``batch`` tiles.
+final uint8/uint16 array. The only float32 buffer is one accumulator, a band deep and as long as the
+output's shorter side, reused from band to band. Peak memory is the output, that accumulator and one
+forward pass on ``batch`` tiles (see :func:`estimate_peak_bytes` and :func:`choose_tile`).
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ RestoreFn = Callable[[torch.Tensor], torch.Tensor]
 ProgressFn = Callable[[int, int], None]
 Blend = Literal["smooth", "uniform"]
 
-#: Rows quantised per step when the whole output comes from a single call (bounds the temporary copies).
-_QUANTISE_ROWS = 256
+#: Output lines quantised per step (bounds the temporary copies).
+_QUANTISE_LINES = 256
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,7 @@ def restore_tiled(
     ``tile`` is rounded down and ``overlap`` up to multiples of ``window`` (and to at most half the tile);
     ``tile == 0`` or a tile covering the image makes one call on the whole image, identical to the untiled
     result. ``halo`` and ``blend`` are those of :func:`axis_tiles`. ``batch`` tiles of equal
-    shape go through one call. ``progress(done, total)`` is called after each call of ``fn``.
+    shape go through one call. ``progress(done, total)`` (in tiles) is called after each call of ``fn``.
 
     Returns (H * scale, W * scale, C_out) numpy, uint8 when ``max_value == 255`` else uint16, quantised as
     the authors do: ``round(clamp(x, 0, 1) * max_value)`` in float32, halves to even.
@@ -243,10 +244,8 @@ def _restore_whole(
     _check_output(result, 1, image.shape[2], image.shape[3], scale)
     if progress is not None:
         progress(1, 1)
-    out_h, out_w = result.shape[2:]
-    output = np.empty((out_h, out_w, result.shape[1]), dtype=_output_dtype(max_value))
-    for row in range(0, out_h, _QUANTISE_ROWS):
-        output[row : row + _QUANTISE_ROWS] = _quantise(result[0, :, row : row + _QUANTISE_ROWS], max_value)
+    output = np.empty((*result.shape[2:], result.shape[1]), dtype=_output_dtype(max_value))
+    _write_quantised(output, result[0], 0, False, max_value)
     return output
 
 
@@ -272,20 +271,21 @@ def _assemble_bands(
     max_value: int,
     progress: ProgressFn | None,
 ) -> np.ndarray:
-    """Run the tiles band by band; a band's finished pixels go straight into the quantised output.
+    """Run the tiles band by band; a band's finished lines go straight into the quantised output.
 
     Bands are rows of tiles, or columns of tiles for an image wider than high, so that the float32
-    accumulator is at most a tile (plus a window) deep and as long as the output's shorter side.
+    accumulator is at most a tile (plus a window) deep and as long as the output's shorter side. It is
+    allocated once, with the output, and reused: the lines a band shares with the next move to its top.
     """
     height, width = image.shape[2:]
     by_columns = width > height
     bands, across = (cols, rows) if by_columns else (rows, cols)
-    total = len(bands) * sum(1 for _ in _batches(across, batch))
+    total = len(bands) * len(across)
     done = 0
     output: np.ndarray | None = None
-    carried: np.ndarray | None = None  # accumulated lines from this band's out_start to the last band's end
+    accumulator: np.ndarray | None = None  # float32 (C_out, deepest band's lines, output length across)
     for index, band_tile in enumerate(bands):
-        band: np.ndarray | None = None  # float32 (C_out, band_tile's output lines, output length across)
+        lines = band_tile.out_stop - band_tile.out_start
         for group in _batches(across, batch):
             pairs = [(item, band_tile) if by_columns else (band_tile, item) for item in group]
             crops = [image[:, :, row.start : row.stop, col.start : col.stop] for row, col in pairs]
@@ -295,29 +295,41 @@ def _assemble_bands(
             result = result.detach().to("cpu", torch.float32)
             if by_columns:
                 result = result.transpose(2, 3)
-            if band is None:
-                lines = band_tile.out_stop - band_tile.out_start
-                band = np.zeros((result.shape[1], lines, across[-1].out_stop), np.float32)
-                if carried is not None:
-                    band[:, : carried.shape[1]] = carried
+            if accumulator is None:
+                output = np.empty((height * scale, width * scale, result.shape[1]), _output_dtype(max_value))
+                deepest = max(item.out_stop - item.out_start for item in bands)
+                accumulator = np.zeros((result.shape[1], deepest, across[-1].out_stop), np.float32)
+            band = torch.from_numpy(accumulator[:, :lines])
             for item, tile_out in zip(group, result, strict=True):
-                _accumulate(torch.from_numpy(band), tile_out, band_tile, item, scale)
-            done += 1
+                _accumulate(band, tile_out, band_tile, item, scale)
+            done += len(group)
             if progress is not None:
                 progress(done, total)
-        assert band is not None, "every band holds at least one tile"
-        if output is None:
-            output = np.empty((height * scale, width * scale, band.shape[0]), _output_dtype(max_value))
+        assert output is not None and accumulator is not None, "every band holds at least one tile"
         next_start = bands[index + 1].out_start if index + 1 < len(bands) else band_tile.out_stop
-        finished = _quantise(torch.from_numpy(band[:, : next_start - band_tile.out_start]), max_value)
-        if by_columns:
-            output[:, band_tile.out_start : next_start] = finished.transpose(1, 0, 2)
-        else:
-            output[band_tile.out_start : next_start] = finished
-        carried = band[:, next_start - band_tile.out_start :].copy()
-        del band
+        finished = next_start - band_tile.out_start
+        _write_quantised(output, accumulator[:, :finished], band_tile.out_start, by_columns, max_value)
+        accumulator[:, : lines - finished] = accumulator[:, finished:lines]
+        accumulator[:, lines - finished : lines] = 0
     assert output is not None, "there is at least one band"
     return output
+
+
+def _write_quantised(
+    output: np.ndarray, lines: np.ndarray | torch.Tensor, first: int, by_columns: bool, max_value: int
+) -> None:
+    """Quantise float ``lines`` (C, n, length) into output rows (or columns) ``first`` to ``first + n``.
+
+    Works through a bounded number of lines at a time, so that the temporary copies stay small.
+    """
+    for start in range(0, lines.shape[1], _QUANTISE_LINES):
+        chunk = lines[:, start : start + _QUANTISE_LINES]
+        levels = _quantise(torch.from_numpy(chunk) if isinstance(chunk, np.ndarray) else chunk, max_value)
+        at = first + start
+        if by_columns:
+            output[:, at : at + levels.shape[0]] = levels.transpose(1, 0, 2)
+        else:
+            output[at : at + levels.shape[0]] = levels
 
 
 def _accumulate(
@@ -385,11 +397,15 @@ def default_overlap(window: int) -> int:
 
 
 #: Values held per padded input pixel, per unit of each term of :func:`estimate_peak_bytes`; calibrated
-#: from the peak resident memory of CPU forward passes of SwinIR-S/M/L (x2, x4, denoising) on 128x128 inputs,
-#: where the estimate was 4% under to 20% over the measurement.
+#: from the peak resident memory of single CPU forward passes of SwinIR-S/M/L (x2, x4, denoising) on
+#: 128x128 inputs, which they match to between 4% under and 20% over.
 _FEATURE_COPIES = 16.0
 _ATTENTION_COPIES = 1.5
 _HEAD_COPIES = 1.5
+#: Repeated forward passes in one process peak higher than a single one (glibc's malloc fragments as its
+#: mmap threshold adapts): in tiled SwinIR-S x4 runs on 2 threads, resident memory grew 1.26 (280-pixel
+#: tiles) to 1.95 (240-pixel tiles) times the single-pass figure. The estimate takes the upper end.
+_ALLOCATOR_SLACK = 2.0
 
 
 def estimate_peak_bytes(
@@ -410,7 +426,8 @@ def estimate_peak_bytes(
     16 copies of the ``embed_dim`` features, 1.5 of the ``num_heads * window**2`` attention scores and 1.5
     of the upsampling head's largest tensor (``head_features * scale**2`` values: 64 for the
     ``pixelshuffle`` and ``nearest+conv`` heads, the image channels for ``pixelshuffledirect``, 0 without
-    an upsampler). Model weights are not included.
+    an upsampler), times 2 for the allocator's fragmentation over repeated passes. Model weights are not
+    included.
     """
     padded = (tile_height // window + 1) * window * ((tile_width // window + 1) * window)
     per_pixel = (
@@ -418,7 +435,7 @@ def estimate_peak_bytes(
         + _ATTENTION_COPIES * num_heads * window**2
         + _HEAD_COPIES * head_features * scale**2
     )
-    return int(batch * padded * per_pixel * bytes_per_value)
+    return int(batch * padded * per_pixel * bytes_per_value * _ALLOCATOR_SLACK)
 
 
 def choose_tile(
