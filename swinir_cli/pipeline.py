@@ -41,7 +41,6 @@ MEMORY_BUDGET_FRACTION = 0.5
 CPU_TILE_BUDGET_BYTES = 1 << 30
 
 
-
 def select_device(spec: str = "auto") -> torch.device:
     """``auto`` (CUDA, else Apple MPS, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
 
