@@ -18,6 +18,7 @@ from rich.table import Table
 from ..download import verified_weights_path
 from ..errors import UsageError
 from ..registry import get_model
+from .options import parse_tile
 from .output import Output
 
 # The evaluation modules load PyTorch: commands import them when they run, so `swinir --help` stays fast.
@@ -196,7 +197,7 @@ def _load(
     restorer = Restorer.from_weights(
         path,
         device=select_device(device),
-        tile=_parse_tile(tile),
+        tile=parse_tile(tile),
         tile_overlap=tile_overlap,
         on_warning=out.warning,
     )
@@ -206,18 +207,6 @@ def _load(
     if (settings.task == "upscale") != (restorer.scale > 1):
         raise UsageError(f"{path} has scale x{restorer.scale}, which does not fit --task {settings.task}")
     return restorer, settings
-
-
-def _parse_tile(value: str) -> int | None:
-    if value == "auto":
-        return None
-    try:
-        tile = int(value)
-    except ValueError:
-        raise UsageError(f"--tile must be a number of pixels or 'auto', not {value!r}") from None
-    if tile < 0:
-        raise UsageError(f"--tile must not be negative, got {tile}")
-    return tile
 
 
 def _run(

@@ -32,6 +32,7 @@ from ..batch import (
 from ..errors import UsageError
 from ..imageio import LoadedImage
 from ..registry import AUTO
+from .options import parse_tile
 from .output import BatchProgress, Output
 
 if TYPE_CHECKING:
@@ -349,24 +350,12 @@ def _level(value: str, option: str) -> int | str:
         raise UsageError(f"{option} must be a number or 'auto', not {value!r}") from None
 
 
-def _parse_tile(value: str) -> int | None:
-    if value == AUTO:
-        return None
-    try:
-        tile = int(value)
-    except ValueError:
-        raise UsageError(f"--tile must be a number of pixels or 'auto', not {value!r}") from None
-    if tile < 0:
-        raise UsageError(f"--tile must not be negative, got {tile}")
-    return tile
-
-
 def _restore(task: str, level: dict[str, Any], options: SharedOptions, *, output_quality: int | None) -> None:
     """Plan the batch, then restore every job with the model ``task`` and ``level`` ask for."""
     if options.json and options.output == STDIO:
         raise UsageError("--json and --output - both write to standard output; choose one")
     output_size((1, 1), **_sizing(options))  # refuses bad combinations before any work
-    tile = _parse_tile(options.tile)
+    tile = parse_tile(options.tile)
     out = Output(quiet=options.quiet or options.output == STDIO, json_lines=options.json)
     writing = OutputOptions(
         suffix=options.suffix or "",
