@@ -41,6 +41,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file, not a checkpoint")
     if path.suffix == ".safetensors":
         try:
             return load_safetensors(str(path))
@@ -49,16 +51,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()
-        detail = next((line for line in reason if "GLOBAL" in line or "Unsupported" in line), reason[0])
+        lines = str(exc).strip().splitlines()
+        detail = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), _first_line(exc))
         raise CheckpointError(
             f"{path}: refused: the file's pickle would import or run code, so it was not loaded "
             f"({detail.strip()})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(
-            f"{path}: not a PyTorch checkpoint ({str(exc).strip().splitlines()[0]})"
-        ) from None
+    except Exception as exc:  # arbitrary bytes make the unpickler fail in arbitrary ways
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_first_line(exc)})") from None
     if isinstance(data, Mapping):
         for key in ("params_ema", "params"):
             if isinstance(data.get(key), Mapping):
@@ -67,6 +67,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"{path}: holds no state dict of tensors")
     return dict(data)
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _shape(state: Mapping[str, torch.Tensor], name: str) -> tuple[int, ...]:

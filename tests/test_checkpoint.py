@@ -104,7 +104,7 @@ def test_pickle_that_runs_code_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
-        (b"", "not a PyTorch checkpoint"),
+        (b"", "empty file"),
         (b"this is not a checkpoint at all", "not a PyTorch checkpoint"),
     ],
 )
