@@ -165,7 +165,7 @@ class WindowAttention(nn.Module):
         q, k, v = self.qkv(x).reshape(bw, n, 3, heads, dim).permute(2, 0, 3, 1, 4).unbind(0)
         bias = self.position_bias(cached=optimized).to(q.dtype).unsqueeze(0)
         if mask is None:
-            out = self._attend(q, k, v, bias, optimized)
+            out = self._attend(q, k, v, bias, optimized).transpose(1, 2).reshape(bw, n, c)
         else:
             per_image = unmasked + mask.shape[0]
             images = bw // per_image
@@ -175,10 +175,10 @@ class WindowAttention(nn.Module):
             q, k, v = (t.view(images, per_image, heads, n, dim) for t in (q, k, v))
             parts = [] if unmasked == 0 else [self._attend(*_windows(q, k, v, 0, unmasked), bias, optimized)]
             parts.append(self._attend(*_windows(q, k, v, unmasked, per_image), masked_bias, optimized))
-            out = torch.cat([part.view(images, -1, heads, n, dim) for part in parts], 1).view(
-                bw, heads, n, dim
-            )
-        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+            # heads move behind tokens in the same copy that joins the two groups of windows
+            out = torch.cat([part.view(images, -1, heads, n, dim).transpose(2, 3) for part in parts], 1)
+            out = out.view(bw, n, c)
+        return self.proj(out)
 
     def _attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, optimized: bool
