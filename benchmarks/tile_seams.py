@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,24 +20,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from swinir_cli.checkpoint import load_model
+from swinir_cli.metrics import psnr
+from swinir_cli.pipeline import Restorer
 from swinir_cli.tiling import axis_tiles, default_overlap, restore_tiled
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SCALE, WINDOW = 4, 8
-
-
-def padded_forward(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The authors' procedure: flip-pad bottom/right to (side // window + 1) * window, run, crop."""
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[2:]
-        x = torch.cat([x, x.flip(2)], 2)[:, :, : (height // WINDOW + 1) * WINDOW]
-        x = torch.cat([x, x.flip(3)], 3)[:, :, :, : (width // WINDOW + 1) * WINDOW]
-        with torch.inference_mode():
-            return model(x)[:, :, : height * SCALE, : width * SCALE]
-
-    return forward
 
 
 class Memo:
@@ -52,11 +39,6 @@ class Memo:
         if key not in self.outputs:
             self.outputs[key] = self.fn(x)
         return self.outputs[key]
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
 def padded(side: int) -> int:
@@ -80,11 +62,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    model = load_model(SHARED / "reference" / "swinir_s_x4_random.pth")
+    restorer = Restorer.from_weights(SHARED / "reference" / "swinir_s_x4_random.pth", device="cpu")
     first = sorted((SHARED / "testsets" / "McMaster").glob("*.tif"))[0]
     pixels = np.asarray(Image.open(first).convert("RGB"))[:200, :272]
     image = torch.from_numpy(pixels.astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous()
-    forward = Memo(padded_forward(model))
+    forward = Memo(restorer.forward_padded)
     whole = restore_tiled(image, forward, scale=SCALE, window=WINDOW, tile=0, overlap=0)
     print(
         f"SwinIR-S x4 (random weights), {first.name} crop 272x200 -> 1088x800; default overlap "

@@ -22,6 +22,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from swinir_cli.metrics import psnr
+from swinir_cli.pipeline import Restorer
 from swinir_cli.tiling import (
     available_memory_bytes,
     axis_tiles,
@@ -159,12 +161,10 @@ def test_one_covering_tile_is_bit_identical_to_the_whole_image(tile: int) -> Non
 
 
 def test_golden_image_through_a_covering_tile_matches_the_whole_image_forward() -> None:
-    checkpoint = pytest.importorskip("swinir_cli.checkpoint")
-    model = checkpoint.load_model(SHARED / "reference" / "tiny" / "sr_pixelshuffle_x2.pth")
+    restorer = Restorer.from_weights(SHARED / "reference" / "tiny" / "sr_pixelshuffle_x2.pth", device="cpu")
     reference = np.load(SHARED / "reference" / "tiny" / "sr_pixelshuffle_x2.npz")
     image = torch.from_numpy(reference["image_u8"].astype(np.float32) / 255).permute(2, 0, 1)[None]
-    window = model.config.window_size
-    forward = padded_forward(model, window, scale=2)
+    window, forward = restorer.window, restorer.forward_padded
     result = restore_tiled(image, forward, scale=2, window=window, tile=10 * window, overlap=16)
     np.testing.assert_array_equal(result, quantise(forward(image)[0]))
     # The golden file comes from the authors' network: the bundled one agrees to within rounding ties.
@@ -372,19 +372,6 @@ def test_available_memory_on_cuda_counts_free_and_cached(monkeypatch: pytest.Mon
 # --- seams with the real network ----------------------------------------------------------------------------
 
 
-def padded_forward(model: torch.nn.Module, window: int, scale: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The authors' whole-image procedure: flip-pad bottom/right to (side // window + 1) * window, crop."""
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[2:]
-        x = torch.cat([x, x.flip(2)], 2)[:, :, : (height // window + 1) * window]
-        x = torch.cat([x, x.flip(3)], 3)[:, :, :, : (width // window + 1) * window]
-        with torch.inference_mode():
-            return model(x)[:, :, : height * scale, : width * scale]
-
-    return forward
-
-
 class Memo:
     """Remembers outputs by input content, so that two blends of the same tiles run the network once."""
 
@@ -396,11 +383,6 @@ class Memo:
         if key not in self.outputs:
             self.outputs[key] = self.fn(x)
         return self.outputs[key]
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
 @pytest.fixture
@@ -420,9 +402,8 @@ def mcmaster_crop() -> torch.Tensor:
 
 @pytest.mark.usefixtures("one_thread")
 def test_tiles_of_swinir_s_blend_without_seams() -> None:
-    checkpoint = pytest.importorskip("swinir_cli.checkpoint")
-    model = checkpoint.load_model(SHARED / "reference" / "swinir_s_x4_random.pth")
-    forward = Memo(padded_forward(model, WINDOW, scale=4))
+    restorer = Restorer.from_weights(SHARED / "reference" / "swinir_s_x4_random.pth", device="cpu")
+    forward = Memo(restorer.forward_padded)
     image = mcmaster_crop()
     whole = quantise(forward(image)[0])
     options = dict(scale=4, window=WINDOW, tile=64, overlap=default_overlap(WINDOW))
