@@ -325,3 +325,22 @@ def _read_terminal(controller: int) -> bytes:
         return os.read(controller, 65536)
     except OSError:  # EIO: the command closed the terminal
         return b""
+
+
+def test_a_named_model_names_its_outputs_by_its_factor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--model NAME` without --scale: the registry says the factor, so the default name still carries it."""
+    registry = tmp_path / "registry.toml"
+    registry.write_text(
+        f'[models.tiny-x2]\ntask = "upscale"\nscale = 2\nurl = "{SR_X2}"\ndescription = "tiny"\n'
+    )
+    monkeypatch.setenv("SWINIR_REGISTRY", str(registry))
+    monkeypatch.setenv("SWINIR_CACHE_DIR", str(tmp_path / "cache"))
+    Image.fromarray(np.full((12, 10, 3), 90, np.uint8)).save(tmp_path / "a.png")
+    result = run_swinir("upscale", "a.png", "--model", "tiny-x2", "--device", "cpu", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "a_x2.png").size == (20, 24)
+    typo = run_swinir("upscale", "a.png", "--model", "tiny-x3", cwd=tmp_path)
+    assert typo.returncode == 1
+    assert_one_clean_error_line(typo, "tiny-x3", "did you mean tiny-x2")

@@ -31,7 +31,7 @@ from ..batch import (
 )
 from ..errors import UsageError
 from ..imageio import LoadedImage
-from ..registry import AUTO
+from ..registry import AUTO, get_model
 from .options import parse_tile
 from .output import BatchProgress, Output
 
@@ -259,6 +259,8 @@ def upscale(
         scale = 4
     if suffix is None:
         factor = outscale if outscale is not None else scale
+        if factor is None and model is not None:
+            factor = get_model(model).scale  # a named model's factor is known before it is loaded
         suffix = f"_x{factor:g}" if factor is not None else "_upscaled"
     _restore("upscale", {"scale": scale}, SharedOptions.of(locals()), output_quality=quality)
 
