@@ -42,13 +42,11 @@ import cv2
 import numpy as np
 import torch
 
-from .ensemble import self_ensemble
 from .errors import ImageError, UsageError
 from .imageio import LoadedImage, is_probably_image, read_image, to_8_bit, to_colour, to_gray, write_image
 from .metrics import compute_all
 from .network import SwinIRConfig
 from .pipeline import Restorer
-from .tiling import restore_with_oom_fallback
 
 __all__ = [
     "METRIC_KEYS",
@@ -325,7 +323,6 @@ def check_synthesis(settings: EvalSettings) -> None:
 # Running and measuring
 
 
-@torch.inference_mode()
 def restore_float(restorer: Restorer, image: np.ndarray, *, tta: bool = False) -> np.ndarray:
     """Restore an HxWxC float32 input (about [0, 1], not necessarily quantised) as the authors do.
 
@@ -338,18 +335,7 @@ def restore_float(restorer: Restorer, image: np.ndarray, *, tta: bool = False) -
     if image.ndim != 3 or image.shape[2] != restorer.channels:
         raise UsageError(f"the model takes {restorer.channels}-channel images, got shape {image.shape}")
     x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(restorer.device)
-    forward = self_ensemble(restorer.forward_padded) if tta else restorer.forward_padded
-    return restore_with_oom_fallback(
-        x,
-        forward,
-        scale=restorer.scale,
-        window=restorer.window,
-        tile=restorer.tile if restorer.tile is not None else restorer.auto_tile(*image.shape[:2]),
-        overlap=restorer.tile_overlap,
-        batch=restorer.batch,
-        max_value=255,
-        on_warning=restorer.on_warning,
-    )
+    return restorer.restore_tensor(x, tta=tta)
 
 
 def crop_gt(gt: np.ndarray, height: int, width: int, name: str) -> np.ndarray:

@@ -75,6 +75,13 @@ class SwinIRConfig:
         """Output pixels per input pixel along each side."""
         return self.upscale
 
+    @property
+    def upsample_features(self) -> int:
+        """Channels of the features the head upsamples (0 without upsampling), for memory estimates."""
+        if self.upsampler in ("pixelshuffle", "nearest+conv"):
+            return HEAD_FEATURES
+        return self.in_chans if self.upsampler == "pixelshuffledirect" else 0
+
 
 def _is_pixelshuffle_scale(scale: int) -> bool:
     return scale == 3 or (scale >= 2 and scale & (scale - 1) == 0)

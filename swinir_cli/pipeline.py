@@ -28,7 +28,7 @@ from .estimate import (
     jpeg_quality_from_tables,
 )
 from .imageio import LoadedImage, to_8_bit, to_colour, to_gray
-from .network import HEAD_FEATURES, SwinIR
+from .network import SwinIR
 from .registry import AUTO, choose_model, get_model
 from .tiling import available_memory_bytes, choose_tile, default_overlap, restore_with_oom_fallback
 
@@ -175,7 +175,6 @@ class Restorer:
             self.on_warning(f"{PRECISION_NAMES[self.dtype]} overflowed on a tile; recomputed it in fp32")
         return self.model(x)
 
-    @torch.inference_mode()
     def restore_pixels(
         self, pixels: np.ndarray, progress: Callable[[int, int], None] | None = None
     ) -> np.ndarray:
@@ -191,18 +190,31 @@ class Restorer:
         if pixels.dtype not in (np.uint8, np.uint16):
             raise UsageError(f"pixels must be uint8 or uint16, got {pixels.dtype}")
         max_value = 255 if pixels.dtype == np.uint8 else 65535
-        x = (
-            torch.from_numpy(np.require(pixels, requirements=["C", "W"]))
-            .to(self.device)
-            .permute(2, 0, 1)[None]
-        )
-        x = x.float() / float(max_value)
+        x = torch.from_numpy(np.require(pixels, requirements=["C", "W"])).to(self.device).permute(2, 0, 1)
+        return self.restore_tensor(x[None].float() / float(max_value), max_value=max_value, progress=progress)
+
+    @torch.inference_mode()
+    def restore_tensor(
+        self,
+        x: torch.Tensor,
+        *,
+        max_value: int = 255,
+        progress: Callable[[int, int], None] | None = None,
+        tta: bool | None = None,
+    ) -> np.ndarray:
+        """Restore a (1, C, H, W) float image on :attr:`device`, values about [0, 1] (not necessarily
+        quantised: the authors feed noisy inputs unrounded), tiled as :attr:`tile` says.
+
+        Returns (H*scale, W*scale, C) numpy, uint8 for ``max_value`` 255 else uint16, rounded as the authors
+        round. ``tta`` overrides the restorer's own setting for this call.
+        """
+        ensemble = self.tta if tta is None else tta
         return restore_with_oom_fallback(
             x,
-            self_ensemble(self.forward_padded) if self.tta else self.forward_padded,
+            self_ensemble(self.forward_padded) if ensemble else self.forward_padded,
             scale=self.scale,
             window=self.window,
-            tile=self.tile if self.tile is not None else self.auto_tile(*pixels.shape[:2]),
+            tile=self.tile if self.tile is not None else self.auto_tile(*x.shape[2:]),
             overlap=self.tile_overlap,
             batch=self.batch,
             max_value=max_value,
@@ -225,7 +237,7 @@ class Restorer:
             scale=config.upscale,
             embed_dim=config.embed_dim,
             num_heads=max(config.num_heads),
-            head_features=HEAD_FEATURES if config.upsampler in ("pixelshuffle", "nearest+conv") else 0,
+            head_features=config.upsample_features,
         )
 
     def restore_image(
