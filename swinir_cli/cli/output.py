@@ -91,10 +91,7 @@ class Output:
 
         ``unit == "bytes"`` shows sizes and transfer rate; otherwise counts and rate per second.
         """
-        if self.quiet:
-            yield ProgressTask(None, None, description, self)
-            return
-        if not self.err.is_terminal:
+        if not self.interactive:
             yield ProgressTask(None, None, description, self)
             return
         if unit == "bytes":
@@ -225,12 +222,6 @@ class ProgressTask:
         self._description = description
         self._output = output
         self._last_line = time.monotonic()
-
-    def describe(self, description: str) -> None:
-        """Show a new description (the image now worked on); restarts the count."""
-        self._description = description
-        if self._bar is not None:
-            self._bar.update(self._task_id, description=escape(description), completed=0, total=None)
 
     def update(self, completed: float, total: float | None = None) -> None:
         if self._bar is not None:
