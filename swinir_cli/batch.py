@@ -14,8 +14,7 @@ unless ``overwrite``, so running an interrupted batch again resumes it. Each res
 (see :func:`swinir_cli.imageio.write_image`). Files in folders that are not images (judged by suffix) are
 ignored and listed; every other problem fails its own job, and the batch goes on.
 
-After the model, :func:`resize_image` gives other output sizes and :func:`alpha_through_model` runs the
-alpha channel through the model instead of interpolating it.
+After the model, :func:`resize_image` gives other output sizes.
 """
 
 from __future__ import annotations
@@ -39,8 +38,6 @@ from .imageio import (
     is_probably_image,
     output_format,
     read_image,
-    to_colour,
-    to_gray,
     write_image,
 )
 
@@ -51,7 +48,6 @@ __all__ = [
     "Job",
     "JobResult",
     "OutputOptions",
-    "alpha_through_model",
     "output_size",
     "plan_jobs",
     "resize_image",
@@ -448,20 +444,3 @@ def resize_image(image: LoadedImage, size: tuple[int, int]) -> LoadedImage:
 
     alpha = None if image.alpha is None else resized(image.alpha)
     return dataclasses.replace(image, pixels=resized(image.pixels), alpha=alpha)
-
-
-def alpha_through_model(
-    alpha: np.ndarray,
-    restore_pixels: Callable[[np.ndarray], np.ndarray],
-    channels: int,
-) -> np.ndarray:
-    """Restore an (H, W) alpha channel with the model itself, as a gray image.
-
-    ``restore_pixels`` maps (H, W, ``channels``) to (H*s, W*s, ``channels``) of the same dtype (see
-    :meth:`swinir_cli.pipeline.Restorer.restore_pixels`). A colour model gets the alpha in all three
-    channels and its result is brought back to one channel by luma, as for gray images.
-    Returns (H*s, W*s), same dtype as ``alpha``.
-    """
-    gray = alpha[..., None]
-    restored = restore_pixels(gray if channels == 1 else to_colour(gray))
-    return to_gray(restored)[..., 0]

@@ -241,19 +241,38 @@ class Restorer:
         )
 
     def restore_image(
-        self, image: LoadedImage, progress: Callable[[int, int], None] | None = None
+        self,
+        image: LoadedImage,
+        progress: Callable[[int, int], None] | None = None,
+        *,
+        alpha: str = "bicubic",
     ) -> LoadedImage:
         """Restore a decoded image, keeping what the model does not see.
 
         A colour image meets a gray model as its luma; a gray image meets a colour model replicated to
-        three channels and comes back gray. Alpha is resized with bicubic interpolation (the model never
-        sees it). Metadata and bit depth are kept.
+        three channels and comes back gray. Alpha is resized with bicubic interpolation (``alpha="bicubic"``)
+        or restored by the model as a gray image (``alpha="model"``). Metadata and bit depth are kept.
+
+        Raises:
+            UsageError: ``alpha`` is neither ``bicubic`` nor ``model``.
         """
-        pixels = to_gray(image.pixels) if self.channels == 1 else to_colour(image.pixels)
-        restored = self.restore_pixels(pixels, progress)
-        if image.is_gray and restored.shape[2] == 3:
-            restored = to_gray(restored)
-        return dataclasses.replace(image, pixels=restored, alpha=self._resize_alpha(image.alpha))
+        if alpha not in ("bicubic", "model"):
+            raise UsageError(f"alpha must be 'bicubic' or 'model', not {alpha!r}")
+        restored = self._restore_channels(image.pixels, progress)
+        if image.alpha is None:
+            restored_alpha = None
+        elif alpha == "model":
+            restored_alpha = self._restore_channels(image.alpha[..., None], progress)[..., 0]
+        else:
+            restored_alpha = self._resize_alpha(image.alpha)
+        return dataclasses.replace(image, pixels=restored, alpha=restored_alpha)
+
+    def _restore_channels(
+        self, pixels: np.ndarray, progress: Callable[[int, int], None] | None
+    ) -> np.ndarray:
+        """(H, W, 1 or 3) through the model, converted to its channels and back: gray stays gray."""
+        restored = self.restore_pixels(to_gray(pixels) if self.channels == 1 else to_colour(pixels), progress)
+        return to_gray(restored) if pixels.shape[2] == 1 and restored.shape[2] == 3 else restored
 
     def _resize_alpha(self, alpha: np.ndarray | None) -> np.ndarray | None:
         if alpha is None or self.scale == 1:

@@ -33,7 +33,6 @@ from test_cli_restore import (
 from swinir_cli.batch import (
     Job,
     OutputOptions,
-    alpha_through_model,
     output_size,
     plan_jobs,
     resize_image,
@@ -230,7 +229,8 @@ def test_resize_keeps_depth_gray_and_alpha_and_picks_the_filter() -> None:
 def test_alpha_through_a_gray_model() -> None:
     restorer = Restorer.from_weights(TINY / "dn_gray.pth", device="cpu", tile=0)
     alpha = np.random.default_rng(2).integers(0, 256, (18, 21), dtype=np.uint8)
-    restored = alpha_through_model(alpha, restorer.restore_pixels, restorer.channels)
+    image = LoadedImage(np.zeros((18, 21, 1), np.uint8), alpha=alpha)
+    restored = restorer.restore_image(image, alpha="model").alpha
     assert restored.shape == alpha.shape and restored.dtype == np.uint8
     assert np.array_equal(restored, restorer.restore_pixels(alpha[..., None])[..., 0])
 

@@ -23,7 +23,6 @@ import pytest
 import torch
 from PIL import Image
 
-from swinir_cli.batch import alpha_through_model
 from swinir_cli.cli import main
 from swinir_cli.imageio import LoadedImage, read_image
 from swinir_cli.pipeline import Restorer
@@ -251,7 +250,7 @@ def test_alpha_through_the_model(tmp_path: Path) -> None:
     loaded = read_image(image)
     with one_thread():
         expected = restorer.restore_image(loaded)
-        expected_alpha = alpha_through_model(loaded.alpha, restorer.restore_pixels, restorer.channels)
+        expected_alpha = restorer.restore_image(loaded, alpha="model").alpha
     produced = read_image(tmp_path / "model.png")
     assert_nearly_equal(produced.alpha, expected_alpha)
     assert np.abs(expected_alpha.astype(int) - expected.alpha).max() > 1  # not the bicubic default

@@ -23,7 +23,6 @@ from ..batch import (
     Job,
     JobResult,
     OutputOptions,
-    alpha_through_model,
     output_size,
     plan_jobs,
     resize_image,
@@ -428,12 +427,8 @@ def _sizing(options: SharedOptions) -> dict[str, Any]:
 def _restore_image(
     restorer: Restorer, image: LoadedImage, options: SharedOptions, progress: BatchProgress
 ) -> LoadedImage:
-    """The model's result, with alpha through the model when asked, then resized when asked."""
-    restored = restorer.restore_image(image, progress=progress.tiles)
-    if options.alpha is AlphaMode.model and image.alpha is not None:
-        restore_pixels = partial(restorer.restore_pixels, progress=progress.tiles)
-        alpha = alpha_through_model(image.alpha, restore_pixels, restorer.channels)
-        restored = dataclasses.replace(restored, alpha=alpha)
+    """The model's result (alpha through the model when asked), then resized when asked."""
+    restored = restorer.restore_image(image, progress=progress.tiles, alpha=options.alpha.value)
     size = output_size((image.width, image.height), **_sizing(options))
     return restored if size is None else resize_image(restored, size)
 
