@@ -44,7 +44,7 @@ import torch
 
 from .errors import ImageError, UsageError
 from .imageio import LoadedImage, is_probably_image, read_image, to_8_bit, to_colour, to_gray, write_image
-from .metrics import compute_all
+from .metrics import Y_OFFSET, Y_WEIGHTS_BGR, compute_all
 from .network import SwinIRConfig
 from .pipeline import Restorer
 
@@ -77,8 +77,6 @@ NOISE_SEED = 0
 #: Name of a saved restoration, as the authors' ``{imgname}_SwinIR.png``.
 SAVED_NAME = "{stem}_SwinIR.png"
 _RESTORED_SEPARATORS = ("_", "-", ".")
-# BT.601 luma weights for [0, 1] values in B, G, R order, as in the authors' bgr2ycbcr.
-_Y_WEIGHTS_BGR = [24.966, 128.553, 65.481]
 
 
 @dataclass(frozen=True)
@@ -245,7 +243,7 @@ def authors_luma_u8(rgb: np.ndarray) -> np.ndarray:
     That is ``round(24.966 B' + 128.553 G' + 65.481 R' + 16)`` with ``X' = float32(X) / 255``.
     """
     bgr_unit = np.ascontiguousarray(rgb[..., ::-1]).astype(np.float32) / 255.0
-    luma = np.dot(bgr_unit, _Y_WEIGHTS_BGR) + 16.0
+    luma = np.dot(bgr_unit, Y_WEIGHTS_BGR) + Y_OFFSET
     return luma.round().astype(np.uint8)[..., None]
 
 

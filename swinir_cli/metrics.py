@@ -37,9 +37,9 @@ import numpy as np
 
 from swinir_cli.errors import ImageError, UsageError
 
-# BT.601 luma weights for [0, 1] inputs in B, G, R order, as in the authors' bgr2ycbcr.
-_Y_WEIGHTS_BGR = np.array([24.966, 128.553, 65.481])
-_Y_OFFSET = 16.0
+#: BT.601 luma weights for [0, 1] inputs in B, G, R order, and the offset, as in the authors' bgr2ycbcr.
+Y_WEIGHTS_BGR = np.array([24.966, 128.553, 65.481])
+Y_OFFSET = 16.0
 _SSIM_C1 = (0.01 * 255) ** 2
 _SSIM_C2 = (0.03 * 255) ** 2
 _SSIM_MARGIN = 5
@@ -184,7 +184,7 @@ def _y_of(image: np.ndarray) -> np.ndarray:
 def _luma(rgb: np.ndarray) -> np.ndarray:
     """HxWx3 RGB in [0, 255] -> HxW float32 Y, with the authors' float32 / float64 steps."""
     bgr_unit = np.ascontiguousarray(rgb[..., ::-1]).astype(np.float32) / 255.0
-    y_unit = (np.dot(bgr_unit, _Y_WEIGHTS_BGR) + _Y_OFFSET) / 255.0
+    y_unit = (np.dot(bgr_unit, Y_WEIGHTS_BGR) + Y_OFFSET) / 255.0
     return y_unit.astype(np.float32) * 255.0
 
 
