@@ -71,11 +71,6 @@ class SwinIRConfig:
             raise ValueError(f"upsampler 'pixelshuffle' supports upscale 2^n or 3, not {self.upscale}")
 
     @property
-    def scale(self) -> int:
-        """Output pixels per input pixel along each side."""
-        return self.upscale
-
-    @property
     def upsample_features(self) -> int:
         """Channels of the features the head upsamples (0 without upsampling), for memory estimates."""
         if self.upsampler in ("pixelshuffle", "nearest+conv"):
