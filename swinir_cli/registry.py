@@ -19,12 +19,9 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from swinir_cli.errors import ModelNotFoundError, UsageError
+from swinir_cli.tasks import LEVEL_KEY, LEVEL_RANGE, TASK_NAMES
 
-TASKS = ("upscale", "denoise", "dejpeg")
-#: The ``--sigma``/``--quality`` (and ``--tile``) value that means "estimate it for each image".
-AUTO = "auto"
-LEVEL_KEY = {"upscale": "scale", "denoise": "sigma", "dejpeg": "quality"}
-LEVEL_RANGE = {"scale": (1, 16), "sigma": (1, 255), "quality": (1, 100)}
+TASKS = TASK_NAMES
 REMOTE_SCHEMES = ("http", "https", "hf")
 
 _INT_KEYS = ("scale", "sigma", "quality", "channels", "size", "parameters")

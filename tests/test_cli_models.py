@@ -106,7 +106,7 @@ def test_download_needs_names_or_all(cache, capsys) -> None:
 
 
 def test_download_of_an_unknown_name_suggests_close_ones(cache, capsys) -> None:
-    assert main(["download", "real-4x"]) == 1
+    assert main(["download", "real-4x"]) == 2  # a usage error
     assert "no model named 'real-4x'" in capsys.readouterr().err
 
 
