@@ -292,6 +292,7 @@ def test_a_named_model_names_its_outputs_by_its_factor(
         (["upscale", "a.png", "-w", SR_X2, "-t", "4"], ["--tile 4", "window of 8"]),
         (["upscale", "a.png", "-w", SR_X2, "-t", "32", "--tile-overlap", "24"], ["more than half"]),
         (["download", "nosuch"], ["no model named 'nosuch'"]),
+        (["denoise", "a.png", "-w", DN_COLOR, "-o", "a.png"], ["would replace the input"]),
     ],
 )
 def test_usage_errors_are_one_line_exit_2_before_any_work(tmp_path: Path, args: list, words: list) -> None:

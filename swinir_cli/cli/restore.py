@@ -216,6 +216,7 @@ def restore(options: RestoreOptions) -> None:
     writing = output_options(options, facts)
     plan = plan_jobs(list(options.inputs), options.output, writing, recursive=options.recursive)
     out = Output(quiet=options.quiet or options.output == STDIO, json_lines=options.json)
+    _refuse_self_overwrite(plan)
     report_not_images(out, plan)
     if not plan.jobs:
         raise UsageError("no images to restore among the inputs")
@@ -225,6 +226,16 @@ def restore(options: RestoreOptions) -> None:
     exit_code = run(recipe, plan, out, fixed_model=facts.label is not None)
     if exit_code:
         raise typer.Exit(exit_code)
+
+
+def _refuse_self_overwrite(plan: BatchPlan) -> None:
+    """An output that is its own input is a usage error (a --suffix or --output fixes every such job)."""
+    for job in plan.jobs:
+        own = (
+            job.source is not None and job.target is not None and job.source.resolve() == job.target.resolve()
+        )
+        if job.problem and own:
+            raise UsageError(job.problem)
 
 
 def validate(options: RestoreOptions) -> ModelFacts:
