@@ -6,9 +6,13 @@ from __future__ import annotations
 import errno
 import io
 import os
+import signal
+import socket
 import struct
 import subprocess
 import sys
+import threading
+import time
 import warnings
 import zlib
 from pathlib import Path
@@ -16,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hostile import full_disk
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageCms, ImageFile, ImageOps, PngImagePlugin
@@ -563,3 +568,160 @@ def test_any_bytes_give_an_image_or_an_image_error(data: bytes) -> None:
         else:
             assert image.pixels.ndim == 3 and image.pixels.dtype in (np.uint8, np.uint16)
             assert image.alpha is None or image.alpha.shape == image.pixels.shape[:2]
+
+
+# ------------------------------------------------------------------------------------------------
+# Hostile inputs: special files, huge non-images, decoder asserts; full disks, killed writers, long names
+
+
+def read_in_thread(path: Path, seconds: float = 20.0) -> BaseException | None:
+    """read_image(path) in a thread that must finish within ``seconds`` (a FIFO must not block)."""
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            read_image(path)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert outcome, f"read_image({path}) still waiting after {seconds} s"
+    return outcome[0]
+
+
+def test_fifos_devices_sockets_and_symlinks_to_them_are_refused_at_once(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "link.png").symlink_to(tmp_path / "pipe.png")
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_path / "sock.png"))
+    try:
+        expected = {
+            "pipe.png": "is a FIFO",
+            "link.png": "is a FIFO",
+            "zero.png": "is a character device",
+            "sock.png": "cannot read",  # opening a socket fails outright (ENXIO)
+        }
+        for name, reason in expected.items():
+            error = read_in_thread(tmp_path / name)
+            assert isinstance(error, ImageError), (name, error)
+            assert str(error).startswith(f"{tmp_path / name}: cannot read") and reason in str(error)
+            assert "\n" not in str(error)
+    finally:
+        listener.close()
+
+
+def test_a_3_gb_file_that_is_no_image_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    big = tmp_path / "huge.png"
+    with big.open("wb") as stream:  # sparse: takes no disk space
+        stream.write(b"this is no image header at all")
+        stream.truncate(3 << 30)
+    script = f"""
+import resource
+from swinir_cli.errors import ImageError
+from swinir_cli.imageio import read_image
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    read_image({str(big)!r})
+except ImageError as exc:
+    print(exc)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    message, grown_mb = result.stdout.splitlines()
+    assert message == f"{big}: not an image (no image format recognises its contents)", result.stderr
+    assert int(grown_mb) < 100  # reading it whole would have taken 3 GB
+
+
+def palette_png_without_plte() -> bytes:
+    header = struct.pack(">IIBBBBB", 4, 4, 8, 3, 0, 0, 0)
+    rows = b"".join(b"\x00" + bytes(4) for _ in range(4))
+    return b"".join(
+        [
+            b"\x89PNG\r\n\x1a\n",
+            png_chunk(b"IHDR", header),
+            png_chunk(b"IDAT", zlib.compress(rows)),
+            png_chunk(b"IEND", b""),
+        ]
+    )
+
+
+def dds_with_unknown_pixel_format() -> bytes:
+    header = bytearray(128)
+    header[:4] = b"DDS "
+    struct.pack_into("<IIIIIII", header, 4, 124, 0x1007, 4, 4, 16, 0, 0)
+    struct.pack_into("<II4sIIIII", header, 76, 32, 0x4, b"ZZZZ", 0, 0, 0, 0, 0)
+    return bytes(header) + bytes(64)
+
+
+@pytest.mark.parametrize(
+    "name, contents, reason",
+    [
+        ("noplte.png", palette_png_without_plte(), "corrupt or truncated image data (AssertionError)"),
+        ("odd.dds", dds_with_unknown_pixel_format(), "Unimplemented pixel format"),
+    ],
+)
+def test_decoder_asserts_and_unimplemented_formats_are_one_line_errors(
+    tmp_path: Path, name: str, contents: bytes, reason: str
+) -> None:
+    (tmp_path / name).write_bytes(contents)
+    for source in (tmp_path / name, contents):
+        with pytest.raises(ImageError) as caught:
+            read_image(source, name=name)
+        assert str(caught.value).startswith(f"{name}: ") and reason in str(caught.value)
+        assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("suffix, depth", [(".png", 8), (".png", 16), (".tif", 8), (".tif", 16), (".jpg", 8)])
+def test_full_disk_fails_the_write_naming_the_output_and_keeps_the_old_one(
+    tmp_path: Path, suffix: str, depth: int
+) -> None:
+    dtype = np.uint16 if depth == 16 else np.uint8
+    image = LoadedImage(random_pixels(600, 600, 3, dtype))  # incompressible noise: 0.5 MB or more
+    with full_disk(tmp_path / "disk", size="192k") as disk:
+        output = disk / f"out{suffix}"
+        output.write_bytes(b"previous output")
+        with pytest.raises(ImageError) as caught:
+            write_image(output, image)
+        assert str(caught.value) == f"{output}: cannot write (no space left on device)"
+        assert leftover_files(disk) == [output.name]
+        assert output.read_bytes() == b"previous output"
+
+
+def test_temporary_file_of_a_killed_writer_is_removed_by_the_next_write(tmp_path: Path) -> None:
+    output = tmp_path / "big.png"
+    script = f"""
+import numpy as np
+from pathlib import Path
+from swinir_cli.imageio import LoadedImage, write_image
+pixels = np.random.default_rng(0).integers(0, 255, (4000, 4000, 3), dtype=np.uint8)
+write_image(Path({str(output)!r}), LoadedImage(pixels))
+"""
+    writer = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".big.png.*.tmp")) and writer.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=60)
+    left = list(tmp_path.glob(".big.png.*.tmp"))
+    assert len(left) == 1 and not output.exists(), "the writer was not killed while writing"
+    others = [tmp_path / ".other.png.0123456789ab.tmp", tmp_path / ".big.png.mine.tmp"]
+    for path in others:
+        path.write_bytes(b"not this output's temporary file")
+    subprocess.run(
+        [sys.executable, "-c", script.replace("(4000, 4000, 3)", "(8, 8, 3)")], check=True, timeout=120
+    )
+    assert leftover_files(tmp_path) == sorted([".big.png.mine.tmp", ".other.png.0123456789ab.tmp", "big.png"])
+    assert read_image(output).width == 8
+
+
+@pytest.mark.parametrize("stem", ["a" * 251, "é" * 125 + "x"])  # 255 bytes with ".png", ASCII and UTF-8
+def test_output_names_at_the_name_limit_are_written(tmp_path: Path, stem: str) -> None:
+    output = tmp_path / f"{stem}.png"
+    assert len(os.fsencode(output.name)) == 255
+    write_image(output, LoadedImage(random_pixels(4, 4, 3)))
+    assert read_image(output).width == 4
+    assert leftover_files(tmp_path) == [output.name]
