@@ -725,3 +725,144 @@ def test_output_names_at_the_name_limit_are_written(tmp_path: Path, stem: str) -
     write_image(output, LoadedImage(random_pixels(4, 4, 3)))
     assert read_image(output).width == 4
     assert leftover_files(tmp_path) == [output.name]
+
+
+# ------------------------------------------------------------------------------------------------
+# Seeded fuzzing of every format Pillow decodes here: only images or clean ImageErrors come out
+
+
+def _encoded(array: np.ndarray, fmt: str, **options: object) -> bytes:
+    stream = io.BytesIO()
+    Image.fromarray(array).save(stream, fmt, **options)
+    return stream.getvalue()
+
+
+def fuzz_seeds() -> dict[str, bytes]:
+    """Small valid files of every format and variant worth mutating, made here with Pillow and OpenCV."""
+    rng = np.random.default_rng(7)
+    rgb = rng.integers(0, 256, (16, 20, 3), dtype=np.uint8)
+    rgba = rng.integers(0, 256, (16, 20, 4), dtype=np.uint8)
+    gray = rgb[..., 0].copy()
+    palette = Image.fromarray(rgb).quantize(16)
+    seeds = {
+        "png-rgb": _encoded(rgb, "PNG"),
+        "png-rgba": _encoded(rgba, "PNG"),
+        "png-gray16": _encoded(gray.astype(np.uint16) * 257, "PNG"),
+        "png-rgb16": cv2.imencode(".png", rgb.astype(np.uint16) * 257)[1].tobytes(),
+        "png-noplte": palette_png_without_plte(),
+        "jpeg": _encoded(rgb, "JPEG", quality=80),
+        "jpeg-progressive": _encoded(rgb, "JPEG", progressive=True, quality=80),
+        "jpeg-gray": _encoded(gray, "JPEG"),
+        "tiff-rgb": _encoded(rgb, "TIFF"),
+        "tiff-deflate": _encoded(rgba, "TIFF", compression="tiff_adobe_deflate"),
+        "tiff-float": _encoded(gray.astype(np.float32) / 255, "TIFF"),
+        "tiff-rgb16": cv2.imencode(".tiff", rgb.astype(np.uint16) * 257)[1].tobytes(),
+        "webp": _encoded(rgb, "WEBP", quality=80),
+        "webp-lossless": _encoded(rgba, "WEBP", lossless=True),
+        "gif": _encoded(rgb, "GIF"),
+        "bmp": _encoded(rgb, "BMP"),
+        "bmp-gray": _encoded(gray, "BMP"),
+        "dds": _encoded(rgba, "DDS"),
+        "dds-odd": dds_with_unknown_pixel_format(),
+        "ico": _encoded(rgba, "ICO", sizes=[(16, 16)]),
+        "tga": _encoded(rgb, "TGA"),
+        "tga-rle": _encoded(rgb, "TGA", compression="tga_rle"),
+        "ppm": _encoded(rgb, "PPM"),
+        "pcx": _encoded(rgb, "PCX"),
+        "sgi": _encoded(rgb, "SGI"),
+        "qoi": _encoded(rgba, "QOI"),
+        "jpeg2000": _encoded(rgb, "JPEG2000"),
+        "avif": _encoded(rgb, "AVIF", quality=60),
+    }
+    for fmt in ("MSP", "XBM"):  # 1-bit formats
+        stream = io.BytesIO()
+        Image.fromarray(gray).convert("1").save(stream, fmt)
+        seeds[fmt.lower()] = stream.getvalue()
+    for name, mode in (("png-palette", "P"), ("tiff-palette", "P"), ("bmp-palette", "P")):
+        stream = io.BytesIO()
+        palette.save(
+            stream, name.split("-")[0].upper(), transparency=3 if mode == "P" and "png" in name else None
+        )
+        seeds[name] = stream.getvalue()
+    stream = io.BytesIO()
+    Image.fromarray(rgb).convert("CMYK").save(stream, "JPEG", quality=80)
+    seeds["jpeg-cmyk"] = stream.getvalue()
+    for fmt in ("TIFF", "GIF", "PNG"):  # multi-page TIFF, animated GIF, APNG
+        stream = io.BytesIO()
+        frames = [Image.fromarray(np.roll(rgb, shift, axis=1)) for shift in (0, 3, 7)]
+        frames[0].save(stream, fmt, save_all=True, append_images=frames[1:])
+        seeds[f"{fmt.lower()}-frames"] = stream.getvalue()
+    return seeds
+
+
+def mutate(data: bytes, rng: np.random.Generator) -> bytes:
+    """1 to 8 random edits: bit flips, interesting values, inserts, deletes, truncation, block copies."""
+    out = bytearray(data)
+    for _ in range(int(rng.integers(1, 9))):
+        kind = int(rng.integers(0, 7))
+        where = int(rng.integers(0, max(len(out), 1)))
+        if kind == 0 and out:
+            out[where] ^= 1 << int(rng.integers(0, 8))
+        elif kind == 1 and out:
+            out[where] = int(rng.choice([0, 1, 0x7F, 0x80, 0xFF]))
+        elif kind == 2 and len(out) >= 4:
+            where = min(where, len(out) - 4)
+            value = int(rng.choice([0, 1, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF]))
+            out[where : where + 4] = value.to_bytes(4, "big" if rng.integers(0, 2) else "little")
+        elif kind == 3:
+            out[where:where] = rng.integers(0, 256, int(rng.integers(1, 32)), dtype=np.uint8).tobytes()
+        elif kind == 4:
+            del out[where : where + int(rng.integers(1, 64))]
+        elif kind == 5:
+            del out[where:]
+        elif out:
+            start = int(rng.integers(0, len(out)))
+            out[where:where] = out[start : start + int(rng.integers(1, 64))]
+    return bytes(out)
+
+
+def fuzz_read_image(cases: int, seed: int) -> tuple[int, int, list[str]]:
+    """(images decoded, clean ImageErrors, crashes) over ``cases`` mutated files."""
+    seeds = fuzz_seeds()
+    names = sorted(seeds)
+    rng = np.random.default_rng(seed)
+    decoded, clean, crashes = 0, 0, []
+    for case in range(cases):
+        name = names[case % len(names)]
+        data = mutate(seeds[name], rng)
+        try:
+            image = read_image(data, name="fuzz.bin", max_pixels=1 << 20)
+        except ImageError as exc:
+            if not str(exc).startswith("fuzz.bin: ") or "\n" in str(exc):
+                crashes.append(f"case {case} ({name}): badly formed message {exc!r}")
+            clean += 1
+        except Exception as exc:
+            crashes.append(f"case {case} ({name}): {type(exc).__name__}: {_one_line_of(exc)}")
+        else:
+            assert image.pixels.ndim == 3 and image.pixels.dtype in (np.uint8, np.uint16)
+            decoded += 1
+    return decoded, clean, crashes
+
+
+def _one_line_of(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
+
+
+def test_fuzz_seeds_are_valid_files_of_their_formats() -> None:
+    expected_errors = {"png-noplte", "dds-odd", "tiff-float"}
+    for name, data in fuzz_seeds().items():
+        if name in expected_errors:
+            with pytest.raises(ImageError):
+                read_image(data, name=name)
+        else:
+            assert read_image(data, name=name).width in (16, 20), name
+
+
+def test_fuzzed_files_of_every_format_give_images_or_clean_errors() -> None:
+    """Seeded and bounded (a few seconds); SWINIR_FUZZ_CASES=50000 runs a long campaign."""
+    cases = int(os.environ.get("SWINIR_FUZZ_CASES", "1500"))
+    seed = int(os.environ.get("SWINIR_FUZZ_SEED", "20261202"))
+    decoded, clean, crashes = fuzz_read_image(cases, seed)
+    print(f"fuzz: {cases} cases, {decoded} decoded, {clean} clean errors, {len(crashes)} crashes")
+    assert crashes == []
+    assert clean > cases // 10  # the mutations do break files
