@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import io
 import os
 import re
@@ -54,6 +53,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms, PngImagePlugin, TiffImagePlugin, TiffTags, UnidentifiedImageError
 
+from swinir_cli.durable import open_new, sync_directory, write_all
 from swinir_cli.errors import ImageError, UsageError
 
 # Pillow formats never opened: EPS runs Ghostscript on load; the others are identification-only stubs
@@ -582,45 +582,22 @@ def write_image(
     _remove_stale_temporaries(path)
     temporary = path.with_name(f".{_temporary_stem(path.name)}.{secrets.token_hex(6)}.tmp")
     try:
-        descriptor = os.open(
-            temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
-        )
+        stream = open_new(temporary)
     except OSError as exc:
         raise ImageError(f"{path}: cannot write ({_os_reason(exc)})") from exc
     try:
-        with os.fdopen(descriptor, "wb", buffering=0) as stream:
+        with stream:
             encoded = io.BytesIO()
             _encode(encoded, image, fmt, quality, strip_metadata, str(path))
-            _write_all(stream, encoded.getbuffer())
+            write_all(stream, encoded.getbuffer())
             os.fsync(stream.fileno())
         os.replace(temporary, path)
-        _sync_directory(path.parent)
+        sync_directory(path.parent)
     except BaseException as exc:
         temporary.unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise ImageError(f"{path}: cannot write ({_os_reason(exc)})") from exc
         raise
-
-
-def _write_all(stream: BinaryIO, data: memoryview) -> None:
-    """Write every byte of ``data`` to an unbuffered stream, however many calls the OS needs."""
-    view = memoryview(data).cast("B")
-    while view:
-        written = stream.write(view)
-        if not written:
-            raise OSError(errno.EIO, "the system wrote nothing (short write)")
-        view = view[written:]
-
-
-def _sync_directory(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (POSIX only: Windows cannot open a folder for syncing)."""
-    if os.name != "posix":
-        return
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 #: Longest file name, in bytes, of the file systems in use (ext4, XFS, Btrfs, APFS, NTFS in UTF-16 units).
