@@ -3,6 +3,7 @@ files that misbehaves on request, and a small tmpfs standing in for a full disk.
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import threading
 import time
@@ -12,6 +13,25 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import REFERENCE
+
+TINY = REFERENCE / "tiny" / "sr_pixelshuffle_x2.pth"
+TINY_BYTES = TINY.read_bytes()
+TINY_SHA256 = hashlib.sha256(TINY_BYTES).hexdigest()
+FILE_NAME = "sr_pixelshuffle_x2.pth"
+
+
+def register(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, sha256: str | None = TINY_SHA256, **extra: int
+) -> None:
+    """Point SWINIR_REGISTRY at a file holding one entry, `tiny-x2`."""
+    lines = ["[models.tiny-x2]", 'task = "upscale"', "scale = 2", f'url = "{url}"', 'description = "tiny"']
+    if sha256:
+        lines.append(f'sha256 = "{sha256}"')
+    lines += [f"{key} = {value}" for key, value in extra.items()]
+    registry = tmp_path / "extra.toml"
+    registry.write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("SWINIR_REGISTRY", str(registry))
 
 
 class WeightServer:

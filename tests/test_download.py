@@ -11,16 +11,15 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import REFERENCE
+from hostile import FILE_NAME, TINY, TINY_BYTES, TINY_SHA256, WeightServer, register
 from safetensors import safe_open
 
 from swinir_cli.checkpoint import load_model, read_state_dict
@@ -29,72 +28,6 @@ from swinir_cli.errors import DownloadError, ModelNotFoundError
 from swinir_cli.registry import get_model
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REFERENCE / "tiny" / "sr_pixelshuffle_x2.pth"
-TINY_BYTES = TINY.read_bytes()
-TINY_SHA256 = hashlib.sha256(TINY_BYTES).hexdigest()
-FILE_NAME = "sr_pixelshuffle_x2.pth"
-
-
-class WeightServer:
-    """A loopback HTTP server for weight files, with switches for the failures a download must survive."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.requests: list[tuple[str, str | None]] = []
-        self.hang_up_after: list[int] = []  # per response, in order: bytes sent before closing
-        self.statuses: list[int] = []  # per request, in order: error statuses answered first
-        self.ignore_range = False
-        self.gate = threading.Event()
-        self.gate.set()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def stop(self) -> None:
-        self.gate.set()
-        self._server.shutdown()
-        self._server.server_close()
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.requests.append((self.path, self.headers.get("Range")))
-                if server.statuses:
-                    self.send_error(server.statuses.pop(0))
-                    return
-                if self.path not in server.files:
-                    self.send_error(404)
-                    return
-                data = server.files[self.path]
-                start = self._range_start()
-                self.send_response(206 if start else 200)
-                if start:
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                self.send_header("Content-Length", str(len(data) - start))
-                self.end_headers()
-                server.gate.wait(timeout=60)
-                body = data[start:]
-                if server.hang_up_after:
-                    body = body[: server.hang_up_after.pop(0)]
-                self.wfile.write(body)
-
-            def _range_start(self) -> int:
-                header = self.headers.get("Range")
-                if server.ignore_range or not header:
-                    return 0
-                return int(header.removeprefix("bytes=").partition("-")[0])
-
-            def log_message(self, format: str, *args: object) -> None:
-                """Keep test output quiet."""
-
-        return Handler
 
 
 @pytest.fixture
@@ -113,19 +46,6 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache_dir
 
 
-def register(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, sha256: str | None = TINY_SHA256, **extra: int
-) -> None:
-    """Point SWINIR_REGISTRY at a file holding one entry, `tiny-x2`."""
-    lines = ["[models.tiny-x2]", 'task = "upscale"', "scale = 2", f'url = "{url}"', 'description = "tiny"']
-    if sha256:
-        lines.append(f'sha256 = "{sha256}"')
-    lines += [f"{key} = {value}" for key, value in extra.items()]
-    registry = tmp_path / "extra.toml"
-    registry.write_text("\n".join(lines) + "\n")
-    monkeypatch.setenv("SWINIR_REGISTRY", str(registry))
-
-
 @pytest.fixture
 def tiny_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightServer, cache: Path):
     register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", size=len(TINY_BYTES))
@@ -133,7 +53,8 @@ def tiny_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightSe
 
 
 def cache_listing(cache: Path) -> list[str]:
-    return sorted(p.name for p in cache.iterdir()) if cache.exists() else []
+    """The cache's files, without the lock folder (lock files stay: removing one is not safe)."""
+    return sorted(p.name for p in cache.iterdir() if p.name != ".locks") if cache.exists() else []
 
 
 def test_download_verifies_and_reports_progress(tiny_entry, server: WeightServer, cache: Path) -> None:
@@ -383,7 +304,8 @@ def test_hub_source_offline_and_not_cached_is_a_clear_error(tmp_path, monkeypatc
 
 def test_lock_file_left_by_a_dead_process_does_not_block(tiny_entry, cache: Path) -> None:
     cache.mkdir()
-    (cache / f"{FILE_NAME}.lock").write_text("12345")  # a stale lock file: nobody holds its flock
+    (cache / ".locks").mkdir()
+    (cache / ".locks" / f"{FILE_NAME}.lock").write_text("12345")  # a stale lock file: nobody holds its flock
     assert fetch(tiny_entry).read_bytes() == TINY_BYTES
     assert cache_listing(cache) == [FILE_NAME]
 
