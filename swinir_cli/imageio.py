@@ -81,6 +81,8 @@ _DECODER_ERRORS: tuple[type[BaseException], ...] = (
     # some DDS pixel formats raise NotImplementedError.
     AssertionError,
     NotImplementedError,
+    # The AVIF plugin reports undecodable data as RuntimeError ("Failed to decode image: ...").
+    RuntimeError,
     cv2.error,
     Image.DecompressionBombError,
 )
