@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from filelock import FileLock, Timeout
@@ -561,7 +562,11 @@ def _stream_body(
     limit = total if total is not None else MAX_UNSIZED_BYTES
     done = offset
     window_start, window_bytes = time.monotonic(), 0
-    with part.open("r+b" if offset else "wb") as out:
+    try:
+        out = part.open("r+b" if offset else "wb")
+    except OSError as err:
+        raise _named(err, part) from err
+    with out:
         out.seek(offset)
         out.truncate()
         observer.bytes_done(done, total)
@@ -578,7 +583,7 @@ def _stream_body(
                     f"{MAX_UNSIZED_BYTES} bytes for a file of no stated size"
                 )
             chunk = chunk[: limit - done]
-            out.write(chunk)
+            _write_part(out, chunk, part)
             done += len(chunk)
             window_bytes += len(chunk)
             observer.bytes_done(done, total)
@@ -588,10 +593,26 @@ def _stream_body(
                     out.flush()
                     raise _TransferStalled(f"the server sent only {window_bytes} bytes in {elapsed:.0f} s")
                 window_start, window_bytes = time.monotonic(), 0
-        out.flush()
-        os.fsync(out.fileno())
+        _write_part(out, b"", part, sync=True)
     if total is not None and done < total:
         raise _TransferInterrupted(f"the connection closed after {done} of {total} bytes")
+
+
+def _write_part(out: BinaryIO, chunk: bytes, part: Path, *, sync: bool = False) -> None:
+    """Append ``chunk`` to the open ``part`` (then flush and fsync when ``sync``); a failure (a full
+    disk) names the file."""
+    try:
+        out.write(chunk)
+        if sync:
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as err:
+        raise _named(err, part) from err
+
+
+def _named(err: OSError, path: Path) -> OSError:
+    """``err`` with ``path`` as its file name, for the message of :func:`_storage_errors`."""
+    return OSError(err.errno, err.strerror, str(path)) if err.errno else err
 
 
 def _set_socket_timeout(response: http.client.HTTPResponse, seconds: float) -> None:

@@ -13,6 +13,25 @@ from pathlib import Path
 from typing import BinaryIO
 
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+#: Longest file name, in bytes, of the file systems in use (ext4, XFS, Btrfs, APFS; NTFS counts UTF-16 units).
+NAME_MAX = 255
+#: The random part of a temporary name: ``.<STEM>.<12 hex digits>.tmp``.
+TOKEN_HEX_DIGITS = 12
+_TEMPORARY_EXTRA_BYTES = len("..") + TOKEN_HEX_DIGITS + len(".tmp")
+
+
+def temporary_stem(name: str) -> str:
+    """``name``, shortened (never below one character) so that ``.STEM.<12 hex>.tmp`` fits NAME_MAX:
+    a temporary name fits whenever the name it stands for fits."""
+    stem = name
+    while len(stem) > 1 and len(os.fsencode(stem)) + _TEMPORARY_EXTRA_BYTES > NAME_MAX:
+        stem = stem[:-1]
+    return stem
+
+
+def temporary_path(path: Path) -> Path:
+    """A fresh hidden temporary name beside ``path``: ``.<STEM>.<12 hex>.tmp`` (:func:`temporary_stem`)."""
+    return path.with_name(f".{temporary_stem(path.name)}.{secrets.token_hex(TOKEN_HEX_DIGITS // 2)}.tmp")
 
 
 def write_all(stream: BinaryIO, data: bytes | bytearray | memoryview) -> None:
@@ -53,12 +72,12 @@ def sync_directory(folder: Path) -> None:
 
 
 def write_file_atomically(path: Path, data: bytes | bytearray | memoryview, mode: int | None = None) -> None:
-    """Replace ``path`` with ``data``: written whole into ``.NAME.<12 hex>.tmp`` beside it, synced, renamed.
+    """Replace ``path`` with ``data``: written whole into :func:`temporary_path` beside it, synced, renamed.
 
     ``mode`` sets the permission bits (POSIX). On failure the temporary file is removed and the OSError
     propagates (``err.filename`` names the file that failed).
     """
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    temporary = temporary_path(path)
     try:
         with open_new(temporary, mode) as stream:
             write_all(stream, data)

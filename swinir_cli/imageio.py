@@ -39,7 +39,6 @@ import dataclasses
 import io
 import os
 import re
-import secrets
 import stat
 import struct
 import threading
@@ -53,7 +52,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms, PngImagePlugin, TiffImagePlugin, TiffTags, UnidentifiedImageError
 
-from swinir_cli.durable import open_new, sync_directory, write_all
+from swinir_cli.durable import open_new, sync_directory, temporary_path, temporary_stem, write_all
 from swinir_cli.errors import ImageError, UsageError
 
 # Pillow formats never opened: EPS runs Ghostscript on load; the others are identification-only stubs
@@ -582,7 +581,7 @@ def write_image(
     path = Path(path)
     fmt = output_format(path, format)
     _remove_stale_temporaries(path)
-    temporary = path.with_name(f".{_temporary_stem(path.name)}.{secrets.token_hex(6)}.tmp")
+    temporary = temporary_path(path)
     try:
         stream = open_new(temporary)
     except OSError as exc:
@@ -602,21 +601,10 @@ def write_image(
         raise
 
 
-#: Longest file name, in bytes, of the file systems in use (ext4, XFS, Btrfs, APFS, NTFS in UTF-16 units).
-NAME_MAX = 255
-_TEMPORARY_SUFFIX_BYTES = len(".") + 12 + len(".tmp")
 _TEMPORARY_PATTERN = re.compile(r"\.(?P<stem>.+)\.[0-9a-f]{12}\.tmp", re.DOTALL)
 # Per folder: the stale temporary files found when this process first wrote there, by output stem.
 _STALE_TEMPORARIES: dict[str, dict[str, list[str]]] = {}
 _STALE_LOCK = threading.Lock()
-
-
-def _temporary_stem(name: str) -> str:
-    """``name``, shortened (never below one character) so that ``.STEM.<12 hex>.tmp`` fits NAME_MAX."""
-    stem = name
-    while len(stem) > 1 and len(os.fsencode(stem)) + 1 + _TEMPORARY_SUFFIX_BYTES > NAME_MAX:
-        stem = stem[:-1]
-    return stem
 
 
 def _remove_stale_temporaries(path: Path) -> None:
@@ -629,7 +617,7 @@ def _remove_stale_temporaries(path: Path) -> None:
     with _STALE_LOCK:
         if folder not in _STALE_TEMPORARIES:
             _STALE_TEMPORARIES[folder] = _list_temporaries(folder)
-        stale = _STALE_TEMPORARIES[folder].pop(_temporary_stem(path.name), [])
+        stale = _STALE_TEMPORARIES[folder].pop(temporary_stem(path.name), [])
     for name in stale:
         try:
             os.unlink(os.path.join(folder, name))

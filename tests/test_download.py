@@ -571,3 +571,16 @@ print(download.FileLock.__name__)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_full_disk_during_the_download_is_a_one_line_error_naming_the_part_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightServer
+) -> None:
+    with full_disk(tmp_path / "disk", size="512k") as disk:
+        monkeypatch.setenv("SWINIR_CACHE_DIR", str(disk))
+        register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", size=len(TINY_BYTES))
+        with pytest.raises(DownloadError) as caught:
+            fetch(get_model("tiny-x2"), backoff_s=0)
+        message = str(caught.value)
+        assert f"cannot store model 'tiny-x2' in the cache {disk}: No space left on device" in message
+        assert f"{FILE_NAME}.part" in message and "\n" not in message
