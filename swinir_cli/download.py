@@ -362,8 +362,12 @@ def _check_copy(entry: ModelEntry) -> str | None:
         return None
     with _storage_errors(entry, copy.parent):
         _discard_copy(entry)
-    why = "has no recorded sha256" if recorded is None else f"has sha256 {digest}, recorded {recorded}"
-    return f"its safetensors copy {copy.name} {why}; it was deleted and is rebuilt on next use"
+    if recorded is None:  # made by a version that recorded no hash: unverifiable, so rebuilt, not corrupt
+        return None
+    return (
+        f"its safetensors copy {copy.name} has sha256 {digest}, recorded {recorded}; "
+        "it was deleted and is rebuilt on next use"
+    )
 
 
 def _checkpoint_problem(path: Path) -> str | None:
@@ -408,16 +412,15 @@ def _accept(entry: ModelEntry, part: Path, target: Path) -> None:
             f"model '{entry.name}': {entry.url} has sha256 {digest}, expected {expected} ({origin}); "
             "the file was deleted"
         )
-    if expected is None:
-        unloadable = _checkpoint_problem(part)
+    os.replace(part, target)
+    if expected is None:  # read under its own name: the suffix tells .pth from .safetensors
+        unloadable = _checkpoint_problem(target)
         if unloadable is not None:
-            part.unlink()
+            target.unlink()
             raise DownloadError(
                 f"model '{entry.name}': {entry.url} did not send a checkpoint ({unloadable}); "
                 "nothing was recorded or kept"
             )
-    os.replace(part, target)
-    if expected is None:
         _record_sha256(_record_path(entry), digest, target)
 
 

@@ -584,3 +584,16 @@ def test_a_full_disk_during_the_download_is_a_one_line_error_naming_the_part_fil
         message = str(caught.value)
         assert f"cannot store model 'tiny-x2' in the cache {disk}: No space left on device" in message
         assert f"{FILE_NAME}.part" in message and "\n" not in message
+
+
+def test_an_unpinned_safetensors_entry_is_checked_as_safetensors_and_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightServer, cache: Path
+) -> None:
+    from safetensors.torch import save
+
+    data = save({name: tensor.contiguous() for name, tensor in read_state_dict(TINY).items()})
+    server.files["/tiny.safetensors"] = data
+    register(tmp_path, monkeypatch, f"{server.base_url}/tiny.safetensors", sha256=None)
+    path = verified_weights_path(get_model("tiny-x2"))
+    assert path == cache / "tiny.safetensors" and path.read_bytes() == data
+    assert (cache / "tiny.safetensors.sha256").read_text().split()[0] == hashlib.sha256(data).hexdigest()
