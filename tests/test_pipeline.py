@@ -13,7 +13,7 @@ from PIL import Image
 
 from swinir_cli.errors import ImageError, UsageError
 from swinir_cli.imageio import LoadedImage, read_image
-from swinir_cli.pipeline import AUTO, ModelChooser, ModelRequest, Restorer, select_device
+from swinir_cli.pipeline import AUTO, ModelChooser, ModelRequest, Restorer, cuda_tf32, select_device
 
 TINY = REFERENCE / "tiny"
 
@@ -181,3 +181,33 @@ def test_chooser_refuses_a_model_of_another_task_or_scale(local_registry: Path) 
         ).restorer_for(image)
     with pytest.raises(UsageError, match="available scales: 2, 3, 4, 8"):
         ModelChooser(ModelRequest("upscale", scale=5)).restorer_for(image)
+
+
+def test_tf32_switch_sets_and_restores_cuda_flags() -> None:
+    """The flags are process-wide settings that also exist in CPU builds; they are set only inside."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    for enabled in (True, False):
+        with cuda_tf32(enabled):
+            assert torch.backends.cuda.matmul.allow_tf32 is enabled
+            assert torch.backends.cudnn.allow_tf32 is enabled
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    with pytest.raises(RuntimeError), cuda_tf32(True):
+        raise RuntimeError("a failing forward")
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+def test_tf32_restorer_leaves_the_cpu_alone() -> None:
+    """tf32 is a CUDA setting: on the CPU the flags are untouched and the pixels are the default ones."""
+    data = np.load(TINY / "dn_color.npz")
+    seen: list[tuple[bool, bool]] = []
+    restorers = [
+        Restorer.from_weights(TINY / "dn_color.pth", device="cpu", tile=0, tf32=on) for on in (False, True)
+    ]
+    restorers[1].model.register_forward_hook(
+        lambda *_: seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+    )
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    plain, tf32 = (restorer.restore_pixels(data["image_u8"]) for restorer in restorers)
+    assert restorers[1].tf32 and not restorers[0].tf32
+    assert seen == [before]
+    assert np.array_equal(plain, tf32)
