@@ -53,7 +53,7 @@ import torch.nn.functional as F
 
 from swinir_cli.checkpoint import load_model
 from swinir_cli.network import SwinIR, SwinIRConfig, WindowAttention, shift_window_mask
-from swinir_cli.pipeline import Restorer
+from swinir_cli.pipeline import Restorer, cuda_tf32
 from swinir_cli.tiling import estimate_peak_bytes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -395,7 +395,9 @@ def run_backend_probe(attention, q, k, v, bias, backend, plan: Plan, reference: 
         except RuntimeError as error:
             reasons = sorted({str(w.message).splitlines()[0][:200] for w in caught})
             return {"ok": False, "error": str(error).splitlines()[0][:200], "reasons": reasons}
-    row = {"ok": True, "ms": round(1000 * median_seconds(call, plan), 4)}
+    # torch warns, for example, when it copies a mask to align it for a fused kernel
+    row = {"ok": True, "warnings": sorted({str(w.message).splitlines()[0][:200] for w in caught})}
+    row["ms"] = round(1000 * median_seconds(call, plan), 4)
     row["max_abs_error_vs_fp32"] = float((out.float() - reference).abs().max())
     if backend is None:
         row["ops"] = sdpa_op_names(call)
@@ -439,19 +441,24 @@ def run_sdpa_backends(entry: dict, plan: Plan, budget: Budget) -> None:
 
 
 def whole_forward_ops(plan: Plan) -> dict:
-    """Attention ops in one SwinIR-S forward at the compute dtype a GPU run would use, padded or not."""
+    """Attention ops in one SwinIR-S forward per compute dtype, with and without the padding."""
     model = random_model(plan.models["SwinIR-S x4"], 0, plan.device)
     x = torch.rand(1, 3, 64, 64, device=plan.device)
-    dtype = torch.bfloat16
     result = {}
-    for padded in (False, True):
-        WindowAttention.pad_head_dim = padded
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        for padded in (False, True):
+            WindowAttention.pad_head_dim = padded
+            autocast = torch.autocast(plan.device.type, dtype=dtype, enabled=dtype != torch.float32)
 
-        def forward() -> None:
-            with torch.inference_mode(), torch.autocast(plan.device.type, dtype=dtype):
-                model(x)
+            def forward(autocast: contextlib.AbstractContextManager = autocast) -> None:
+                with torch.inference_mode(), autocast:
+                    model(x)
 
-        result["padded" if padded else "unpadded"] = sdpa_op_names(forward)
+            key = f"{str(dtype).removeprefix('torch.')} {'padded' if padded else 'unpadded'}"
+            try:
+                result[key] = sdpa_op_names(forward)
+            except RuntimeError as error:
+                result[key] = f"error: {str(error).splitlines()[0][:200]}"
     WindowAttention.pad_head_dim = None
     return result
 
@@ -489,18 +496,12 @@ def speed_case(
                 precision=precision,
                 tf32=tf32,
             )
-            if mode == "pipeline":
-                row["tile"] = restorer.auto_tile(size, size)
-                run = lambda r=restorer: r.restore_pixels(image)  # noqa: E731
-            else:
-                run = lambda r=restorer, xb=x.expand(batch, -1, -1, -1): r.forward_padded(xb)  # noqa: E731
-            with torch.inference_mode():
-                seconds = median_seconds(run, plan)
-                out = run() if mode == "pipeline" else quantised(run())
-            images = 1 if mode == "pipeline" else batch
-            row.update(
-                ms_per_image=round(1000 * seconds / images, 3), images_per_s=round(images / seconds, 3)
-            )
+            try:
+                seconds, out = time_variant(restorer, image, x, mode, row, plan)
+            except torch.cuda.OutOfMemoryError as error:
+                entry["rows"].append({**row, "error": str(error).splitlines()[0][:200]})
+                torch.cuda.empty_cache()
+                continue
             if baseline_s is None:
                 baseline_s, baseline_out = seconds, out
             row["speedup_vs_authors_order"] = round(baseline_s / seconds, 3)
@@ -509,11 +510,43 @@ def speed_case(
     model.optimized = True
 
 
+def time_variant(
+    restorer: Restorer, image: np.ndarray, x: torch.Tensor, mode: str, row: dict, plan: Plan
+) -> tuple[float, np.ndarray]:
+    """Median seconds of one call and its 8-bit output; fills ``row``'s timing fields."""
+    if mode == "pipeline":
+        row["tile"] = restorer.auto_tile(*image.shape[:2])
+        run = lambda: restorer.restore_pixels(image)  # noqa: E731
+    else:
+        run = lambda: restorer.forward_padded(x.expand(row["batch"], -1, -1, -1))  # noqa: E731
+    with torch.inference_mode():
+        seconds = median_seconds(run, plan)
+        out = run() if mode == "pipeline" else quantised(run())
+    images = 1 if mode == "pipeline" else row["batch"]
+    row.update(ms_per_image=round(1000 * seconds / images, 3), images_per_s=round(images / seconds, 3))
+    return seconds, out
+
+
 def run_speed(entry: dict, plan: Plan, budget: Budget) -> None:
     m, s = plan.models["SwinIR-M x4"], plan.models["SwinIR-S x4"]
     speed_case(entry, "SwinIR-M x4", m, plan.speed_m_size, "forward", plan, budget)
     speed_case(entry, "SwinIR-S x4", s, plan.speed_s_size, "forward", plan, budget)
     speed_case(entry, "SwinIR-S x4", s, plan.speed_s_size, "pipeline", plan, budget)
+    entry["summary"] = speed_summary(entry["rows"])
+
+
+def speed_summary(rows: list[dict]) -> dict:
+    """Per model, mode and batch: the fastest variant within one 8-bit level of the fp32 baseline."""
+    best: dict[str, dict] = {}
+    for row in rows:
+        if "ms_per_image" not in row or row["max_diff_8bit"] > 1:
+            continue
+        key = f"{row['model']} {row['size']} {row['mode']} batch {row['batch']}"
+        if key not in best or row["ms_per_image"] < best[key]["ms_per_image"]:
+            best[key] = {
+                k: row[k] for k in ("variant", "ms_per_image", "images_per_s", "speedup_vs_authors_order")
+            }
+    return best
 
 
 # --------------------------------------------------------------------------------------------------
@@ -539,25 +572,34 @@ def estimated_bytes(restorer: Restorer, height: int, width: int, tile: int) -> i
 
 
 def run_memory(entry: dict, plan: Plan, budget: Budget) -> None:
+    entry["reason"] = (
+        "estimates are the tiler's (calibrated for fp32 values on the CPU) for the largest forward"
+    )
     if plan.device.type != "cuda":
-        entry["reason"] = "measured peaks need CUDA's allocator statistics; CPU rows give the estimate only"
+        entry["reason"] += (
+            "; measured peaks need CUDA's allocator statistics: CPU rows give the estimate only"
+        )
     model = random_model(plan.models["SwinIR-M x4"], 0, plan.device)
     for precision in ("fp32", "bf16"):
-        restorer = Restorer(model, device=plan.device, precision=precision)
+        warned: list[str] = []
+        restorer = Restorer(model, device=plan.device, precision=precision, on_warning=warned.append)
         for size in plan.memory_sizes:
+            warned.clear()
             budget.require(30 if size >= 2048 else 10, f"memory {precision} {size}")
             tile = restorer.auto_tile(size, size)
             row = {"model": "SwinIR-M x4", "precision": precision, "size": size, "tile": tile}
             row["estimated_bytes"] = estimated_bytes(restorer, size, size, tile)
             if plan.device.type == "cuda":
+                image = synthetic_image(size, size, 3)
                 torch.cuda.empty_cache()
                 weights = torch.cuda.memory_allocated(plan.device)
                 torch.cuda.reset_peak_memory_stats(plan.device)
                 start = time.perf_counter()
-                restorer.restore_pixels(synthetic_image(size, size, 3))
+                restorer.restore_pixels(image)
                 row["seconds"] = round(time.perf_counter() - start, 3)
                 row["measured_bytes"] = torch.cuda.max_memory_allocated(plan.device) - weights
                 row["measured_over_estimated"] = round(row["measured_bytes"] / row["estimated_bytes"], 3)
+                row["warnings"] = list(warned)
             entry["rows"].append(row)
 
 
@@ -603,33 +645,38 @@ def run_compile(entry: dict, plan: Plan, budget: Budget) -> None:
     side = (plan.compile_tile // 8 + 1) * 8  # what forward_padded hands the network for a full tile
     x = torch.rand(1, 3, side, side, device=plan.device)
     compiled = torch.compile(model, dynamic=False)
-    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+    strict = cuda_tf32(False) if plan.device.type == "cuda" else contextlib.nullcontext()
+    with strict:  # fp32 as the Restorer runs it: no TF32
+        for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            entry["rows"].append(compile_row(model, compiled, x, precision, dtype, plan))
 
-        def run(net: torch.nn.Module = model, dtype: torch.dtype = dtype) -> torch.Tensor:
-            with (
-                torch.inference_mode(),
-                torch.autocast(plan.device.type, dtype=dtype, enabled=dtype != torch.float32),
-            ):
-                return net(x)
 
-        eager_s = median_seconds(run, plan)
-        start = time.perf_counter()
-        compiled_out = run(compiled)
-        synchronize(plan.device)
-        compile_s = time.perf_counter() - start
-        compiled_s = median_seconds(lambda: run(compiled), plan)
-        entry["rows"].append(
-            {
-                "model": "SwinIR-S x4",
-                "input": [side, side],
-                "precision": precision,
-                "eager_ms": round(1000 * eager_s, 3),
-                "compiled_ms": round(1000 * compiled_s, 3),
-                "speedup": round(eager_s / compiled_s, 3),
-                "first_call_s": round(compile_s, 1),
-                **difference(quantised(compiled_out), quantised(run())),
-            }
-        )
+def compile_row(
+    model: SwinIR, compiled: torch.nn.Module, x: torch.Tensor, precision: str, dtype: torch.dtype, plan: Plan
+) -> dict:
+    """Eager vs compiled on ``x`` in ``dtype``: ms, the first compiled call's seconds, 8-bit difference."""
+
+    def run(net: torch.nn.Module) -> torch.Tensor:
+        autocast = torch.autocast(plan.device.type, dtype=dtype, enabled=dtype != torch.float32)
+        with torch.inference_mode(), autocast:
+            return net(x)
+
+    eager_s = median_seconds(lambda: run(model), plan)
+    start = time.perf_counter()
+    compiled_out = run(compiled)  # compiles (or recompiles for the new autocast state)
+    synchronize(plan.device)
+    first_call_s = time.perf_counter() - start
+    compiled_s = median_seconds(lambda: run(compiled), plan)
+    return {
+        "model": "SwinIR-S x4",
+        "input": list(x.shape[2:]),
+        "precision": precision,
+        "eager_ms": round(1000 * eager_s, 3),
+        "compiled_ms": round(1000 * compiled_s, 3),
+        "speedup": round(eager_s / compiled_s, 3),
+        "first_call_s": round(first_call_s, 1),
+        **difference(quantised(compiled_out), quantised(run(model))),
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -648,7 +695,8 @@ def markdown(data: dict) -> str:
         if entry.get("summary"):
             lines += ["", "```", json.dumps(entry["summary"], indent=1), "```"]
         if entry.get("whole_forward_ops"):
-            lines += ["", f"attention ops in a whole bf16 forward: {entry['whole_forward_ops']}"]
+            lines += ["", "attention ops in a whole SwinIR-S forward:", ""]
+            lines += [f"- {key}: {ops}" for key, ops in entry["whole_forward_ops"].items()]
         lines += table(entry["rows"])
     return "\n".join(lines) + "\n"
 
@@ -663,14 +711,22 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def cpu_name() -> str:
+    """The processor's model name (as lscpu prints it), else the machine type."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def run_meta(plan: Plan, args: argparse.Namespace) -> dict:
     meta = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "dry_run": plan.dry_run,
         "device": str(plan.device),
-        "device_name": torch.cuda.get_device_name(plan.device)
-        if plan.device.type == "cuda"
-        else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(plan.device) if plan.device.type == "cuda" else cpu_name(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "python": platform.python_version(),
@@ -679,6 +735,7 @@ def run_meta(plan: Plan, args: argparse.Namespace) -> dict:
         "argv": sys.argv[1:],
     }
     if plan.device.type == "cuda":
+        meta["total_memory_bytes"] = torch.cuda.get_device_properties(plan.device).total_memory
         meta["cudnn"] = torch.backends.cudnn.version()
         allowed = getattr(torch.backends.cuda, "fp16_bf16_reduction_math_sdp_allowed", None)
         meta["math_sdp_fp16_bf16_reduction_allowed"] = allowed() if allowed else None
@@ -738,15 +795,16 @@ def main() -> None:
         raise OutOfTime("hard limit reached")
 
     signal.signal(signal.SIGALRM, out_of_time)
-    signal.setitimer(signal.ITIMER_REAL, args.budget + 15)  # soft checks first; this stops a long call
+    # the sections' own checks come first; this stops a call that runs long, again every 5 s if swallowed
+    signal.setitimer(signal.ITIMER_REAL, args.budget + 15, 5)
     try:
         run_sections(report, plan, reference, budget, compile_it=not args.no_compile)
     except OutOfTime as stop:  # the hard limit struck between sections
         report.data["meta"]["stopped"] = str(stop)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        report.data["meta"]["elapsed_s"] = round(time.monotonic() - budget.start, 2)
-        report.write()
+    report.data["meta"]["elapsed_s"] = round(time.monotonic() - budget.start, 2)
+    report.write()
     print((args.out / "gpu_check.md").read_text())
 
 

@@ -18,8 +18,11 @@ SECTIONS = {"sdpa_backends", "precision", "speed", "memory", "oom_fallback", "co
 
 def test_dry_run_writes_every_section(tmp_path: Path) -> None:
     # --shared may name the reference folder itself, as a copy carried to a GPU machine can be laid out
+    # a budget well above the dry run's half minute, so that a loaded machine cannot cut a section short
     command = [sys.executable, str(SCRIPT), "--dry-run", "--out", str(tmp_path), "--shared", str(REFERENCE)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=170, cwd=tmp_path)
+    done = subprocess.run(
+        [*command, "--budget", "200"], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["meta"]["dry_run"] is True and report["meta"]["device"] == "cpu"
