@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from swinir_cli.checkpoint import load_model
-from swinir_cli.network import SwinIR, SwinIRConfig, WindowAttention, shift_window_mask
+from swinir_cli.network import SwinIR, SwinIRConfig, WindowAttention, autocast_dtype, shift_window_mask
 from swinir_cli.pipeline import Restorer, cuda_tf32
 from swinir_cli.tiling import estimate_peak_bytes
 
@@ -265,7 +265,7 @@ def nonfinite_counter(model: SwinIR) -> tuple[list[int], torch.utils.hooks.Remov
     counts: list[int] = []
 
     def hook(_module: torch.nn.Module, _args: tuple, out: torch.Tensor) -> None:
-        if torch.is_autocast_enabled(out.device.type):
+        if autocast_dtype(out.device.type) is not None:
             counts.append(int(out.numel() - torch.isfinite(out).sum().item()))
 
     return counts, model.register_forward_hook(hook)

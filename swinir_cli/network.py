@@ -137,7 +137,7 @@ class FloatLayerNorm(nn.LayerNorm):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.is_autocast_enabled(x.device.type):
+        if autocast_dtype(x.device.type) is None:
             return super().forward(x)
         with torch.autocast(x.device.type, enabled=False):
             return F.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias, self.eps)
@@ -324,9 +324,18 @@ class _WindowCache:
 
 def compute_dtype(device: torch.device) -> torch.dtype:
     """The dtype matmuls run in on ``device`` now: autocast's when it is enabled there, else float32."""
-    if torch.is_autocast_enabled(device.type):
-        return torch.get_autocast_dtype(device.type)
-    return torch.float32
+    return autocast_dtype(device.type) or torch.float32
+
+
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast computes in on ``device_type`` ("cpu", "cuda", ...), None when it is off there."""
+    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4: one query for every device type
+        return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+    if device_type == "cpu":
+        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+    if device_type == "cuda":
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+    return None
 
 
 def _window_layout(

@@ -16,6 +16,7 @@ from swinir_cli.network import (
     SwinIRConfig,
     SwinTransformerBlock,
     WindowAttention,
+    autocast_dtype,
     shift_window_mask,
 )
 
@@ -210,3 +211,10 @@ def test_bias_and_masks_are_cached_on_the_device_in_the_compute_dtype() -> None:
     with torch.inference_mode():
         assert model._windows.get(16, 16, 8, 4, cpu).mask.dtype == torch.float32
         assert attention.position_bias(torch.float32).dtype == torch.float32
+
+
+def test_autocast_dtype_follows_autocast_per_device() -> None:
+    assert autocast_dtype("cpu") is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert autocast_dtype("cpu") == torch.bfloat16
+        assert autocast_dtype("cuda") is None
