@@ -270,9 +270,7 @@ Verify = Annotated[
 ]
 ModelNames = Annotated[
     list[str] | None,
-    typer.Argument(
-        metavar="[NAME]...", help="Model names, as `swinir models` lists them.", show_default=False
-    ),
+    typer.Argument(metavar="NAME", help="Model names, as `swinir models` lists them.", show_default=False),
 ]
 DownloadAll = Annotated[bool, _option("--all", help="Download every model of the registry.")]
 
