@@ -13,6 +13,7 @@ import sys
 import typer
 from typer import Abort
 from typer._click.exceptions import ClickException
+from typer.core import TyperArgument
 
 from ..errors import SwinIRError
 from . import evaluate, models, restore
@@ -51,6 +52,18 @@ models.register(app)
 EXIT_INTERRUPTED = 130
 
 
+def _command() -> typer.core.TyperGroup:
+    """The Click command of :data:`app`, its arguments shown by their metavar alone in help (Typer would
+    add their Python type, such as ``<list[str]>``)."""
+    command = typer.main.get_command(app)
+    groups = [command, *getattr(command, "commands", {}).values()]
+    for group in groups:
+        for param in group.params:
+            if isinstance(param, TyperArgument):
+                param.display_type_rich = lambda ctx: None  # type: ignore[attr-defined]
+    return command
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns (and exits with) 0 on success, 1 on failure, 2 on usage errors,
     130 when interrupted. Without arguments it prints the help (exit 0)."""
@@ -58,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Output()
     args = sys.argv[1:] if argv is None else argv
     try:
-        code = app(args=list(args) or ["--help"], prog_name="swinir", standalone_mode=False)
+        code = _command().main(args=list(args) or ["--help"], prog_name="swinir", standalone_mode=False)
     except SwinIRError as exc:
         if debug:
             raise

@@ -7,6 +7,7 @@ bars are drawn only on a terminal and never when quiet; elsewhere long work repo
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -38,9 +39,10 @@ PIPE_WIDTH = 160
 
 
 def _console(*, stderr: bool) -> Console:
-    """A console for stdout or stderr; on a file or pipe it is wide, so tables are not squeezed."""
+    """A console for stdout or stderr; on a file or pipe it is wide (``$COLUMNS`` when set), so tables are
+    not squeezed."""
     console = Console(stderr=stderr, highlight=False, soft_wrap=True)
-    if not console.is_terminal:
+    if not console.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
         console = Console(stderr=stderr, highlight=False, soft_wrap=True, width=PIPE_WIDTH)
     return console
 
