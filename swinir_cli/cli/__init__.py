@@ -13,7 +13,6 @@ from typing import Annotated
 
 import typer
 from typer import Abort
-from typer._click.exceptions import ClickException
 
 from .._version import __version__
 from ..errors import SwinIRError
@@ -52,6 +51,11 @@ models.register(app)
 
 EXIT_INTERRUPTED = 130
 
+# The usage errors the app raises are click's: the click package's before typer 0.26, typer's private
+# copy of it since. typer exports neither's ClickException, but its public BadParameter descends from
+# the one in use, so this names it on every typer version without importing a private module.
+_ClickException = next(kind for kind in typer.BadParameter.__mro__ if kind.__name__ == "ClickException")
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns (and exits with) 0 on success, 1 on failure, 2 on usage errors."""
@@ -64,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         console.error(str(exc))
         code = exc.exit_code
-    except ClickException as exc:
+    except _ClickException as exc:
         if debug:
             raise
         hint = ""
