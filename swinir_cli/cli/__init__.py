@@ -12,7 +12,6 @@ import sys
 
 import typer
 from typer import Abort
-from typer._click.exceptions import ClickException
 from typer.core import TyperArgument
 
 from ..errors import SwinIRError
@@ -51,6 +50,11 @@ models.register(app)
 
 EXIT_INTERRUPTED = 130
 
+# The usage errors the app raises are click's: the click package's before typer 0.26, typer's private
+# copy of it since. typer exports neither's ClickException, but its public BadParameter descends from
+# the one in use, so this names it on every typer version without importing a private module.
+_ClickException = next(kind for kind in typer.BadParameter.__mro__ if kind.__name__ == "ClickException")
+
 
 def _command() -> typer.core.TyperGroup:
     """The Click command of :data:`app`, its arguments shown by their metavar alone in help (Typer would
@@ -77,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         console.error(str(exc))
         code = exc.exit_code
-    except ClickException as exc:
+    except _ClickException as exc:
         if debug:
             raise
         hint = ""
