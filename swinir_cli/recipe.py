@@ -30,7 +30,7 @@ from .batch import (
     run_one,
 )
 from .errors import UsageError
-from .imageio import _KEEPS_16_BIT, _KEEPS_ALPHA, LoadedImage, output_format
+from .imageio import LoadedImage, keeps_16_bit, keeps_alpha, output_format
 
 if TYPE_CHECKING:
     from .resolve import ModelChooser, ModelRequest
@@ -230,9 +230,9 @@ class RecipeRunner:
     def _warn_losses(self, image: LoadedImage, job: Job, label: str, model_channels: int) -> None:
         fmt = _target_format(job, self.recipe.writing)
         name = image.name
-        if image.alpha is not None and fmt not in _KEEPS_ALPHA:
+        if image.alpha is not None and not keeps_alpha(fmt):
             self._warn_once("alpha", f"{name}: {fmt} has no alpha channel; the transparency is dropped")
-        if image.bit_depth == 16 and fmt not in _KEEPS_16_BIT:
+        if image.bit_depth == 16 and not keeps_16_bit(fmt):
             self._warn_once("depth", f"{name}: {fmt} stores 8 bits per sample; the 16-bit depth is reduced")
         if image.channels == 3 and model_channels == 1:
             self._warn_once(
