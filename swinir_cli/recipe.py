@@ -33,6 +33,7 @@ from .errors import UsageError
 from .imageio import LoadedImage, keeps_16_bit, keeps_alpha, output_format
 
 if TYPE_CHECKING:
+    from .download import DownloadEvent
     from .resolve import ModelChooser, ModelRequest
 
 __all__ = ["OutputSize", "RecipeRunner", "RestoreRecipe", "RestorerSettings", "RunProgress"]
@@ -45,7 +46,7 @@ class RunProgress(Protocol):
 
     def tiles(self, done: int, total: int) -> None: ...
 
-    def download(self, name: str, done: int, total: int | None) -> None: ...
+    def download(self, event: DownloadEvent) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,7 @@ class RecipeRunner:
             self._chooser = ModelChooser(
                 self.recipe.request,
                 restorer_options={**keywords, "on_warning": self._warn},
-                download_progress=None if self._progress is None else self._progress.download,
+                download_events=None if self._progress is None else self._progress.download,
                 notice=self._notice,
             )
         return self._chooser

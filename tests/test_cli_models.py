@@ -222,3 +222,16 @@ def test_models_shows_every_name_whole_at_80_columns(tmp_path: Path) -> None:
         line.split()[0] for line in lines if line.strip() and not line.startswith(("SwinIR", " name", " ─"))
     }
     assert set(load_registry()) <= shown
+
+
+def test_a_retried_download_during_a_restore_is_named_with_its_model(
+    tmp_path, monkeypatch, server: WeightServer, cache: Path, tiny_image, capsys
+) -> None:
+    image, _ = tiny_image
+    register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", size=len(TINY_BYTES))
+    server.statuses = [503]  # the first request fails, the retry succeeds
+    code = main(["upscale", str(image), "--model", "tiny-x2", "--tile", "0", "-o", str(tmp_path / "out.png")])
+    err = capsys.readouterr().err
+    assert code == 0 and (tmp_path / "out.png").is_file()
+    retry = [line for line in err.splitlines() if "retrying" in line]
+    assert len(retry) == 1 and "tiny-x2: attempt 1 failed (HTTP 503" in retry[0]

@@ -10,9 +10,6 @@ from rich.table import Table
 
 from ..download import (
     CacheCheck,
-    DownloadEvent,
-    DownloadRetry,
-    DownloadWaiting,
     cached_path,
     is_cached,
     verified_weights_path,
@@ -103,21 +100,10 @@ def download_command(
 def _download_one(entry: ModelEntry, output: Output) -> None:
     was_cached = is_cached(entry)
     with output.progress(entry.name, entry.size, unit="bytes") as task:
-        verified_weights_path(entry, progress=task.update, events=lambda event: _report_event(output, event))
+        verified_weights_path(entry, progress=task.update, events=output.download_notice)
     path = cached_path(entry)
     done = "was already downloaded" if was_cached else f"downloaded {_megabytes(path.stat().st_size)}"
     output.info(f"{entry.name}: {done} and verified ({path})")
-
-
-def _report_event(output: Output, event: DownloadEvent) -> None:
-    """A retry or a wait for another process, one line each (bytes go to the progress display)."""
-    if isinstance(event, DownloadRetry):
-        output.warning(
-            f"{event.model}: attempt {event.attempt} failed ({event.reason}); retrying in "
-            f"{event.wait_s:.1f} s (giving up {event.deadline_s:g} s after the start)"
-        )
-    elif isinstance(event, DownloadWaiting):
-        output.info(f"{event.model}: waiting for another process {event.doing} {event.path}")
 
 
 #: Below this many columns the table leaves out the descriptions (``--json`` has them), so that every

@@ -30,6 +30,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from ..download import DownloadEvent, DownloadProgress, DownloadRetry, DownloadWaiting
+
 #: Seconds between two plain progress lines when stderr is not a terminal.
 PLAIN_PROGRESS_INTERVAL = 5.0
 
@@ -72,6 +74,17 @@ class Output:
     def warning(self, message: str) -> None:
         if not self.quiet:
             self.err.print(f"[yellow]warning:[/] {escape(message)}")
+
+    def download_notice(self, event: DownloadEvent) -> None:
+        """A download's retry (a warning) or its wait for another process (a line); bytes are left to
+        the progress displays."""
+        if isinstance(event, DownloadRetry):
+            self.warning(
+                f"{event.model}: attempt {event.attempt} failed ({event.reason}); retrying in "
+                f"{event.wait_s:.1f} s (giving up {event.deadline_s:g} s after the start)"
+            )
+        elif isinstance(event, DownloadWaiting):
+            self.info(f"{event.model}: waiting for another process {event.doing} {event.path}")
 
     def error(self, message: str) -> None:
         self.err.print(f"[bold red]error:[/] {escape(message)}")
@@ -234,8 +247,12 @@ class BatchProgress:
         """``done`` of ``total`` tiles of the current image are restored."""
         self._update(done, total, "tiles", f"{self._name}: {done}/{total} tiles")
 
-    def download(self, name: str, done: int, total: int | None) -> None:
-        """``done`` of ``total`` bytes of the weights of model ``name`` have arrived."""
+    def download(self, event: DownloadEvent) -> None:
+        """Bytes of a model's weights have arrived (the live bar), or a retry or a wait (one line)."""
+        if not isinstance(event, DownloadProgress):
+            self._output.download_notice(event)
+            return
+        name, done, total = event.model, event.done, event.total
         self._update(
             done, total, "bytes", f"downloading {name}: {_megabytes(done, total)}", f"downloading {name}"
         )
