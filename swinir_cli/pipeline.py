@@ -30,7 +30,14 @@ from .estimate import (
 from .imageio import LoadedImage, to_8_bit, to_colour, to_gray
 from .network import SwinIR
 from .registry import AUTO, choose_model, get_model
-from .tiling import available_memory_bytes, choose_tile, default_overlap, restore_with_oom_fallback
+from .tiling import (
+    WHOLE_IMAGE,
+    TileEdges,
+    available_memory_bytes,
+    choose_tile,
+    default_overlap,
+    restore_with_oom_fallback,
+)
 
 __all__ = ["AUTO", "ModelChooser", "ModelRequest", "Restorer", "resolve_precision", "select_device"]
 
@@ -150,14 +157,16 @@ class Restorer:
     def window(self) -> int:
         return self.model.config.window_size
 
-    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_padded(self, x: torch.Tensor, edges: TileEdges = WHOLE_IMAGE) -> torch.Tensor:
         """The authors' padded forward: (N, C, h, w) in [0, 1] -> (N, C, h*scale, w*scale), unclamped.
 
-        The bottom and right are mirrored (flip-padded) up to ``(side // window + 1) * window``.
+        A bottom or right side that ``edges`` puts on the image border is mirrored (flip-padded) up to
+        ``(side // window + 1) * window``, as the authors pad a whole image; a side inside the image (a
+        tile's inner edge) only up to the window multiple, which is all the network needs.
         """
         h, w = x.shape[-2:]
-        for dim, side in ((2, h), (3, w)):
-            target = (side // self.window + 1) * self.window
+        for dim, side, on_border in ((2, h, edges.bottom), (3, w, edges.right)):
+            target = (side // self.window + 1 if on_border else -(-side // self.window)) * self.window
             while x.shape[dim] < target:  # one flip suffices unless the image is smaller than the pad
                 x = torch.cat([x, torch.flip(x, [dim])], dim)
             x = x.narrow(dim, 0, target)
@@ -211,7 +220,7 @@ class Restorer:
         ensemble = self.tta if tta is None else tta
         return restore_with_oom_fallback(
             x,
-            self_ensemble(self.forward_padded) if ensemble else self.forward_padded,
+            self._ensembled if ensemble else self.forward_padded,
             scale=self.scale,
             window=self.window,
             tile=self.tile if self.tile is not None else self.auto_tile(*x.shape[2:]),
@@ -221,6 +230,11 @@ class Restorer:
             progress=progress,
             on_warning=self.on_warning,
         )
+
+    def _ensembled(self, x: torch.Tensor, edges: TileEdges) -> torch.Tensor:
+        """The self-ensemble of the padded forward; a flip moves a tile's sides, so every transformed
+        tile is padded as a whole image is (the authors' x8 procedure on each tile)."""
+        return self_ensemble(self.forward_padded)(x)
 
     def auto_tile(self, height: int, width: int) -> int:
         """The largest window-aligned tile whose estimated peak memory fits the device (0: whole image)."""

@@ -36,7 +36,9 @@ import numpy as np
 import torch
 
 __all__ = [
+    "WHOLE_IMAGE",
     "AxisTile",
+    "TileEdges",
     "aligned_overlap",
     "aligned_tile",
     "available_memory_bytes",
@@ -49,7 +51,24 @@ __all__ = [
     "tile_spans",
 ]
 
-RestoreFn = Callable[[torch.Tensor], torch.Tensor]
+
+@dataclass(frozen=True)
+class TileEdges:
+    """Which sides of a tile lie on the image's own bottom and right border.
+
+    The authors pad a whole image's bottom and right by up to a window more than the window multiple; a
+    tile reproduces that only where it ends with the image, and needs no more than the window multiple
+    where it ends inside the image (its neighbour covers what the padding would stand in for).
+    """
+
+    bottom: bool = True
+    right: bool = True
+
+
+#: The edges of a tile that is the whole image.
+WHOLE_IMAGE = TileEdges(True, True)
+
+RestoreFn = Callable[[torch.Tensor, TileEdges], torch.Tensor]
 ProgressFn = Callable[[int, int], None]
 Blend = Literal["smooth", "uniform"]
 
@@ -73,24 +92,38 @@ class AxisTile:
 
 
 def tile_spans(length: int, tile: int, overlap: int, window: int) -> list[tuple[int, int]]:
-    """Split ``length`` input pixels into window-aligned, overlapping tiles.
+    """Split ``length`` input pixels into as few window-aligned, overlapping tiles as ``tile`` allows,
+    spread evenly.
 
     ``tile`` and ``overlap`` must be multiples of ``window`` with ``0 <= overlap <= tile // 2``
-    (``tile == 0`` means one tile). Returns ``[(start, stop), ...]`` in increasing order: every start is a
-    multiple of ``window``, every tile but the last is ``tile`` long, the last ends at ``length`` and is
-    ``tile`` to ``tile + window - 1`` long (or the whole side when that is shorter), and consecutive tiles
-    overlap by at least ``overlap``. Raises ValueError for invalid sizes.
+    (``tile == 0`` means one tile). The count comes first (the fewest tiles of at most ``tile`` that overlap
+    by ``overlap``), then the size: the shortest window multiple ``size <= tile`` with which that many tiles
+    still overlap by at least ``overlap``. Returns ``[(start, stop), ...]`` in increasing order: every start
+    is a multiple of ``window``, every tile but the last is ``size`` long, the last ends at ``length`` and
+    is ``size`` to ``size + window - 1`` long (or the whole side when one tile covers it), and the starts
+    are spread as evenly as the window grid allows. Raises ValueError for invalid sizes.
     """
     _check_geometry(tile, overlap, window)
     if length <= 0:
         raise ValueError(f"image side {length} is not positive")
-    last_start = (length - tile) // window * window if tile else 0
-    if last_start <= 0:
+    count = _gaps(length, tile, overlap, window) + 1
+    if count == 1:
         return [(0, length)]
-    step = (tile - overlap) // window
-    gaps = math.ceil(last_start / window / step)
-    starts = [i * (last_start // window) // gaps * window for i in range(gaps + 1)]
-    return [(start, start + tile) for start in starts[:-1]] + [(last_start, length)]
+    size = next(s for s in range(window, tile + 1, window) if _gaps(length, s, overlap, window) < count)
+    last_start = (length - size) // window * window
+    units, gaps = last_start // window, count - 1
+    starts = [i * units // gaps * window for i in range(count)]
+    return [(start, start + size) for start in starts[:-1]] + [(last_start, length)]
+
+
+def _gaps(length: int, size: int, overlap: int, window: int) -> int:
+    """Gaps between window-aligned tiles of ``size`` (the last up to a window longer) overlapping by
+    ``overlap``: the tile count minus one, or a huge count where ``size`` cannot overlap that much."""
+    last_start = (length - size) // window * window if size else 0
+    if last_start <= 0:
+        return 0
+    step = (size - overlap) // window
+    return math.ceil(last_start / window / step) if step > 0 else length
 
 
 def _check_geometry(tile: int, overlap: int, window: int) -> None:
@@ -174,8 +207,9 @@ def restore_tiled(
 ) -> np.ndarray:
     """Restore ``image`` tile by tile and return the quantised output.
 
-    ``image``: float32 (1, C, H, W) in [0, 1] on any device. ``fn``: maps (N, C, h, w) to
-    (N, C_out, h * scale, w * scale) unclamped floats for any h, w (e.g. the padded forward of a network).
+    ``image``: float32 (1, C, H, W) in [0, 1] on any device. ``fn(x, edges)``: maps (N, C, h, w) to
+    (N, C_out, h * scale, w * scale) unclamped floats for any h, w (e.g. the padded forward of a network);
+    ``edges`` (:class:`TileEdges`) says which of the tiles' bottom and right sides are the image's.
     ``tile`` is rounded down and ``overlap`` up to multiples of ``window`` (and to at most half the tile);
     ``tile == 0`` or a tile covering the image makes one call on the whole image, identical to the untiled
     result. ``halo`` and ``blend`` are those of :func:`axis_tiles`. ``batch`` tiles of equal
@@ -240,7 +274,7 @@ def _check_output(result: torch.Tensor, batch: int, height: int, width: int, sca
 def _restore_whole(
     image: torch.Tensor, fn: RestoreFn, scale: int, max_value: int, progress: ProgressFn | None
 ) -> np.ndarray:
-    result = fn(image)
+    result = fn(image, WHOLE_IMAGE)
     _check_output(result, 1, image.shape[2], image.shape[3], scale)
     if progress is not None:
         progress(1, 1)
@@ -250,10 +284,16 @@ def _restore_whole(
 
 
 def _batches(tiles: Sequence[AxisTile], batch: int) -> Iterator[list[AxisTile]]:
-    """Consecutive tiles of equal length, at most ``batch`` per group."""
+    """Consecutive tiles of equal length that equally do or do not end the side, at most ``batch`` each."""
     group: list[AxisTile] = []
+    end = tiles[-1].stop
     for item in tiles:
-        if group and (len(group) == batch or item.stop - item.start != group[0].stop - group[0].start):
+        first = group[0] if group else None
+        if first is not None and (
+            len(group) == batch
+            or item.stop - item.start != first.stop - first.start
+            or (item.stop == end) != (first.stop == end)
+        ):
             yield group
             group = []
         group.append(item)
@@ -289,8 +329,9 @@ def _assemble_bands(
         for group in _batches(across, batch):
             pairs = [(item, band_tile) if by_columns else (band_tile, item) for item in group]
             crops = [image[:, :, row.start : row.stop, col.start : col.stop] for row, col in pairs]
-            result = fn(torch.cat(crops) if len(crops) > 1 else crops[0])
             row, col = pairs[0]
+            edges = TileEdges(bottom=row.stop == height, right=col.stop == width)
+            result = fn(torch.cat(crops) if len(crops) > 1 else crops[0], edges)
             _check_output(result, len(group), row.stop - row.start, col.stop - col.start, scale)
             result = result.detach().to("cpu", torch.float32)
             if by_columns:

@@ -25,6 +25,8 @@ from PIL import Image
 from swinir_cli.metrics import psnr
 from swinir_cli.pipeline import Restorer
 from swinir_cli.tiling import (
+    WHOLE_IMAGE,
+    TileEdges,
     available_memory_bytes,
     axis_tiles,
     choose_tile,
@@ -55,9 +57,11 @@ class LocalNet:
         self.conv2 = torch.randn(out_channels * scale**2, 8, 3, 3, generator=generator) * 0.4
         self.offset = torch.randn(window, window, generator=generator)
         self.calls: list[tuple[int, ...]] = []
+        self.edges: list[TileEdges] = []
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, edges: TileEdges = WHOLE_IMAGE) -> torch.Tensor:
         self.calls.append(tuple(x.shape))
+        self.edges.append(edges)
         height, width = x.shape[2:]
         hidden = torch.tanh(F.conv2d(x * 2 - 1, self.conv1, padding=1))
         reps = (math.ceil(height / self.window), math.ceil(width / self.window))
@@ -95,12 +99,22 @@ def test_tiles_are_window_aligned_cover_the_side_and_overlap(
         return
     assert spans[0][0] == 0 and spans[-1][1] == length
     assert all(start % window == 0 for start, _ in spans)
-    assert all(stop - start == tile for start, stop in spans[:-1])
-    assert tile <= spans[-1][1] - spans[-1][0] < tile + window
+    size = spans[0][1] - spans[0][0]
+    assert size % window == 0 and size <= tile
+    assert all(stop - start == size for start, stop in spans[:-1])
+    assert size <= spans[-1][1] - spans[-1][0] < size + window
     for (start, stop), (next_start, _) in itertools.pairwise(spans):
         assert start < next_start and stop - next_start >= overlap
-    # Each tile overlaps its neighbours only: the count is the fewest that this stride allows.
-    assert len(spans) == 1 + math.ceil(spans[-1][0] / (tile - overlap))
+    # The count is the fewest that tiles of at most `tile` allow ...
+    last_start = (length - tile) // window * window
+    assert len(spans) == 1 + math.ceil(last_start / (tile - overlap))
+    # ... the size the shortest with which that many tiles still overlap enough ...
+    shorter = size - window
+    if shorter >= max(window, 2 * overlap):
+        assert len(tile_spans(length, shorter, overlap, window)) > len(spans)
+    # ... and the starts spread evenly: consecutive steps differ by at most one window.
+    steps = [b[0] - a[0] for a, b in itertools.pairwise(spans)]
+    assert max(steps) - min(steps) <= window
 
 
 @pytest.mark.parametrize(
@@ -275,11 +289,11 @@ class OutOfMemoryAbove:
     def __init__(self, net: LocalNet, limit: int) -> None:
         self.net, self.limit, self.failures = net, limit, 0
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, edges: TileEdges) -> torch.Tensor:
         if x.shape[0] * x.shape[2] * x.shape[3] > self.limit:
             self.failures += 1
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return self.net(x)
+        return self.net(x, edges)
 
 
 def test_out_of_memory_halves_the_tile_and_retries_with_a_warning() -> None:
@@ -375,13 +389,13 @@ def test_available_memory_on_cuda_counts_free_and_cached(monkeypatch: pytest.Mon
 class Memo:
     """Remembers outputs by input content, so that two blends of the same tiles run the network once."""
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def __init__(self, fn: Callable[[torch.Tensor, TileEdges], torch.Tensor]) -> None:
         self.fn, self.outputs = fn, {}
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        key = (tuple(x.shape), hashlib.sha256(x.numpy().tobytes()).hexdigest())
+    def __call__(self, x: torch.Tensor, edges: TileEdges = WHOLE_IMAGE) -> torch.Tensor:
+        key = (tuple(x.shape), edges, hashlib.sha256(x.numpy().tobytes()).hexdigest())
         if key not in self.outputs:
-            self.outputs[key] = self.fn(x)
+            self.outputs[key] = self.fn(x, edges)
         return self.outputs[key]
 
 
