@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_model
+from .cpu import cpu_has_bf16, tune_allocator
 from .download import verified_weights_path
 from .ensemble import self_ensemble
 from .errors import ImageError, SwinIRError, UsageError
@@ -43,9 +44,10 @@ __all__ = ["AUTO", "ModelChooser", "ModelRequest", "Restorer", "resolve_precisio
 
 #: Share of the device's available memory that an automatic tile may plan to use.
 MEMORY_BUDGET_FRACTION = 0.5
-#: Cap on the CPU: larger tiles barely speed a CPU up (overlap is a small share of a 256-pixel tile)
-#: but raise the peak memory (benchmarks/tile_memory.py).
-CPU_TILE_BUDGET_BYTES = 1 << 30
+#: Cap on the CPU, for the estimate of :func:`~swinir_cli.tiling.estimate_peak_bytes`: evenly spread
+#: tiles of 250-300 pixels compute only 5-10% more than the whole image (benchmarks/tile_waste.py), and the
+#: cap keeps a 768x768 SwinIR-S x4 run under 1 GB resident (benchmarks/tile_memory.py).
+CPU_TILE_BUDGET_BYTES = 640 * 2**20
 
 
 def select_device(spec: str = "auto") -> torch.device:
@@ -97,6 +99,20 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return PRECISIONS[precision]
 
 
+def check_cpu_precision(dtype: torch.dtype, cpuinfo: str | None = None) -> None:
+    """Refuse bf16 on a CPU without native bf16 (see :func:`swinir_cli.cpu.cpu_has_bf16`).
+
+    Raises:
+        UsageError: ``dtype`` is bf16 and the CPU flags (of ``cpuinfo``, default /proc/cpuinfo) lack
+            avx512_bf16 and amx_bf16.
+    """
+    if dtype == torch.bfloat16 and not cpu_has_bf16(cpuinfo):
+        raise UsageError(
+            "bf16 needs a CPU with AVX-512 BF16 or AMX (flags avx512_bf16/amx_bf16), which this one lacks; "
+            "use fp32"
+        )
+
+
 class Restorer:
     """A loaded model ready to restore images.
 
@@ -128,6 +144,9 @@ class Restorer:
         self.tta = tta
         self.device = device if isinstance(device, torch.device) else select_device(device)
         self.dtype = resolve_precision(precision, self.device)
+        if self.device.type == "cpu":
+            check_cpu_precision(self.dtype)
+            tune_allocator()
         self.model = model.eval().requires_grad_(False).to(self.device)
         self.tile = tile
         self.tile_overlap = default_overlap(self.window) if tile_overlap is None else tile_overlap
@@ -237,7 +256,8 @@ class Restorer:
         return self_ensemble(self.forward_padded)(x)
 
     def auto_tile(self, height: int, width: int) -> int:
-        """The largest window-aligned tile whose estimated peak memory fits the device (0: whole image)."""
+        """The window-aligned tile of least estimated compute whose estimated peak memory fits the device
+        (0: the whole image fits; see :func:`~swinir_cli.tiling.choose_tile`)."""
         config = self.model.config
         budget = int(available_memory_bytes(self.device) * MEMORY_BUDGET_FRACTION)
         if self.device.type == "cpu":
@@ -247,6 +267,7 @@ class Restorer:
             width,
             budget,
             window=config.window_size,
+            overlap=self.tile_overlap,
             batch=self.batch,
             scale=config.upscale,
             embed_dim=config.embed_dim,

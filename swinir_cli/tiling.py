@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "FORWARD_CALL_PIXELS",
     "WHOLE_IMAGE",
     "AxisTile",
     "TileEdges",
@@ -46,6 +47,9 @@ __all__ = [
     "choose_tile",
     "default_overlap",
     "estimate_peak_bytes",
+    "forward_pixels",
+    "plan_cost",
+    "plan_tile_sides",
     "restore_tiled",
     "restore_with_oom_fallback",
     "tile_spans",
@@ -225,9 +229,7 @@ def restore_tiled(
         raise ValueError(f"batch {batch} is not positive")
     if not 0 < max_value <= 65535:
         raise ValueError(f"max_value {max_value} is not in 1..65535")
-    tile, overlap = aligned_tile(tile, window), aligned_overlap(overlap, window)
-    if tile and overlap > tile // 2:
-        overlap = tile // 2 // window * window
+    tile, overlap = _aligned_geometry(tile, overlap, window)
     height, width = image.shape[2:]
     options = dict(scale=scale, tile=tile, overlap=overlap, window=window, halo=halo, blend=blend)
     rows, cols = axis_tiles(height, **options), axis_tiles(width, **options)
@@ -438,15 +440,20 @@ def default_overlap(window: int) -> int:
 
 
 #: Values held per padded input pixel, per unit of each term of :func:`estimate_peak_bytes`; calibrated
-#: from the peak resident memory of single CPU forward passes of SwinIR-S/M/L (x2, x4, denoising) on
-#: 128x128 inputs, which they match to between 4% under and 20% over.
-_FEATURE_COPIES = 16.0
+#: from the growth of peak resident memory over three CPU forward passes (the tuned allocator of
+#: swinir_cli.cpu, 2 threads): SwinIR-S x4 4.9 KB per padded pixel at 264x264, 4.2 KB at 520x520;
+#: SwinIR-M x4 17.3 KB at 136x136 (one pass: 17.9 KB at 200x200); denoising SwinIR-M 11.5 KB at 136x136
+#: (one pass). The figures below exceed all of them: by about a third for S and M, a tenth for denoising.
+_FEATURE_COPIES = 12.0
 _ATTENTION_COPIES = 1.5
-_HEAD_COPIES = 1.5
-#: Repeated forward passes in one process peak higher than a single one (glibc's malloc fragments as its
-#: mmap threshold adapts): in tiled SwinIR-S x4 runs on 2 threads, resident memory grew 1.26 (280-pixel
-#: tiles) to 1.95 (240-pixel tiles) times the single-pass figure. The estimate takes the upper end.
-_ALLOCATOR_SLACK = 2.0
+_HEAD_COPIES = 2.5
+#: Repeated forward passes in one process peak higher than a single one (fragmentation): 1.07 (SwinIR-M,
+#: 136x136) to 1.24 (SwinIR-S, 264x264) times the first pass after three passes. The calibration above
+#: already holds three passes; this covers the rest of a long tiled run.
+_ALLOCATOR_SLACK = 1.15
+#: Fixed cost of one forward pass in the cost model, in pixels: a single-threaded SwinIR-S x4 forward took
+#: 0.33 ms per padded pixel plus 14 ms per call (56x56 to 200x200 inputs), about 43 pixels' worth.
+FORWARD_CALL_PIXELS = 48
 
 
 def estimate_peak_bytes(
@@ -464,10 +471,10 @@ def estimate_peak_bytes(
     """Estimated peak memory of one forward pass on (batch, C, tile_height, tile_width) input, in bytes.
 
     The input is padded to ``(side // window + 1) * window`` per side. Per padded pixel the pass holds about
-    16 copies of the ``embed_dim`` features, 1.5 of the ``num_heads * window**2`` attention scores and 1.5
+    12 copies of the ``embed_dim`` features, 1.5 of the ``num_heads * window**2`` attention scores and 2.5
     of the upsampling head's largest tensor (``head_features * scale**2`` values: 64 for the
     ``pixelshuffle`` and ``nearest+conv`` heads, the image channels for ``pixelshuffledirect``, 0 without
-    an upsampler), times 2 for the allocator's fragmentation over repeated passes. Model weights are not
+    an upsampler), times 1.15 for the allocator's fragmentation over many passes. Model weights are not
     included.
     """
     padded = (tile_height // window + 1) * window * ((tile_width // window + 1) * window)
@@ -479,27 +486,78 @@ def estimate_peak_bytes(
     return int(batch * padded * per_pixel * bytes_per_value * _ALLOCATOR_SLACK)
 
 
-def choose_tile(
-    height: int, width: int, budget_bytes: int, *, window: int, min_tile: int | None = None, **model: int
-) -> int:
-    """Largest tile (a multiple of ``window``) whose :func:`estimate_peak_bytes` fits ``budget_bytes``.
+def plan_tile_sides(length: int, tile: int, overlap: int, window: int) -> list[int]:
+    """Input pixels each tile along one side puts through the network, padding included.
 
-    ``model`` holds the keyword arguments of :func:`estimate_peak_bytes` other than the tile sides; a tile
-    is costed at its largest extent (a border tile is up to ``window - 1`` longer). Returns 0 (whole image)
-    when the whole image fits, else the largest fitting tile, never below ``min_tile`` (default four
-    windows) even when that does not fit.
+    ``tile`` and ``overlap`` are taken as :func:`restore_tiled` takes them (aligned to the window, the
+    overlap at most half the tile). A tile's side that ends with the image is padded as the authors pad a
+    whole image, to ``(side // window + 1) * window``; one ending inside it only to the window multiple.
+    """
+    tile, overlap = _aligned_geometry(tile, overlap, window)
+    return [
+        (side // window + 1) * window if stop == length else -(-side // window) * window
+        for start, stop in tile_spans(length, tile, overlap, window)
+        for side in [stop - start]
+    ]
+
+
+def forward_pixels(height: int, width: int, *, tile: int, overlap: int, window: int) -> int:
+    """Input pixels all forward passes of a tile plan process, padding and overlap included (tile 0: the
+    whole image). Divided by ``height * width`` it is the plan's compute per output pixel."""
+    return sum(plan_tile_sides(height, tile, overlap, window)) * sum(
+        plan_tile_sides(width, tile, overlap, window)
+    )
+
+
+def plan_cost(height: int, width: int, *, tile: int, overlap: int, window: int) -> float:
+    """Estimated compute of a tile plan, in forward pixels: :func:`forward_pixels` plus a fixed cost per
+    forward pass (:data:`FORWARD_CALL_PIXELS`). SwinIR's attention is windowed, so a pass costs in
+    proportion to its pixels."""
+    rows = plan_tile_sides(height, tile, overlap, window)
+    cols = plan_tile_sides(width, tile, overlap, window)
+    return sum(rows) * sum(cols) + len(rows) * len(cols) * FORWARD_CALL_PIXELS
+
+
+def _aligned_geometry(tile: int, overlap: int, window: int) -> tuple[int, int]:
+    tile, overlap = aligned_tile(tile, window), aligned_overlap(overlap, window)
+    if tile and overlap > tile // 2:
+        overlap = tile // 2 // window * window
+    return tile, overlap
+
+
+def choose_tile(
+    height: int,
+    width: int,
+    budget_bytes: int,
+    *,
+    window: int,
+    overlap: int,
+    min_tile: int | None = None,
+    **model: int,
+) -> int:
+    """The cheapest tile plan whose estimated peak memory fits ``budget_bytes``.
+
+    ``model`` holds the keyword arguments of :func:`estimate_peak_bytes` other than the tile sides. Returns
+    0 (the whole image, which costs least) when its :func:`estimate_peak_bytes` fits; else, among the
+    window-multiple tiles from ``min_tile`` (default four windows) to the image's longer side whose
+    largest tile fits, the one of least :func:`plan_cost` (the smaller tile on a tie); ``min_tile`` when
+    none fits.
     """
     min_tile = aligned_tile(4 * window if min_tile is None else min_tile, window)
     if estimate_peak_bytes(height, width, window=window, **model) <= budget_bytes:
         return 0
-    for tile in range(max(height, width) // window * window, min_tile, -window):
-        longest = tile + window - 1
-        if (
-            estimate_peak_bytes(min(longest, height), min(longest, width), window=window, **model)
-            <= budget_bytes
-        ):
-            return tile
-    return min_tile
+    best, best_cost = min_tile, math.inf
+    for tile in range(min_tile, max(height, width) // window * window + 1, window):
+        rows = tile_spans(height, *_aligned_geometry(tile, overlap, window), window)
+        cols = tile_spans(width, *_aligned_geometry(tile, overlap, window), window)
+        tallest = max(stop - start for start, stop in rows)
+        widest = max(stop - start for start, stop in cols)
+        if estimate_peak_bytes(tallest, widest, window=window, **model) > budget_bytes:
+            continue
+        cost = plan_cost(height, width, tile=tile, overlap=overlap, window=window)
+        if cost < best_cost:
+            best, best_cost = tile, cost
+    return best
 
 
 def available_memory_bytes(device: torch.device) -> int:
