@@ -132,7 +132,7 @@ def linear(layer: nn.Linear, x: torch.Tensor, gelu: bool = False) -> torch.Tenso
     """``layer(x)`` (then exact GELU if ``gelu``), x: (..., in_features) -> (..., out_features).
 
     fp32 CPU inference without autocast runs oneDNN's fused kernel on the 2-D view of ``x``; everything
-    else (other devices and dtypes, autocast, autograd) takes the plain PyTorch path.
+    else (other devices and dtypes, autocast, autograd, tracing for an export) takes the plain PyTorch path.
     """
     if (
         _FUSED_LINEAR
@@ -140,6 +140,8 @@ def linear(layer: nn.Linear, x: torch.Tensor, gelu: bool = False) -> torch.Tenso
         and x.dtype == torch.float32
         and not torch.is_autocast_enabled("cpu")
         and not (torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad))
+        and not torch.jit.is_tracing()  # exporters (OpenVINO's, ONNX) know aten::linear, not oneDNN's op
+        and not torch.compiler.is_compiling()
     ):
         flat = x.reshape(-1, x.shape[-1])
         out = torch.ops.mkldnn._linear_pointwise(
@@ -299,7 +301,7 @@ class _WindowCache:
         self._layouts.clear()
 
     def get(self, h: int, w: int, window: int, shift: int, device: torch.device) -> _WindowLayout:
-        key = (h, w, window, shift, device)
+        key = (int(h), int(w), window, shift, device)  # sizes are 0-dim tensors while tracing
         if key not in self._layouts:
             if len(self._layouts) >= 16:  # tiles come in a handful of shapes; whole images in one
                 self.clear()

@@ -99,6 +99,22 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return PRECISIONS[precision]
 
 
+ENGINES = ("auto", "torch", "openvino")
+
+
+def resolve_engine(engine: str, device: torch.device) -> str:
+    """``torch`` or ``openvino`` for ``auto``/``torch``/``openvino`` on ``device``; ``auto`` is PyTorch.
+
+    Raises:
+        UsageError: an unknown engine, or OpenVINO on a device other than the CPU.
+    """
+    if engine not in ENGINES:
+        raise UsageError(f"unknown engine {engine!r}: use auto, torch or openvino")
+    if engine == "openvino" and device.type != "cpu":
+        raise UsageError(f"the OpenVINO engine runs on the CPU, not {device.type}; use --engine torch")
+    return "torch" if engine == "auto" else engine
+
+
 def check_cpu_precision(dtype: torch.dtype, cpuinfo: str | None = None) -> None:
     """Refuse bf16 on a CPU without native bf16 (see :func:`swinir_cli.cpu.cpu_has_bf16`).
 
@@ -127,6 +143,12 @@ class Restorer:
             every tile is checked for inf/NaN and recomputed in fp32 when it has any.
         tta: average the eight flips/rotations of each tile (:mod:`swinir_cli.ensemble`), 8x slower.
         on_warning: receives one line when a tile had to shrink after running out of GPU memory.
+        engine: ``auto`` (PyTorch), ``torch`` or ``openvino`` (CPU only, the optional extra; see
+            :mod:`swinir_cli.engines.openvino`).
+        weights_path: the file the weights came from; the OpenVINO engine keeps its converted and
+            compiled models beside it (in ``.<file name>.openvino/``) when that folder can be written.
+
+    On the CPU the C allocator is tuned once per process (:func:`swinir_cli.cpu.tune_allocator`).
     """
 
     def __init__(
@@ -140,6 +162,8 @@ class Restorer:
         precision: str = "auto",
         tta: bool = False,
         on_warning: Callable[[str], None] | None = None,
+        engine: str = "auto",
+        weights_path: Path | None = None,
     ) -> None:
         self.tta = tta
         self.device = device if isinstance(device, torch.device) else select_device(device)
@@ -147,6 +171,9 @@ class Restorer:
         if self.device.type == "cpu":
             check_cpu_precision(self.dtype)
             tune_allocator()
+        self.engine = resolve_engine(engine, self.device)
+        self.weights_path = weights_path
+        self._openvino: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.model = model.eval().requires_grad_(False).to(self.device)
         self.tile = tile
         self.tile_overlap = default_overlap(self.window) if tile_overlap is None else tile_overlap
@@ -156,12 +183,13 @@ class Restorer:
     @classmethod
     def from_weights(cls, path: str | Path, **options) -> Restorer:
         """Load a ``.pth``/``.safetensors`` checkpoint (see :func:`swinir_cli.checkpoint.load_model`)."""
-        return cls(load_model(path), **options)
+        return cls(load_model(path), weights_path=Path(path), **options)
 
     @classmethod
     def from_name(cls, name: str, **options) -> Restorer:
         """Load a registry model by name (see ``swinir models``), downloading and verifying it if needed."""
-        return cls(load_model(verified_weights_path(get_model(name))), **options)
+        path = verified_weights_path(get_model(name))
+        return cls(load_model(path), weights_path=path, **options)
 
     @property
     def scale(self) -> int:
@@ -193,6 +221,8 @@ class Restorer:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """The network in the chosen precision; a result with inf/NaN is recomputed in fp32."""
+        if self.engine == "openvino":
+            return self._forward_openvino(x)
         if self.dtype == torch.float32:
             return self.model(x)
         with torch.autocast(self.device.type, dtype=self.dtype):
@@ -202,6 +232,35 @@ class Restorer:
         if self.on_warning is not None:
             self.on_warning(f"{PRECISION_NAMES[self.dtype]} overflowed on a tile; recomputed it in fp32")
         return self.model(x)
+
+    def _forward_openvino(self, x: torch.Tensor) -> torch.Tensor:
+        """The network through OpenVINO (compiled per shape on first use); bf16 results with inf/NaN are
+        recomputed in fp32 by PyTorch, as on the PyTorch engine."""
+        if self._openvino is None:
+            from .engines.openvino import OpenVinoForward
+
+            self._openvino = OpenVinoForward(
+                self.model, bf16=self.dtype == torch.bfloat16, **self._cache_place()
+            )
+        y = self._openvino(x)
+        if self.dtype == torch.float32 or torch.isfinite(y).all():
+            return y
+        if self.on_warning is not None:
+            self.on_warning(f"{PRECISION_NAMES[self.dtype]} overflowed on a tile; recomputed it in fp32")
+        return self.model(x)
+
+    def _cache_place(self) -> dict:
+        """The OpenVINO cache folder beside the weights and the key of their file, where it is writable."""
+        if self.weights_path is None:
+            return {}
+        weights = self.weights_path.resolve()
+        folder = weights.parent / f".{weights.name}.openvino"
+        try:
+            folder.mkdir(exist_ok=True)
+            stat = weights.stat()
+        except OSError:
+            return {}
+        return {"cache_dir": folder, "weights_key": f"{weights}|{stat.st_size}|{stat.st_mtime_ns}"}
 
     def restore_pixels(
         self, pixels: np.ndarray, progress: Callable[[int, int], None] | None = None
@@ -372,7 +431,9 @@ class ModelChooser:
         if label not in self._loaded:
             try:
                 restorer = Restorer(
-                    load_model(path, img_range=self.request.img_range), **self.restorer_options
+                    load_model(path, img_range=self.request.img_range),
+                    weights_path=path,
+                    **self.restorer_options,
                 )
                 self._check_scale(restorer, label)
             except SwinIRError as exc:

@@ -14,7 +14,7 @@ from PIL import Image
 from swinir_cli import cpu
 from swinir_cli.errors import ImageError, UsageError
 from swinir_cli.imageio import LoadedImage, read_image
-from swinir_cli.pipeline import AUTO, ModelChooser, ModelRequest, Restorer, select_device
+from swinir_cli.pipeline import AUTO, ModelChooser, ModelRequest, Restorer, resolve_engine, select_device
 
 TINY = REFERENCE / "tiny"
 
@@ -189,3 +189,64 @@ def test_chooser_refuses_a_model_of_another_task_or_scale(local_registry: Path) 
         ).restorer_for(image)
     with pytest.raises(UsageError, match="available scales: 2, 3, 4, 8"):
         ModelChooser(ModelRequest("upscale", scale=5)).restorer_for(image)
+
+
+# --- the OpenVINO engine (optional: skipped where openvino is not installed; CI installs the extra) ------
+
+
+@pytest.fixture
+def openvino_installed() -> None:
+    pytest.importorskip("openvino")
+
+
+def copied(checkpoint: Path, folder: Path) -> Path:
+    """The checkpoint copied into ``folder``: the engine caches beside it, and ../shared stays untouched."""
+    target = folder / checkpoint.name
+    target.write_bytes(checkpoint.read_bytes())
+    return target
+
+
+@pytest.mark.usefixtures("openvino_installed")
+@pytest.mark.parametrize(
+    "checkpoint", [TINY / f"{c}.pth" for c in TINY_CASES] + [SWINIR_S_X4], ids=Path.stem.fget
+)
+def test_openvino_engine_matches_the_golden_pipeline_and_pytorch(checkpoint: Path, tmp_path: Path) -> None:
+    data = np.load(checkpoint.with_suffix(".npz"))
+    image, want = data["image_u8"], data["pipeline_u8"]
+    pixels = image if image.ndim == 3 else image[..., None]
+    weights = copied(checkpoint, tmp_path)
+    engine = Restorer.from_weights(weights, device="cpu", tile=0, engine="openvino").restore_pixels(pixels)
+    torch_path = Restorer.from_weights(weights, device="cpu", tile=0, engine="torch").restore_pixels(pixels)
+    assert_matches_golden(engine if want.ndim == 3 else engine[..., 0], want)
+    assert_matches_golden(engine, torch_path)
+
+
+@pytest.mark.usefixtures("openvino_installed")
+def test_openvino_tiles_progress_and_cache_like_pytorch(tmp_path: Path) -> None:
+    weights = copied(TINY / "sr_pixelshuffle_x2.pth", tmp_path)
+    pixels = np.load(TINY / "sr_pixelshuffle_x2.npz")["image_u8"]
+    results, calls = {}, {}
+    for engine in ("torch", "openvino"):
+        progress: list[tuple[int, int]] = []
+        restorer = Restorer.from_weights(weights, device="cpu", tile=16, tile_overlap=8, engine=engine)
+        results[engine] = restorer.restore_pixels(pixels, progress=lambda *a, log=progress: log.append(a))
+        calls[engine] = progress
+    assert calls["openvino"] == calls["torch"] and len(calls["torch"]) > 1
+    assert_matches_golden(results["openvino"], results["torch"])
+    # Converted once per tile shape, beside the weights; a second restorer compiles from that cache.
+    cache = tmp_path / ".sr_pixelshuffle_x2.pth.openvino"
+    saved = {path: path.stat().st_mtime_ns for path in cache.glob("*.xml")}
+    assert saved and (cache / "compiled").is_dir()
+    again = Restorer.from_weights(weights, device="cpu", tile=16, tile_overlap=8, engine="openvino")
+    np.testing.assert_array_equal(again.restore_pixels(pixels), results["openvino"])
+    assert {path: path.stat().st_mtime_ns for path in cache.glob("*.xml")} == saved
+
+
+def test_engines_are_checked() -> None:
+    assert resolve_engine("auto", torch.device("cpu")) == "torch"
+    assert resolve_engine("openvino", torch.device("cpu")) == "openvino"
+    with pytest.raises(UsageError, match="unknown engine"):
+        resolve_engine("tensorrt", torch.device("cpu"))
+    # No GPU here: only the device object is needed to refuse OpenVINO off the CPU.
+    with pytest.raises(UsageError, match="runs on the CPU"):
+        resolve_engine("openvino", torch.device("cuda", 0))
