@@ -45,9 +45,10 @@ __all__ = ["AUTO", "ModelChooser", "ModelRequest", "Restorer", "resolve_precisio
 #: Share of the device's available memory that an automatic tile may plan to use.
 MEMORY_BUDGET_FRACTION = 0.5
 #: Cap on the CPU, for the estimate of :func:`~swinir_cli.tiling.estimate_peak_bytes`: evenly spread
-#: tiles of 250-300 pixels compute only 5-10% more than the whole image (benchmarks/tile_waste.py), and the
-#: cap keeps a 768x768 SwinIR-S x4 run under 1 GB resident (benchmarks/tile_memory.py).
-CPU_TILE_BUDGET_BYTES = 640 * 2**20
+#: tiles of 200-270 pixels compute only 10-20% more than the whole image (benchmarks/tile_waste.py), and
+#: the cap keeps a 768x768 SwinIR-S x4 run under 1 GB resident (benchmarks/tile_memory.py; 272-pixel tiles
+#: peaked at 1012 MiB there).
+CPU_TILE_BUDGET_BYTES = 700 * 2**20
 
 
 def select_device(spec: str = "auto") -> torch.device:

@@ -439,18 +439,20 @@ def default_overlap(window: int) -> int:
     return 2 * window
 
 
-#: Values held per padded input pixel, per unit of each term of :func:`estimate_peak_bytes`; calibrated
-#: from the growth of peak resident memory over three CPU forward passes (the tuned allocator of
-#: swinir_cli.cpu, 2 threads): SwinIR-S x4 4.9 KB per padded pixel at 264x264, 4.2 KB at 520x520;
-#: SwinIR-M x4 17.3 KB at 136x136 (one pass: 17.9 KB at 200x200); denoising SwinIR-M 11.5 KB at 136x136
-#: (one pass). The figures below exceed all of them: by about a third for S and M, a tenth for denoising.
-_FEATURE_COPIES = 12.0
-_ATTENTION_COPIES = 1.5
-_HEAD_COPIES = 2.5
-#: Repeated forward passes in one process peak higher than a single one (fragmentation): 1.07 (SwinIR-M,
-#: 136x136) to 1.24 (SwinIR-S, 264x264) times the first pass after three passes. The calibration above
-#: already holds three passes; this covers the rest of a long tiled run.
-_ALLOCATOR_SLACK = 1.15
+#: Values held per padded input pixel, per unit of each term of :func:`estimate_peak_bytes`; fitted to
+#: the growth of peak resident memory over CPU forward passes (the tuned allocator of swinir_cli.cpu,
+#: 2 threads): SwinIR-S x4 4.9 KB per padded pixel (3 passes, 264x264; one pass at 520x520: 4.2 KB),
+#: SwinIR-M x4 17.3 KB (3 passes, 136x136; one pass at 200x200: 17.9 KB), denoising SwinIR-M 11.5 KB
+#: (one pass, 136x136). The fit gives 16.6 / 0.44 / 1.24; the figures below round it up.
+_FEATURE_COPIES = 17.0
+_ATTENTION_COPIES = 0.5
+_HEAD_COPIES = 1.25
+#: A tiled run peaks higher than passes of one shape: tiles of a few different shapes fragment the heap.
+#: Measured: a 768x768 SwinIR-S x4 run in 272-pixel tiles grew 690 MiB over the process and its output,
+#: 1.9 times three same-shape passes of that tile (the tuned allocator; 1.6 times with glibc's defaults).
+_TILED_SLACK = 1.9
+
+
 #: Fixed cost of one forward pass in the cost model, in pixels: a single-threaded SwinIR-S x4 forward took
 #: 0.33 ms per padded pixel plus 14 ms per call (56x56 to 200x200 inputs), about 43 pixels' worth.
 FORWARD_CALL_PIXELS = 48
@@ -467,15 +469,16 @@ def estimate_peak_bytes(
     head_features: int,
     batch: int = 1,
     bytes_per_value: int = 4,
+    tiled: bool = True,
 ) -> int:
     """Estimated peak memory of one forward pass on (batch, C, tile_height, tile_width) input, in bytes.
 
     The input is padded to ``(side // window + 1) * window`` per side. Per padded pixel the pass holds about
-    12 copies of the ``embed_dim`` features, 1.5 of the ``num_heads * window**2`` attention scores and 2.5
-    of the upsampling head's largest tensor (``head_features * scale**2`` values: 64 for the
+    17 copies of the ``embed_dim`` features, 0.5 of the ``num_heads * window**2`` attention scores and
+    1.25 of the upsampling head's largest tensor (``head_features * scale**2`` values: 64 for the
     ``pixelshuffle`` and ``nearest+conv`` heads, the image channels for ``pixelshuffledirect``, 0 without
-    an upsampler), times 1.15 for the allocator's fragmentation over many passes. Model weights are not
-    included.
+    an upsampler); times 1.9 for a pass among the differently shaped tiles of a tiled run (``tiled``), whose
+    fragments add up. Model weights are not included.
     """
     padded = (tile_height // window + 1) * window * ((tile_width // window + 1) * window)
     per_pixel = (
@@ -483,7 +486,8 @@ def estimate_peak_bytes(
         + _ATTENTION_COPIES * num_heads * window**2
         + _HEAD_COPIES * head_features * scale**2
     )
-    return int(batch * padded * per_pixel * bytes_per_value * _ALLOCATOR_SLACK)
+    slack = _TILED_SLACK if tiled else 1.0
+    return int(batch * padded * per_pixel * bytes_per_value * slack)
 
 
 def plan_tile_sides(length: int, tile: int, overlap: int, window: int) -> list[int]:
@@ -544,7 +548,7 @@ def choose_tile(
     none fits.
     """
     min_tile = aligned_tile(4 * window if min_tile is None else min_tile, window)
-    if estimate_peak_bytes(height, width, window=window, **model) <= budget_bytes:
+    if estimate_peak_bytes(height, width, window=window, tiled=False, **model) <= budget_bytes:
         return 0
     best, best_cost = min_tile, math.inf
     for tile in range(min_tile, max(height, width) // window * window + 1, window):

@@ -350,14 +350,17 @@ def test_choose_tile_takes_the_cheapest_plan_that_fits() -> None:
     budget, overlap = 200 * 2**20, 16
     tile = choose_tile(1000, 800, budget, window=WINDOW, overlap=overlap, **SWINIR_S_X4)
     assert tile % WINDOW == 0 and 32 <= tile < 800
-    # Costed at the largest tile of its plan.
-    longest = max(b - a for a, b in tile_spans(1000, tile, overlap, WINDOW))
-    assert estimate_peak_bytes(longest, longest, window=WINDOW, **SWINIR_S_X4) <= budget
+
+    def largest_tile_fits(tile: int) -> bool:
+        tallest = max(b - a for a, b in tile_spans(1000, tile, overlap, WINDOW))
+        widest = max(b - a for a, b in tile_spans(800, tile, overlap, WINDOW))
+        return estimate_peak_bytes(tallest, widest, window=WINDOW, **SWINIR_S_X4) <= budget
+
+    assert largest_tile_fits(tile)  # costed at the largest tile of its plan
     # No other fitting tile computes less.
     cost = plan_cost(1000, 800, tile=tile, overlap=overlap, window=WINDOW)
     for other in range(32, 1000, WINDOW):
-        longest = max(b - a for a, b in tile_spans(1000, other, overlap, WINDOW))
-        if estimate_peak_bytes(longest, longest, window=WINDOW, **SWINIR_S_X4) <= budget:
+        if largest_tile_fits(other):
             assert plan_cost(1000, 800, tile=other, overlap=overlap, window=WINDOW) >= cost
     assert choose_tile(100, 80, budget, window=WINDOW, overlap=overlap, **SWINIR_S_X4) == 0  # whole image
     assert choose_tile(1000, 800, 1, window=WINDOW, overlap=overlap, **SWINIR_S_X4) == 4 * WINDOW
@@ -390,15 +393,16 @@ def test_inner_tile_edges_are_reported_and_padded_only_to_the_window_multiple() 
 
 
 def test_estimate_is_above_measured_peaks_and_grows_with_the_model_and_batch() -> None:
-    small = estimate_peak_bytes(256, 256, window=WINDOW, **SWINIR_S_X4)
-    medium = estimate_peak_bytes(
-        128, 128, window=WINDOW, scale=4, embed_dim=180, num_heads=6, head_features=64
-    )
+    options = dict(window=WINDOW, tiled=False)
+    small = estimate_peak_bytes(256, 256, **options, **SWINIR_S_X4)
+    medium = estimate_peak_bytes(128, 128, **options, scale=4, embed_dim=180, num_heads=6, head_features=64)
     # Measured on CPU (tuned allocator): resident growth over three passes of SwinIR-S x4 at 256x256
     # (264 padded), 325.5 MiB; of SwinIR-M x4 at 128x128 (136 padded), 305.5 MiB.
-    assert 325.5 * 2**20 < small < 1.6 * 325.5 * 2**20
-    assert 305.5 * 2**20 < medium < 1.6 * 305.5 * 2**20
-    assert estimate_peak_bytes(256, 256, window=WINDOW, batch=2, **SWINIR_S_X4) == pytest.approx(2 * small)
+    assert 325.5 * 2**20 < small < 1.3 * 325.5 * 2**20
+    assert 305.5 * 2**20 < medium < 1.3 * 305.5 * 2**20
+    # Among the differently shaped tiles of a tiled run, fragments add up (1.9x, measured).
+    assert estimate_peak_bytes(256, 256, window=WINDOW, **SWINIR_S_X4) == pytest.approx(1.9 * small)
+    assert estimate_peak_bytes(256, 256, **options, batch=2, **SWINIR_S_X4) == pytest.approx(2 * small)
 
 
 def test_available_memory_on_cpu_is_positive_and_below_the_total() -> None:
