@@ -15,7 +15,9 @@ installed, a stand-in package with those three (DropPath is the identity at test
 path. Without ``--authors-code`` only this project's own baseline runs: the default command against
 ``--tile 0``.
 
-    python benchmarks/vs_authors.py --authors-code /tmp/authors [--repeats 3] [--cases m192 s512]
+With ``--cases forward`` the two networks run in this process instead, on the same random weights.
+
+    python benchmarks/vs_authors.py --authors-code /tmp/authors [--repeats 3] [--cases m192 s512 forward]
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -260,11 +263,50 @@ def run_case(case: Case, authors: Path | None, folder: Path, repeats: int) -> No
     )
 
 
+def forward_in_process(authors: Path, folder: Path, repeats: int, size: int) -> None:
+    """Their network_swinir.SwinIR and this project's SwinIR, same random weights, in this process:
+    whole-image forwards of a ``size`` square, alternating, median of ``repeats``."""
+    env = authors_env(authors, folder)
+    sys.path[:0] = env["PYTHONPATH"].split(os.pathsep)
+    from models.network_swinir import SwinIR as TheirSwinIR
+
+    from swinir_cli.cpu import tune_allocator
+    from swinir_cli.network import SwinIR, SwinIRConfig
+
+    tune_allocator()  # what a Restorer does on the CPU; it serves both sides here
+    for name, config in (
+        ("SwinIR-M x4 (classical)", {**REAL_M, "upsampler": "pixelshuffle"}),
+        ("SwinIR-S x4", LIGHT_S),
+    ):
+        torch.manual_seed(0)
+        theirs = TheirSwinIR(**config).eval()
+        for p in theirs.parameters():
+            p.data.add_(torch.randn_like(p) * 0.02)
+        ours = SwinIR(SwinIRConfig(**{k: v for k, v in config.items() if k != "img_size"})).eval()
+        ours.load_state_dict(theirs.state_dict(), strict=False)
+        x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+        times: dict[str, list[float]] = {"ours": [], "authors": []}
+        with torch.inference_mode():
+            outputs = {"ours": ours(x), "authors": theirs(x)}  # warm-up
+            for _ in range(repeats):
+                for side, model in (("ours", ours), ("authors", theirs)):
+                    start = time.perf_counter()
+                    model(x)
+                    times[side].append(time.perf_counter() - start)
+        diff = (outputs["ours"] - outputs["authors"]).abs().max().item()
+        ratio = statistics.median(times["ours"]) / statistics.median(times["authors"])
+        print(
+            f"{name} forward {size}x{size} in one process: ours {[round(t, 2) for t in times['ours']]} s, "
+            f"authors {[round(t, 2) for t in times['authors']]} s, ratio {ratio:.2f}, max |diff| {diff:.1e}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--authors-code", type=Path, help="a checkout of JingyunLiang/SwinIR")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=sorted(CASES))
+    parser.add_argument("--cases", nargs="+", choices=[*sorted(CASES), "forward"], default=sorted(CASES))
+    parser.add_argument("--forward-size", type=int, default=128, help="input side of the forward case")
     args = parser.parse_args()
     if args.authors_code and not (args.authors_code / "main_test_swinir.py").is_file():
         parser.error(f"{args.authors_code} holds no main_test_swinir.py")
@@ -286,6 +328,11 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as folder:
         for key in args.cases:
+            if key == "forward":
+                if args.authors_code is None:
+                    parser.error("the forward case needs --authors-code")
+                forward_in_process(args.authors_code.resolve(), Path(folder), args.repeats, args.forward_size)
+                continue
             for case in CASES[key]:
                 run_case(
                     case,
