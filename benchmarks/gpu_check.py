@@ -52,8 +52,9 @@ import torch
 import torch.nn.functional as F
 
 from swinir_cli.checkpoint import load_model
+from swinir_cli.devices import cuda_tf32
 from swinir_cli.network import SwinIR, SwinIRConfig, WindowAttention, autocast_dtype, shift_window_mask
-from swinir_cli.pipeline import Restorer, cuda_tf32
+from swinir_cli.pipeline import Restorer
 from swinir_cli.tiling import estimate_peak_bytes
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,16 +12,20 @@ from collections.abc import Iterator
 
 import torch
 
+from .cpu import cpu_has_bf16
 from .errors import UsageError
 from .tiling import available_memory_bytes
 
 __all__ = [
     "CPU_TILE_BUDGET_BYTES",
     "DEVICE_CHOICES",
+    "ENGINES",
     "MEMORY_BUDGET_FRACTION",
     "PRECISIONS",
     "PRECISION_NAMES",
+    "check_cpu_precision",
     "cuda_tf32",
+    "resolve_engine",
     "resolve_precision",
     "select_device",
     "tile_memory_budget",
@@ -31,9 +35,11 @@ __all__ = [
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 #: Share of the device's available memory that an automatic tile may plan to use.
 MEMORY_BUDGET_FRACTION = 0.5
-#: Cap on the CPU: larger tiles barely speed a CPU up (overlap is a small share of a 256-pixel tile)
-#: but raise the peak memory (benchmarks/tile_memory.py).
-CPU_TILE_BUDGET_BYTES = 1 << 30
+#: Cap on the CPU, for the estimate of :func:`~swinir_cli.tiling.estimate_peak_bytes`: evenly spread
+#: tiles of 200-270 pixels compute only 10-20% more than the whole image (benchmarks/tile_waste.py), and
+#: the cap keeps a 768x768 SwinIR-S x4 run under 1 GB resident (benchmarks/tile_memory.py; 272-pixel tiles
+#: peaked at 1012 MiB there).
+CPU_TILE_BUDGET_BYTES = 700 * 2**20
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 PRECISION_NAMES = {dtype: name for name, dtype in PRECISIONS.items()}
@@ -82,6 +88,36 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if precision == "fp16" and device.type == "cpu":
         raise UsageError("fp16 is not used on the CPU; use fp32 (or bf16)")
     return PRECISIONS[precision]
+
+
+ENGINES = ("auto", "torch", "openvino")
+
+
+def resolve_engine(engine: str, device: torch.device) -> str:
+    """``torch`` or ``openvino`` for ``auto``/``torch``/``openvino`` on ``device``; ``auto`` is PyTorch.
+
+    Raises:
+        UsageError: an unknown engine, or OpenVINO on a device other than the CPU.
+    """
+    if engine not in ENGINES:
+        raise UsageError(f"unknown engine {engine!r}: use auto, torch or openvino")
+    if engine == "openvino" and device.type != "cpu":
+        raise UsageError(f"the OpenVINO engine runs on the CPU, not {device.type}; use --engine torch")
+    return "torch" if engine == "auto" else engine
+
+
+def check_cpu_precision(dtype: torch.dtype, cpuinfo: str | None = None) -> None:
+    """Refuse bf16 on a CPU without native bf16 (see :func:`swinir_cli.cpu.cpu_has_bf16`).
+
+    Raises:
+        UsageError: ``dtype`` is bf16 and the CPU flags (of ``cpuinfo``, default /proc/cpuinfo) lack
+            avx512_bf16 and amx_bf16.
+    """
+    if dtype == torch.bfloat16 and not cpu_has_bf16(cpuinfo):
+        raise UsageError(
+            "bf16 needs a CPU with AVX-512 BF16 or AMX (flags avx512_bf16/amx_bf16), which this one lacks; "
+            "use fp32"
+        )
 
 
 @contextlib.contextmanager

@@ -678,6 +678,9 @@ def _encode(
     pixels, alpha = to_8_bit(image.pixels), None if image.alpha is None else to_8_bit(image.alpha)
     if image.is_gray and fmt not in _KEEPS_GRAY:
         pixels = to_colour(pixels)
+    if fmt == "PNG" and (alpha is None or pixels.shape[2] == 3):
+        stream.write(_encode_png_8(pixels, alpha, metadata))
+        return
     if alpha is None or fmt not in _KEEPS_ALPHA:
         picture = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
     else:
@@ -755,6 +758,31 @@ def _encode_png_16(pixels: np.ndarray, alpha: np.ndarray | None, metadata: Image
             _png_chunk(b"IEND", b""),
         ]
     )
+
+
+def _encode_png_8(pixels: np.ndarray, alpha: np.ndarray | None, metadata: ImageMetadata) -> bytes:
+    """An 8-bit gray, RGB or RGBA PNG: OpenCV's (libpng) pixel chunks, this module's metadata chunks.
+
+    zlib level 3 through OpenCV takes 0.25x the time of Pillow's default PNG encoder for a 2048x2048
+    photo-like result, for files 12% larger (benchmarks/png_encode.py); gray+alpha, which OpenCV does
+    not write, stays with Pillow.
+    """
+    samples = _samples(pixels, alpha)
+    if samples.shape[2] >= 3:
+        samples = cv2.cvtColor(samples, cv2.COLOR_RGBA2BGRA if alpha is not None else cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", samples, [cv2.IMWRITE_PNG_COMPRESSION, _OPENCV_PNG_LEVEL])
+    if not ok:
+        raise OSError("OpenCV could not encode the PNG")
+    chunks = list(_png_chunks(encoded.tobytes()))
+    header = [chunk for kind, chunk in chunks if kind == b"IHDR"]
+    data = [chunk for kind, chunk in chunks if kind == b"IDAT"]
+    return b"".join(
+        [_PNG_SIGNATURE, *header, _png_metadata_chunks(metadata), *data, _png_chunk(b"IEND", b"")]
+    )
+
+
+#: zlib level of the 8-bit PNG encoder (see :func:`_encode_png_8`).
+_OPENCV_PNG_LEVEL = 3
 
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:

@@ -143,6 +143,35 @@ class FloatLayerNorm(nn.LayerNorm):
             return F.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias, self.eps)
 
 
+#: oneDNN's linear with the bias (and GELU) fused into the matrix product: 0.4-0.67x the time of
+#: ``nn.Linear`` for SwinIR's shapes on an AVX-512 CPU, which adds the bias in a separate broadcast copy.
+_FUSED_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def linear(layer: nn.Linear, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
+    """``layer(x)`` (then exact GELU if ``gelu``), x: (..., in_features) -> (..., out_features).
+
+    fp32 CPU inference without autocast runs oneDNN's fused kernel on the 2-D view of ``x``; everything
+    else (other devices and dtypes, autocast, autograd, tracing for an export) takes the plain PyTorch path.
+    """
+    if (
+        _FUSED_LINEAR
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and not (torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad))
+        and not torch.jit.is_tracing()  # exporters (OpenVINO's, ONNX) know aten::linear, not oneDNN's op
+        and not torch.compiler.is_compiling()
+    ):
+        flat = x.reshape(-1, x.shape[-1])
+        out = torch.ops.mkldnn._linear_pointwise(
+            flat, layer.weight, layer.bias, "gelu" if gelu else "none", [], "none"
+        )
+        return out.view(*x.shape[:-1], out.shape[-1])
+    out = layer(x)
+    return F.gelu(out) if gelu else out
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside windows, with a learned relative position bias.
 
@@ -196,7 +225,7 @@ class WindowAttention(nn.Module):
         """
         bw, n, c = x.shape
         heads, dim = self.num_heads, c // self.num_heads
-        q, k, v = self.qkv(x).reshape(bw, n, 3, heads, dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = linear(self.qkv, x).reshape(bw, n, 3, heads, dim).permute(2, 0, 3, 1, 4).unbind(0)
         bias = self.position_bias(q.dtype, cached=optimized).unsqueeze(0)
         if mask is None:
             out = self._attend(q, k, v, bias, optimized).transpose(1, 2).reshape(bw, n, c)
@@ -212,7 +241,7 @@ class WindowAttention(nn.Module):
             # heads move behind tokens in the same copy that joins the two groups of windows
             out = torch.cat([part.view(images, -1, heads, n, dim).transpose(2, 3) for part in parts], 1)
             out = out.view(bw, n, c)
-        return self.proj(out)
+        return linear(self.proj, out)
 
     def _attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, optimized: bool
@@ -237,11 +266,10 @@ class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return linear(self.fc2, linear(self.fc1, x, gelu=True))
 
 
 class SwinTransformerBlock(nn.Module):
@@ -314,7 +342,7 @@ class _WindowCache:
 
     def get(self, h: int, w: int, window: int, shift: int, device: torch.device) -> _WindowLayout:
         dtype = compute_dtype(device)
-        key = (h, w, window, shift, device, dtype)
+        key = (int(h), int(w), window, shift, device, dtype)  # sizes are 0-dim tensors while tracing
         if key not in self._layouts:
             if len(self._layouts) >= 16:  # tiles come in a handful of shapes; whole images in one
                 self.clear()
@@ -399,10 +427,11 @@ class RSTB(nn.Module):
         self.conv = _conv_block(dim, config.resi_connection)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int], windows: _WindowCache) -> torch.Tensor:
+        """x: (B, H*W, C) contiguous tokens -> the same; the conv sees them as channels-last (B, C, H, W)."""
         b, _, c = x.shape
         y = self.residual_group(x, size, windows)
-        y = self.conv(y.transpose(1, 2).reshape(b, c, *size))
-        return y.flatten(2).transpose(1, 2) + x
+        y = self.conv(y.transpose(1, 2).view(b, c, *size))
+        return x + y.flatten(2).transpose(1, 2)
 
 
 class _PatchEmbedNorm(nn.Module):
@@ -476,6 +505,9 @@ class SwinIR(nn.Module):
             self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
         else:
             self.conv_last = nn.Conv2d(dim, chans, 3, 1, 1)
+        # Channels-last convolutions return channels-last features, whose flattened form is the contiguous
+        # (B, H*W, C) token stream: one layout through the whole body, no transposed copy after each RSTB.
+        self.to(memory_format=torch.channels_last)
 
     @property
     def optimized(self) -> bool:

@@ -18,14 +18,23 @@ import numpy as np
 import torch
 
 from .checkpoint import load_model
-from .devices import PRECISION_NAMES, cuda_tf32, resolve_precision, select_device, tile_memory_budget
+from .cpu import tune_allocator
+from .devices import (
+    PRECISION_NAMES,
+    check_cpu_precision,
+    cuda_tf32,
+    resolve_engine,
+    resolve_precision,
+    select_device,
+    tile_memory_budget,
+)
 from .download import verified_weights_path
 from .ensemble import self_ensemble
 from .errors import UsageError
 from .imageio import LoadedImage, to_colour, to_gray
 from .network import SwinIR
 from .registry import get_model
-from .tiling import choose_tile, default_overlap, restore_with_oom_fallback
+from .tiling import WHOLE_IMAGE, TileEdges, choose_tile, default_overlap, restore_with_oom_fallback
 
 __all__ = ["Restorer", "resolve_precision", "select_device"]
 
@@ -44,10 +53,16 @@ class Restorer:
             every tile is checked for inf/NaN and recomputed in fp32 when it has any.
         tta: average the eight flips/rotations of each tile (:mod:`swinir_cli.ensemble`), 8x slower.
         on_warning: receives one line when a tile had to shrink after running out of GPU memory.
+        engine: ``auto`` (PyTorch), ``torch`` or ``openvino`` (CPU only, the optional extra; see
+            :mod:`swinir_cli.engines.openvino`).
+        weights_path: the file the weights came from; the OpenVINO engine keeps its converted and
+            compiled models beside it (in ``.<file name>.openvino/``) when that folder can be written.
         tf32: on CUDA, run float32 matmuls and convolutions in TF32 (faster, changes results); off by
             default, and then strictly fp32 while this restorer runs (see
             :func:`swinir_cli.devices.cuda_tf32`). No effect on other devices, or on the fp16/bf16
             matmuls of half precision.
+
+    On the CPU the C allocator is tuned once per process (:func:`swinir_cli.cpu.tune_allocator`).
     """
 
     def __init__(
@@ -61,12 +76,20 @@ class Restorer:
         precision: str = "auto",
         tta: bool = False,
         on_warning: Callable[[str], None] | None = None,
+        engine: str = "auto",
+        weights_path: Path | None = None,
         tf32: bool = False,
     ) -> None:
         self.tta = tta
         self.tf32 = tf32
         self.device = device if isinstance(device, torch.device) else select_device(device)
         self.dtype = resolve_precision(precision, self.device)
+        if self.device.type == "cpu":
+            check_cpu_precision(self.dtype)
+            tune_allocator()
+        self.engine = resolve_engine(engine, self.device)
+        self.weights_path = weights_path
+        self._openvino: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.model = model.eval().requires_grad_(False).to(self.device)
         self.tile = tile
         self.tile_overlap = default_overlap(self.window) if tile_overlap is None else tile_overlap
@@ -76,12 +99,13 @@ class Restorer:
     @classmethod
     def from_weights(cls, path: str | Path, **options) -> Restorer:
         """Load a ``.pth``/``.safetensors`` checkpoint (see :func:`swinir_cli.checkpoint.load_model`)."""
-        return cls(load_model(path), **options)
+        return cls(load_model(path), weights_path=Path(path), **options)
 
     @classmethod
     def from_name(cls, name: str, **options) -> Restorer:
         """Load a registry model by name (see ``swinir models``), downloading and verifying it if needed."""
-        return cls(load_model(verified_weights_path(get_model(name))), **options)
+        path = verified_weights_path(get_model(name))
+        return cls(load_model(path), weights_path=path, **options)
 
     @property
     def scale(self) -> int:
@@ -96,14 +120,16 @@ class Restorer:
     def window(self) -> int:
         return self.model.config.window_size
 
-    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_padded(self, x: torch.Tensor, edges: TileEdges = WHOLE_IMAGE) -> torch.Tensor:
         """The authors' padded forward: (N, C, h, w) in [0, 1] -> (N, C, h*scale, w*scale), unclamped.
 
-        The bottom and right are mirrored (flip-padded) up to ``(side // window + 1) * window``.
+        A bottom or right side that ``edges`` puts on the image border is mirrored (flip-padded) up to
+        ``(side // window + 1) * window``, as the authors pad a whole image; a side inside the image (a
+        tile's inner edge) only up to the window multiple, which is all the network needs.
         """
         h, w = x.shape[-2:]
-        for dim, side in ((2, h), (3, w)):
-            target = (side // self.window + 1) * self.window
+        for dim, side, on_border in ((2, h, edges.bottom), (3, w, edges.right)):
+            target = (side // self.window + 1 if on_border else -(-side // self.window)) * self.window
             while x.shape[dim] < target:  # one flip suffices unless the image is smaller than the pad
                 x = torch.cat([x, torch.flip(x, [dim])], dim)
             x = x.narrow(dim, 0, target)
@@ -115,6 +141,8 @@ class Restorer:
         Below fp32 it runs under autocast: matmuls and convolutions in fp16/bf16, LayerNorm in fp32
         (:class:`swinir_cli.network.FloatLayerNorm`), softmax in fp32 inside the attention kernel.
         """
+        if self.engine == "openvino":
+            return self._forward_openvino(x)
         with self._fp32_matmuls():
             if self.dtype == torch.float32:
                 return self.model(x)
@@ -129,6 +157,35 @@ class Restorer:
     def _fp32_matmuls(self) -> contextlib.AbstractContextManager:
         """TF32 on or off as asked, on CUDA only; elsewhere the global settings stay as they are."""
         return cuda_tf32(self.tf32) if self.device.type == "cuda" else contextlib.nullcontext()
+
+    def _forward_openvino(self, x: torch.Tensor) -> torch.Tensor:
+        """The network through OpenVINO (compiled per shape on first use); bf16 results with inf/NaN are
+        recomputed in fp32 by PyTorch, as on the PyTorch engine."""
+        if self._openvino is None:
+            from .engines.openvino import OpenVinoForward
+
+            self._openvino = OpenVinoForward(
+                self.model, bf16=self.dtype == torch.bfloat16, **self._cache_place()
+            )
+        y = self._openvino(x)
+        if self.dtype == torch.float32 or torch.isfinite(y).all():
+            return y
+        if self.on_warning is not None:
+            self.on_warning(f"{PRECISION_NAMES[self.dtype]} overflowed on a tile; recomputed it in fp32")
+        return self.model(x)
+
+    def _cache_place(self) -> dict:
+        """The OpenVINO cache folder beside the weights and the key of their file, where it is writable."""
+        if self.weights_path is None:
+            return {}
+        weights = self.weights_path.resolve()
+        folder = weights.parent / f".{weights.name}.openvino"
+        try:
+            folder.mkdir(exist_ok=True)
+            stat = weights.stat()
+        except OSError:
+            return {}
+        return {"cache_dir": folder, "weights_key": f"{weights}|{stat.st_size}|{stat.st_mtime_ns}"}
 
     def restore_pixels(
         self, pixels: np.ndarray, progress: Callable[[int, int], None] | None = None
@@ -168,7 +225,7 @@ class Restorer:
         ensemble = self.tta if tta is None else tta
         return restore_with_oom_fallback(
             x,
-            self_ensemble(self.forward_padded) if ensemble else self.forward_padded,
+            self._ensembled if ensemble else self.forward_padded,
             scale=self.scale,
             window=self.window,
             tile=self.tile if self.tile is not None else self.auto_tile(*x.shape[2:]),
@@ -179,14 +236,21 @@ class Restorer:
             on_warning=self.on_warning,
         )
 
+    def _ensembled(self, x: torch.Tensor, edges: TileEdges) -> torch.Tensor:
+        """The self-ensemble of the padded forward; a flip moves a tile's sides, so every transformed
+        tile is padded as a whole image is (the authors' x8 procedure on each tile)."""
+        return self_ensemble(self.forward_padded)(x)
+
     def auto_tile(self, height: int, width: int) -> int:
-        """The largest window-aligned tile whose estimated peak memory fits the device (0: whole image)."""
+        """The window-aligned tile of least estimated compute whose estimated peak memory fits the device
+        (0: the whole image fits; see :func:`~swinir_cli.tiling.choose_tile`)."""
         config = self.model.config
         return choose_tile(
             height,
             width,
             tile_memory_budget(self.device),
             window=config.window_size,
+            overlap=self.tile_overlap,
             batch=self.batch,
             scale=config.upscale,
             embed_dim=config.embed_dim,

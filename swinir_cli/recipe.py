@@ -10,7 +10,6 @@ atomically, returning the :class:`~swinir_cli.batch.JobResult` the serial comman
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,21 +62,8 @@ class RestorerSettings:
     tf32: bool = False
 
     def keywords(self) -> dict[str, Any]:
-        """The Restorer's keywords; ``engine`` and ``tf32`` only when they differ from the default.
-
-        Raises:
-            UsageError: a non-default ``engine``/``tf32`` that this Restorer does not take.
-        """
-        from .pipeline import Restorer
-
-        keywords = asdict(self)
-        accepted = inspect.signature(Restorer).parameters
-        for key, default in (("engine", "auto"), ("tf32", False)):
-            if keywords[key] == default:
-                del keywords[key]
-            elif key not in accepted:
-                raise UsageError(f"--{key} is not supported by this build of swinir-cli")
-        return keywords
+        """The settings as keyword arguments of :class:`~swinir_cli.pipeline.Restorer`."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)

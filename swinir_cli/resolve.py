@@ -215,9 +215,8 @@ class ModelChooser:
     def _restorer(self, label: str, path: Path) -> tuple[str, Restorer]:
         if label not in self._loaded:
             try:
-                restorer = Restorer(
-                    load_model(path, img_range=self.request.img_range), **self.restorer_options
-                )
+                model = load_model(path, img_range=self.request.img_range)
+                restorer = Restorer(model, weights_path=path, **self.restorer_options)
             except UsageError:
                 raise
             except SwinIRError as exc:

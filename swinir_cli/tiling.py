@@ -36,7 +36,10 @@ import numpy as np
 import torch
 
 __all__ = [
+    "FORWARD_CALL_PIXELS",
+    "WHOLE_IMAGE",
     "AxisTile",
+    "TileEdges",
     "aligned_overlap",
     "aligned_tile",
     "available_memory_bytes",
@@ -44,12 +47,32 @@ __all__ = [
     "choose_tile",
     "default_overlap",
     "estimate_peak_bytes",
+    "forward_pixels",
+    "plan_cost",
+    "plan_tile_sides",
     "restore_tiled",
     "restore_with_oom_fallback",
     "tile_spans",
 ]
 
-RestoreFn = Callable[[torch.Tensor], torch.Tensor]
+
+@dataclass(frozen=True)
+class TileEdges:
+    """Which sides of a tile lie on the image's own bottom and right border.
+
+    The authors pad a whole image's bottom and right by up to a window more than the window multiple; a
+    tile reproduces that only where it ends with the image, and needs no more than the window multiple
+    where it ends inside the image (its neighbour covers what the padding would stand in for).
+    """
+
+    bottom: bool = True
+    right: bool = True
+
+
+#: The edges of a tile that is the whole image.
+WHOLE_IMAGE = TileEdges(True, True)
+
+RestoreFn = Callable[[torch.Tensor, TileEdges], torch.Tensor]
 ProgressFn = Callable[[int, int], None]
 Blend = Literal["smooth", "uniform"]
 
@@ -73,24 +96,38 @@ class AxisTile:
 
 
 def tile_spans(length: int, tile: int, overlap: int, window: int) -> list[tuple[int, int]]:
-    """Split ``length`` input pixels into window-aligned, overlapping tiles.
+    """Split ``length`` input pixels into as few window-aligned, overlapping tiles as ``tile`` allows,
+    spread evenly.
 
     ``tile`` and ``overlap`` must be multiples of ``window`` with ``0 <= overlap <= tile // 2``
-    (``tile == 0`` means one tile). Returns ``[(start, stop), ...]`` in increasing order: every start is a
-    multiple of ``window``, every tile but the last is ``tile`` long, the last ends at ``length`` and is
-    ``tile`` to ``tile + window - 1`` long (or the whole side when that is shorter), and consecutive tiles
-    overlap by at least ``overlap``. Raises ValueError for invalid sizes.
+    (``tile == 0`` means one tile). The count comes first (the fewest tiles of at most ``tile`` that overlap
+    by ``overlap``), then the size: the shortest window multiple ``size <= tile`` with which that many tiles
+    still overlap by at least ``overlap``. Returns ``[(start, stop), ...]`` in increasing order: every start
+    is a multiple of ``window``, every tile but the last is ``size`` long, the last ends at ``length`` and
+    is ``size`` to ``size + window - 1`` long (or the whole side when one tile covers it), and the starts
+    are spread as evenly as the window grid allows. Raises ValueError for invalid sizes.
     """
     _check_geometry(tile, overlap, window)
     if length <= 0:
         raise ValueError(f"image side {length} is not positive")
-    last_start = (length - tile) // window * window if tile else 0
-    if last_start <= 0:
+    count = _gaps(length, tile, overlap, window) + 1
+    if count == 1:
         return [(0, length)]
-    step = (tile - overlap) // window
-    gaps = math.ceil(last_start / window / step)
-    starts = [i * (last_start // window) // gaps * window for i in range(gaps + 1)]
-    return [(start, start + tile) for start in starts[:-1]] + [(last_start, length)]
+    size = next(s for s in range(window, tile + 1, window) if _gaps(length, s, overlap, window) < count)
+    last_start = (length - size) // window * window
+    units, gaps = last_start // window, count - 1
+    starts = [i * units // gaps * window for i in range(count)]
+    return [(start, start + size) for start in starts[:-1]] + [(last_start, length)]
+
+
+def _gaps(length: int, size: int, overlap: int, window: int) -> int:
+    """Gaps between window-aligned tiles of ``size`` (the last up to a window longer) overlapping by
+    ``overlap``: the tile count minus one, or a huge count where ``size`` cannot overlap that much."""
+    last_start = (length - size) // window * window if size else 0
+    if last_start <= 0:
+        return 0
+    step = (size - overlap) // window
+    return math.ceil(last_start / window / step) if step > 0 else length
 
 
 def _check_geometry(tile: int, overlap: int, window: int) -> None:
@@ -174,8 +211,9 @@ def restore_tiled(
 ) -> np.ndarray:
     """Restore ``image`` tile by tile and return the quantised output.
 
-    ``image``: float32 (1, C, H, W) in [0, 1] on any device. ``fn``: maps (N, C, h, w) to
-    (N, C_out, h * scale, w * scale) unclamped floats for any h, w (e.g. the padded forward of a network).
+    ``image``: float32 (1, C, H, W) in [0, 1] on any device. ``fn(x, edges)``: maps (N, C, h, w) to
+    (N, C_out, h * scale, w * scale) unclamped floats for any h, w (e.g. the padded forward of a network);
+    ``edges`` (:class:`TileEdges`) says which of the tiles' bottom and right sides are the image's.
     ``tile`` is rounded down and ``overlap`` up to multiples of ``window`` (and to at most half the tile);
     ``tile == 0`` or a tile covering the image makes one call on the whole image, identical to the untiled
     result. ``halo`` and ``blend`` are those of :func:`axis_tiles`. ``batch`` tiles of equal
@@ -191,9 +229,7 @@ def restore_tiled(
         raise ValueError(f"batch {batch} is not positive")
     if not 0 < max_value <= 65535:
         raise ValueError(f"max_value {max_value} is not in 1..65535")
-    tile, overlap = aligned_tile(tile, window), aligned_overlap(overlap, window)
-    if tile and overlap > tile // 2:
-        overlap = tile // 2 // window * window
+    tile, overlap = _aligned_geometry(tile, overlap, window)
     height, width = image.shape[2:]
     options = dict(scale=scale, tile=tile, overlap=overlap, window=window, halo=halo, blend=blend)
     rows, cols = axis_tiles(height, **options), axis_tiles(width, **options)
@@ -240,7 +276,7 @@ def _check_output(result: torch.Tensor, batch: int, height: int, width: int, sca
 def _restore_whole(
     image: torch.Tensor, fn: RestoreFn, scale: int, max_value: int, progress: ProgressFn | None
 ) -> np.ndarray:
-    result = fn(image)
+    result = fn(image, WHOLE_IMAGE)
     _check_output(result, 1, image.shape[2], image.shape[3], scale)
     if progress is not None:
         progress(1, 1)
@@ -250,10 +286,16 @@ def _restore_whole(
 
 
 def _batches(tiles: Sequence[AxisTile], batch: int) -> Iterator[list[AxisTile]]:
-    """Consecutive tiles of equal length, at most ``batch`` per group."""
+    """Consecutive tiles of equal length that equally do or do not end the side, at most ``batch`` each."""
     group: list[AxisTile] = []
+    end = tiles[-1].stop
     for item in tiles:
-        if group and (len(group) == batch or item.stop - item.start != group[0].stop - group[0].start):
+        first = group[0] if group else None
+        if first is not None and (
+            len(group) == batch
+            or item.stop - item.start != first.stop - first.start
+            or (item.stop == end) != (first.stop == end)
+        ):
             yield group
             group = []
         group.append(item)
@@ -289,8 +331,9 @@ def _assemble_bands(
         for group in _batches(across, batch):
             pairs = [(item, band_tile) if by_columns else (band_tile, item) for item in group]
             crops = [image[:, :, row.start : row.stop, col.start : col.stop] for row, col in pairs]
-            result = fn(torch.cat(crops) if len(crops) > 1 else crops[0])
             row, col = pairs[0]
+            edges = TileEdges(bottom=row.stop == height, right=col.stop == width)
+            result = fn(torch.cat(crops) if len(crops) > 1 else crops[0], edges)
             _check_output(result, len(group), row.stop - row.start, col.stop - col.start, scale)
             result = result.detach().to("cpu", torch.float32)
             if by_columns:
@@ -396,16 +439,23 @@ def default_overlap(window: int) -> int:
     return 2 * window
 
 
-#: Values held per padded input pixel, per unit of each term of :func:`estimate_peak_bytes`; calibrated
-#: from the peak resident memory of single CPU forward passes of SwinIR-S/M/L (x2, x4, denoising) on
-#: 128x128 inputs, which they match to between 4% under and 20% over.
-_FEATURE_COPIES = 16.0
-_ATTENTION_COPIES = 1.5
-_HEAD_COPIES = 1.5
-#: Repeated forward passes in one process peak higher than a single one (glibc's malloc fragments as its
-#: mmap threshold adapts): in tiled SwinIR-S x4 runs on 2 threads, resident memory grew 1.26 (280-pixel
-#: tiles) to 1.95 (240-pixel tiles) times the single-pass figure. The estimate takes the upper end.
-_ALLOCATOR_SLACK = 2.0
+#: Values held per padded input pixel, per unit of each term of :func:`estimate_peak_bytes`; fitted to
+#: the growth of peak resident memory over CPU forward passes (the tuned allocator of swinir_cli.cpu,
+#: 2 threads): SwinIR-S x4 4.9 KB per padded pixel (3 passes, 264x264; one pass at 520x520: 4.2 KB),
+#: SwinIR-M x4 17.3 KB (3 passes, 136x136; one pass at 200x200: 17.9 KB), denoising SwinIR-M 11.5 KB
+#: (one pass, 136x136). The fit gives 16.6 / 0.44 / 1.24; the figures below round it up.
+_FEATURE_COPIES = 17.0
+_ATTENTION_COPIES = 0.5
+_HEAD_COPIES = 1.25
+#: A tiled run peaks higher than passes of one shape: tiles of a few different shapes fragment the heap.
+#: Measured: a 768x768 SwinIR-S x4 run in 272-pixel tiles grew 690 MiB over the process and its output,
+#: 1.9 times three same-shape passes of that tile (the tuned allocator; 1.6 times with glibc's defaults).
+_TILED_SLACK = 1.9
+
+
+#: Fixed cost of one forward pass in the cost model, in pixels: a single-threaded SwinIR-S x4 forward took
+#: 0.33 ms per padded pixel plus 14 ms per call (56x56 to 200x200 inputs), about 43 pixels' worth.
+FORWARD_CALL_PIXELS = 48
 
 
 def estimate_peak_bytes(
@@ -419,15 +469,16 @@ def estimate_peak_bytes(
     head_features: int,
     batch: int = 1,
     bytes_per_value: int = 4,
+    tiled: bool = True,
 ) -> int:
     """Estimated peak memory of one forward pass on (batch, C, tile_height, tile_width) input, in bytes.
 
     The input is padded to ``(side // window + 1) * window`` per side. Per padded pixel the pass holds about
-    16 copies of the ``embed_dim`` features, 1.5 of the ``num_heads * window**2`` attention scores and 1.5
-    of the upsampling head's largest tensor (``head_features * scale**2`` values: 64 for the
+    17 copies of the ``embed_dim`` features, 0.5 of the ``num_heads * window**2`` attention scores and
+    1.25 of the upsampling head's largest tensor (``head_features * scale**2`` values: 64 for the
     ``pixelshuffle`` and ``nearest+conv`` heads, the image channels for ``pixelshuffledirect``, 0 without
-    an upsampler), times 2 for the allocator's fragmentation over repeated passes. Model weights are not
-    included.
+    an upsampler); times 1.9 for a pass among the differently shaped tiles of a tiled run (``tiled``), whose
+    fragments add up. Model weights are not included.
     """
     padded = (tile_height // window + 1) * window * ((tile_width // window + 1) * window)
     per_pixel = (
@@ -435,30 +486,82 @@ def estimate_peak_bytes(
         + _ATTENTION_COPIES * num_heads * window**2
         + _HEAD_COPIES * head_features * scale**2
     )
-    return int(batch * padded * per_pixel * bytes_per_value * _ALLOCATOR_SLACK)
+    slack = _TILED_SLACK if tiled else 1.0
+    return int(batch * padded * per_pixel * bytes_per_value * slack)
+
+
+def plan_tile_sides(length: int, tile: int, overlap: int, window: int) -> list[int]:
+    """Input pixels each tile along one side puts through the network, padding included.
+
+    ``tile`` and ``overlap`` are taken as :func:`restore_tiled` takes them (aligned to the window, the
+    overlap at most half the tile). A tile's side that ends with the image is padded as the authors pad a
+    whole image, to ``(side // window + 1) * window``; one ending inside it only to the window multiple.
+    """
+    tile, overlap = _aligned_geometry(tile, overlap, window)
+    return [
+        (side // window + 1) * window if stop == length else -(-side // window) * window
+        for start, stop in tile_spans(length, tile, overlap, window)
+        for side in [stop - start]
+    ]
+
+
+def forward_pixels(height: int, width: int, *, tile: int, overlap: int, window: int) -> int:
+    """Input pixels all forward passes of a tile plan process, padding and overlap included (tile 0: the
+    whole image). Divided by ``height * width`` it is the plan's compute per output pixel."""
+    return sum(plan_tile_sides(height, tile, overlap, window)) * sum(
+        plan_tile_sides(width, tile, overlap, window)
+    )
+
+
+def plan_cost(height: int, width: int, *, tile: int, overlap: int, window: int) -> float:
+    """Estimated compute of a tile plan, in forward pixels: :func:`forward_pixels` plus a fixed cost per
+    forward pass (:data:`FORWARD_CALL_PIXELS`). SwinIR's attention is windowed, so a pass costs in
+    proportion to its pixels."""
+    rows = plan_tile_sides(height, tile, overlap, window)
+    cols = plan_tile_sides(width, tile, overlap, window)
+    return sum(rows) * sum(cols) + len(rows) * len(cols) * FORWARD_CALL_PIXELS
+
+
+def _aligned_geometry(tile: int, overlap: int, window: int) -> tuple[int, int]:
+    tile, overlap = aligned_tile(tile, window), aligned_overlap(overlap, window)
+    if tile and overlap > tile // 2:
+        overlap = tile // 2 // window * window
+    return tile, overlap
 
 
 def choose_tile(
-    height: int, width: int, budget_bytes: int, *, window: int, min_tile: int | None = None, **model: int
+    height: int,
+    width: int,
+    budget_bytes: int,
+    *,
+    window: int,
+    overlap: int,
+    min_tile: int | None = None,
+    **model: int,
 ) -> int:
-    """Largest tile (a multiple of ``window``) whose :func:`estimate_peak_bytes` fits ``budget_bytes``.
+    """The cheapest tile plan whose estimated peak memory fits ``budget_bytes``.
 
-    ``model`` holds the keyword arguments of :func:`estimate_peak_bytes` other than the tile sides; a tile
-    is costed at its largest extent (a border tile is up to ``window - 1`` longer). Returns 0 (whole image)
-    when the whole image fits, else the largest fitting tile, never below ``min_tile`` (default four
-    windows) even when that does not fit.
+    ``model`` holds the keyword arguments of :func:`estimate_peak_bytes` other than the tile sides. Returns
+    0 (the whole image, which costs least) when its :func:`estimate_peak_bytes` fits; else, among the
+    window-multiple tiles from ``min_tile`` (default four windows) to the image's longer side whose
+    largest tile fits, the one of least :func:`plan_cost` (the smaller tile on a tie); ``min_tile`` when
+    none fits.
     """
     min_tile = aligned_tile(4 * window if min_tile is None else min_tile, window)
-    if estimate_peak_bytes(height, width, window=window, **model) <= budget_bytes:
+    if estimate_peak_bytes(height, width, window=window, tiled=False, **model) <= budget_bytes:
         return 0
-    for tile in range(max(height, width) // window * window, min_tile, -window):
-        longest = tile + window - 1
-        if (
-            estimate_peak_bytes(min(longest, height), min(longest, width), window=window, **model)
-            <= budget_bytes
-        ):
-            return tile
-    return min_tile
+    best, best_cost = min_tile, math.inf
+    for tile in range(min_tile, max(height, width) // window * window + 1, window):
+        rows = tile_spans(height, *_aligned_geometry(tile, overlap, window), window)
+        cols = tile_spans(width, *_aligned_geometry(tile, overlap, window), window)
+        tallest = max(stop - start for start, stop in rows)
+        widest = max(stop - start for start, stop in cols)
+        if estimate_peak_bytes(tallest, widest, window=window, **model) > budget_bytes:
+            continue
+        cost = plan_cost(height, width, tile=tile, overlap=overlap, window=window)
+        if cost < best_cost:
+            best, best_cost = tile, cost
+    return best
 
 
 def available_memory_bytes(device: torch.device) -> int:

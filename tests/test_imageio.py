@@ -487,21 +487,21 @@ def test_unknown_suffix_and_format_are_refused(tmp_path: Path) -> None:
 
 
 def test_disk_full_mid_write_removes_temporary_and_keeps_old_output(tmp_path: Path, monkeypatch) -> None:
-    """Simulated: the disk cannot be filled here, so Pillow's chunk writer is patched to write part of
-    the file and then fail with ENOSPC, as a full disk would."""
+    """Simulated: the disk cannot be filled here, so Pillow's chunk writer (JPEG here; 8-bit PNG is
+    OpenCV's) is patched to write part of the file and then fail with ENOSPC, as a full disk would."""
     original_save = ImageFile._save
 
     def save_then_fill_disk(im, fp, tile, bufsize=0):
         fp.write(b"\x00" * 1000)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    (tmp_path / "out.png").write_bytes(b"previous output")
+    (tmp_path / "out.jpg").write_bytes(b"previous output")
     monkeypatch.setattr(ImageFile, "_save", save_then_fill_disk)
-    with pytest.raises(ImageError, match=r"out\.png: cannot write \(no space left on device\)"):
-        write_image(tmp_path / "out.png", LoadedImage(random_pixels(32, 32, 3)))
+    with pytest.raises(ImageError, match=r"out\.jpg: cannot write \(no space left on device\)"):
+        write_image(tmp_path / "out.jpg", LoadedImage(random_pixels(32, 32, 3)))
     monkeypatch.setattr(ImageFile, "_save", original_save)
-    assert leftover_files(tmp_path) == ["out.png"]
-    assert (tmp_path / "out.png").read_bytes() == b"previous output"
+    assert leftover_files(tmp_path) == ["out.jpg"]
+    assert (tmp_path / "out.jpg").read_bytes() == b"previous output"
 
 
 def test_file_size_limit_mid_write_is_a_real_os_failure(tmp_path: Path) -> None:

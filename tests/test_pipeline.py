@@ -11,6 +11,7 @@ import torch
 from conftest import REFERENCE, SWINIR_S_X4, TINY_CASES
 from PIL import Image
 
+from swinir_cli import cpu
 from swinir_cli.errors import ImageError, UsageError
 from swinir_cli.imageio import LoadedImage, read_image
 from swinir_cli.pipeline import Restorer, select_device
@@ -102,7 +103,14 @@ def test_devices_and_precisions_are_checked() -> None:
         Restorer.from_weights(TINY / "dn_gray.pth", device="cpu", precision="fp8")
 
 
-def test_bf16_stays_close_and_overflow_is_recomputed_in_fp32() -> None:
+def test_bf16_stays_close_and_overflow_is_recomputed_in_fp32(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Where the CPU lacks native bf16 the Restorer refuses it (tests/test_cpu.py); PyTorch still emulates
+    # it, so the test claims the flag to check the numbers on any CPU.
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nflags\t\t: avx512f avx512_bf16\n")
+    monkeypatch.setattr(cpu, "CPUINFO", fake)
     data = np.load(TINY / "sr_pixelshuffle_x4.npz")
     warnings: list[str] = []
     restorer = Restorer.from_weights(
@@ -200,3 +208,54 @@ def test_tf32_restorer_leaves_the_cpu_alone() -> None:
     assert restorers[1].tf32 and not restorers[0].tf32
     assert seen == [before]
     assert np.array_equal(plain, tf32)
+
+
+# --- the OpenVINO engine (optional: skipped where openvino is not installed; CI installs the extra) ------
+
+
+@pytest.fixture
+def openvino_installed() -> None:
+    pytest.importorskip("openvino")
+
+
+def copied(checkpoint: Path, folder: Path) -> Path:
+    """The checkpoint copied into ``folder``: the engine caches beside it, and ../shared stays untouched."""
+    target = folder / checkpoint.name
+    target.write_bytes(checkpoint.read_bytes())
+    return target
+
+
+@pytest.mark.usefixtures("openvino_installed")
+@pytest.mark.parametrize(
+    "checkpoint", [TINY / f"{c}.pth" for c in TINY_CASES] + [SWINIR_S_X4], ids=Path.stem.fget
+)
+def test_openvino_engine_matches_the_golden_pipeline_and_pytorch(checkpoint: Path, tmp_path: Path) -> None:
+    data = np.load(checkpoint.with_suffix(".npz"))
+    image, want = data["image_u8"], data["pipeline_u8"]
+    pixels = image if image.ndim == 3 else image[..., None]
+    weights = copied(checkpoint, tmp_path)
+    engine = Restorer.from_weights(weights, device="cpu", tile=0, engine="openvino").restore_pixels(pixels)
+    torch_path = Restorer.from_weights(weights, device="cpu", tile=0, engine="torch").restore_pixels(pixels)
+    assert_matches_golden(engine if want.ndim == 3 else engine[..., 0], want)
+    assert_matches_golden(engine, torch_path)
+
+
+@pytest.mark.usefixtures("openvino_installed")
+def test_openvino_tiles_progress_and_cache_like_pytorch(tmp_path: Path) -> None:
+    weights = copied(TINY / "sr_pixelshuffle_x2.pth", tmp_path)
+    pixels = np.load(TINY / "sr_pixelshuffle_x2.npz")["image_u8"]
+    results, calls = {}, {}
+    for engine in ("torch", "openvino"):
+        progress: list[tuple[int, int]] = []
+        restorer = Restorer.from_weights(weights, device="cpu", tile=16, tile_overlap=8, engine=engine)
+        results[engine] = restorer.restore_pixels(pixels, progress=lambda *a, log=progress: log.append(a))
+        calls[engine] = progress
+    assert calls["openvino"] == calls["torch"] and len(calls["torch"]) > 1
+    assert_matches_golden(results["openvino"], results["torch"])
+    # Converted once per tile shape, beside the weights; a second restorer compiles from that cache.
+    cache = tmp_path / ".sr_pixelshuffle_x2.pth.openvino"
+    saved = {path: path.stat().st_mtime_ns for path in cache.glob("*.xml")}
+    assert saved and (cache / "compiled").is_dir()
+    again = Restorer.from_weights(weights, device="cpu", tile=16, tile_overlap=8, engine="openvino")
+    np.testing.assert_array_equal(again.restore_pixels(pixels), results["openvino"])
+    assert {path: path.stat().st_mtime_ns for path in cache.glob("*.xml")} == saved

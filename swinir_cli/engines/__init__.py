@@ -1,0 +1,1 @@
+"""Inference engines other than PyTorch's own, each imported only when chosen (optional dependencies)."""
