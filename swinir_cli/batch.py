@@ -53,6 +53,7 @@ __all__ = [
     "plan_jobs",
     "resize_image",
     "run_jobs",
+    "run_one",
 ]
 
 #: The path that stands for standard input (as an input) or standard output (as ``--output``).
@@ -341,17 +342,35 @@ def run_jobs(
     return summary
 
 
-#: Errors that fail only the job they happen in (a :class:`UsageError` among them stops the batch).
+def run_one(
+    job: Job,
+    index: int,
+    restore: Callable[[LoadedImage, Job], LoadedImage],
+    options: OutputOptions,
+    max_pixels: int | None = None,
+    on_start: Callable[[Job, int], None] | None = None,
+) -> JobResult:
+    """One job of :func:`run_jobs` in series (``index`` is its place in the batch): see :meth:`JobSteps.run`.
+
+    Raises:
+        UsageError: see :func:`run_jobs`.
+    """
+    return JobSteps(restore, options, max_pixels).run(job, index, on_start)
+
+
+#: Errors that fail only the job they happen in, except those of :data:`BATCH_STOP_ERRORS`.
 JOB_ERRORS = (SwinIRError, MemoryError)
+#: Errors that stop the batch: the command's fault, so every other job would fail the same way.
+BATCH_STOP_ERRORS = (UsageError,)
 
 
 def job_failure(job: Job, error: BaseException, seconds: float) -> JobResult:
     """The ``failed`` result for one of :data:`JOB_ERRORS`.
 
     Raises:
-        UsageError: ``error`` itself, re-raised: it is the command's fault, not the job's.
+        UsageError: ``error`` itself (one of :data:`BATCH_STOP_ERRORS`), re-raised.
     """
-    if isinstance(error, UsageError):
+    if isinstance(error, BATCH_STOP_ERRORS):
         raise error
     message = f"{job.input_name}: out of memory" if isinstance(error, MemoryError) else str(error)
     return JobResult(job, "failed", seconds, message)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .batch import (
+    BATCH_STOP_ERRORS,
     JOB_ERRORS,
     BatchSummary,
     Job,
@@ -33,7 +34,7 @@ from .batch import (
     OutputOptions,
     job_failure,
 )
-from .errors import UsageError
+from .errors import SwinIRError, UsageError
 from .imageio import LoadedImage
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "expand_devices",
     "run_on_devices",
     "run_overlapped",
+    "threads_per_worker",
 ]
 
 #: How long stopping workers may take after Ctrl-C before they are killed (they remove temporary files
@@ -201,7 +203,7 @@ def run_overlapped(
                 batch.run(jobs, readers, writers)
             except KeyboardInterrupt:
                 batch.interrupted()
-            except UsageError:
+            except BATCH_STOP_ERRORS:
                 if batch.reading is not None:
                     batch.reading.cancel()
                 batch.report_written(wait=True)  # the job before it was done, as in series
@@ -259,8 +261,8 @@ def _worker_main(
                 index, job = task
                 events.put(("start", slot, index, None))
                 events.put(("result", slot, index, run(job)))
-        except UsageError as exc:
-            events.put(("usage", slot, None, str(exc)))
+        except SwinIRError as exc:  # run returns a job's failure: what it raises stops the batch
+            events.put(("stop", slot, None, exc))
     except KeyboardInterrupt:
         return  # the job in flight removed its temporary file; the driver reports it
 
@@ -340,8 +342,8 @@ class _Pool:
 
     def handle(self, event: tuple[str, int, int | None, Any]) -> None:
         kind, slot, index, payload = event
-        if kind == "usage":
-            raise UsageError(payload)
+        if kind == "stop":
+            raise payload
         if kind == "start":
             self.started.add(index)
             return
@@ -369,7 +371,8 @@ def run_on_devices(
     partial file); jobs done are reported, those in flight are ``interrupted``.
 
     Raises:
-        UsageError: a worker hit an error in the command itself; every worker is stopped.
+        SwinIRError: the error a worker's runner raised (one that stops the batch, such as a
+            UsageError), after every worker is stopped.
     """
     started = time.perf_counter()
     context = multiprocessing.get_context("spawn")
@@ -448,7 +451,7 @@ def _drain(pool: _Pool) -> None:
             event = pool.events.get(timeout=0.05)
         except queue.Empty:
             return
-        if event[0] != "usage":
+        if event[0] != "stop":
             pool.handle(event)
 
 

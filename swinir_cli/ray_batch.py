@@ -15,16 +15,18 @@ batch. Ray is optional: ``pip install 'swinir-cli[ray]'``.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from .batch import BatchSummary, Job, JobResult
-from .errors import UsageError
+from .errors import SwinIRError, UsageError
 from .parallel import JobRunnerFactory
 
 __all__ = ["INSTALL_HINT", "RestoreBatch", "job_rows", "require_ray", "run_on_ray"]
@@ -64,8 +66,6 @@ def job_rows(jobs: Sequence[Job]) -> list[dict[str, Any]]:
 
 
 def _job(batch: dict[str, np.ndarray], row: int) -> Job:
-    from pathlib import Path
-
     problem = str(batch["problem"][row]) if "problem" in batch else ""
     return Job(Path(str(batch["source"][row])), Path(str(batch["target"][row])), problem or None)
 
@@ -144,16 +144,18 @@ def run_on_ray(
     their temporary files on SIGTERM).
 
     Raises:
-        UsageError: Ray Data is not installed, a job uses standard input/output, or an actor failed for
-            a reason that is not an image's (a runner's UsageError, or one that could not start).
+        UsageError: Ray Data is not installed, a job uses standard input/output, or the batch failed in
+            Ray (an actor that cannot start, for one).
+        SwinIRError: the error an actor's runner raised to stop the batch (such as a UsageError).
     """
     ray = require_ray()
     rows = job_rows(jobs)
     started = time.perf_counter()
     summary = BatchSummary()
     owned = not ray.is_initialized()
-    if owned:
-        ray.init(logging_level=logging.WARNING, configure_logging=True, include_dashboard=False)
+    if owned:  # RAY_ADDRESS names a cluster to join; without it a local Ray starts, without its dashboard
+        local = {} if os.environ.get("RAY_ADDRESS") else {"include_dashboard": False}
+        ray.init(logging_level=logging.WARNING, **local)
     arrived: dict[int, JobResult] = {}
     try:
         for batch in _results(ray, rows, factory, workers):
@@ -213,6 +215,9 @@ def _results(
     try:
         yield from restored.iter_batches(batch_size=None, batch_format="numpy")
     except ray.exceptions.RayError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, SwinIRError):  # a runner's error that stops the batch, as it does locally
+            raise cause from None
         raise UsageError(f"the Ray batch failed: {_last_line(exc)}") from None
 
 

@@ -141,6 +141,13 @@ def test_restore_batch_is_a_map_batches_entry_point_for_a_dataset_of_paths(tmp_p
     assert outputs(tmp_path / "out")["b_x2.png"].shape == (40, 48, 3)
 
 
+def test_an_error_that_stops_a_local_batch_stops_the_ray_batch(tmp_path: Path) -> None:
+    folder = make_good_and_bad_folder(tmp_path / "in", good=1)
+    fp16_on_cpu = CheckpointRunnerFactory(DN_COLOR, OUTPUT, (("precision", "fp16"),))
+    with pytest.raises(UsageError, match="fp16 is not used on the CPU"):
+        run_on_ray(plan(folder, tmp_path / "out"), fp16_on_cpu, workers=1)
+
+
 def test_standard_input_and_output_are_refused() -> None:
     with pytest.raises(UsageError, match="standard input and output are not supported"):
         job_rows([Job(None, None)])
