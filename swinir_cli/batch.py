@@ -9,10 +9,15 @@ left unexpanded, or ``-`` for standard input. Outputs, unless ``--output`` says 
 * ``-`` (standard input) gives standard output.
 
 An output never replaces an input: a job whose output is its own input, or another input while
-``overwrite`` is on, or the output of an earlier job, fails before any work. An existing output is skipped
-unless ``overwrite``, so running an interrupted batch again resumes it. Each result is written atomically
-(see :func:`swinir_cli.imageio.write_image`). Files in folders that are not images (judged by suffix) are
-ignored and listed; every other problem fails its own job, and the batch goes on.
+``overwrite`` is on, or the output of an earlier job, fails before any work. A file that is an output this
+run plans to write is never one of its inputs (so running ``'*.png'`` twice does not restore the first
+run's results). Each result is written atomically (see :func:`swinir_cli.imageio.write_image`), and a
+hidden ``.<output name>.source.json`` beside it records the input it was made from (resolved path, size and
+modification time). An existing output is skipped unless ``overwrite`` when that record names this input
+as it is now, so running an interrupted batch again resumes it; an output made from another input (or by
+something else) fails the job instead, naming both. Files in folders that are not images (judged by
+suffix) and special files (FIFOs, devices, sockets) found in folders or through patterns are ignored and
+listed; every other problem fails its own job, and the batch goes on.
 
 After the model, :func:`resize_image` gives other output sizes.
 """
@@ -21,6 +26,9 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
+import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -30,7 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import ImageError, SwinIRError, UsageError
+from .errors import BatchStopError, ImageError, SwinIRError, UsageError
 from .imageio import (
     PILLOW_LIMIT,
     LoadedImage,
@@ -49,11 +57,14 @@ __all__ = [
     "JobResult",
     "JobSteps",
     "OutputOptions",
+    "check_output_size",
+    "output_pixel_limit",
     "output_size",
     "plan_jobs",
     "resize_image",
     "run_jobs",
     "run_one",
+    "source_record_path",
 ]
 
 #: The path that stands for standard input (as an input) or standard output (as ``--output``).
@@ -85,18 +96,24 @@ class Job:
 
 @dataclass
 class JobResult:
+    """How a job ended: ``status`` is "done", "skipped", "failed" or "interrupted"; ``model`` names the
+    model that restored it (None when none ran)."""
+
     job: Job
-    status: str  # "done", "skipped", "failed" or "interrupted"
+    status: str
     seconds: float = 0.0
     error: str | None = None
+    model: str | None = None
 
 
 @dataclass
 class BatchPlan:
-    """The jobs to run, and the files found in folders that are not images (ignored, not errors)."""
+    """The jobs to run, the files found in folders that are not images, and other files left out with
+    the reason (special files, outputs of this very run): ignored, not errors."""
 
     jobs: list[Job]
     not_images: list[Path] = field(default_factory=list)
+    ignored: list[tuple[Path, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -157,12 +174,14 @@ def plan_jobs(
         if not matches:
             found.problems.append(Job(Path(pattern), None, f"{pattern}: no file matches this pattern"))
         for path in matches:
-            found.add(path, recursive=recursive, exclude=out_dir)
+            found.add(path, recursive=recursive, exclude=out_dir, matched=matches != [Path(pattern)])
     jobs = [
         Job(source, _target(source, folder, output, out_dir, options))
         for source, folder in _unique(found.files)
     ]
-    return BatchPlan(found.problems + _refuse_clashes(jobs, options), found.not_images)
+    jobs, own_outputs = _without_own_outputs(jobs)
+    ignored = found.ignored + [(path, "an output of this run, not an input") for path in own_outputs]
+    return BatchPlan(found.problems + _refuse_clashes(jobs, options), found.not_images, ignored)
 
 
 @dataclass
@@ -172,9 +191,16 @@ class _Found:
     files: list[tuple[Path, Path | None]] = field(default_factory=list)
     problems: list[Job] = field(default_factory=list)
     not_images: list[Path] = field(default_factory=list)
+    ignored: list[tuple[Path, str]] = field(default_factory=list)
 
-    def add(self, path: Path, *, recursive: bool, exclude: Path | None) -> None:
-        if path.is_dir():
+    def add(self, path: Path, *, recursive: bool, exclude: Path | None, matched: bool = False) -> None:
+        """Add ``path``, named on the command line or ``matched`` by a pattern."""
+        special = _special_kind(path)
+        if special is not None and matched:
+            self.ignored.append((path, f"{special}, not a regular file"))
+        elif special is not None:
+            self.problems.append(Job(path, None, f"{path}: {special}, not a regular file; skipped"))
+        elif path.is_dir():
             try:
                 images, others = _folder_files(path, recursive, exclude)
             except OSError as exc:
@@ -188,6 +214,34 @@ class _Found:
             self.files.append((path, None))
         else:
             self.problems.append(Job(path, None, f"{path}: no such file or folder"))
+
+
+def _special_kind(path: Path) -> str | None:
+    """``"a FIFO"``, ``"a device"`` or ``"a socket"`` for such a file (symbolic links followed), else None."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None  # missing or dangling: reported as such later
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return None
+
+
+def _without_own_outputs(jobs: list[Job]) -> tuple[list[Job], list[Path]]:
+    """The jobs whose input is not the planned output of another job, and those inputs."""
+    targets = {job.target.resolve() for job in jobs if job.target is not None}
+    kept, own = [], []
+    for job in jobs:
+        is_output = job.source is not None and job.source.resolve() in targets
+        if is_output and job.target is not None and job.target.resolve() != job.source.resolve():
+            own.append(job.source)
+        else:
+            kept.append(job)
+    return kept, own
 
 
 def _stdin_job(output: str | None, options: OutputOptions) -> Job:
@@ -316,8 +370,8 @@ def run_jobs(
     :attr:`BatchSummary.interrupted` is set.
 
     Raises:
-        UsageError: a job hit an error in the command itself (such as a model of the wrong scale); the
-            batch stops, since every other job would fail the same way.
+        BatchStopError: a job hit an error that every other job would hit too (a model of the wrong
+            scale, a model that cannot be downloaded); the batch stops.
     """
     steps = JobSteps(restore, options, max_pixels)
     if overlap and len(jobs) > 1:
@@ -350,25 +404,27 @@ def run_one(
     max_pixels: int | None = None,
     on_start: Callable[[Job, int], None] | None = None,
 ) -> JobResult:
-    """One job of :func:`run_jobs` in series (``index`` is its place in the batch): see :meth:`JobSteps.run`.
+    """One job of :func:`run_jobs` (``index`` is its place in the batch): skipped when its output exists
+    and was made from this input, else read, restored and written; a failure is returned, not raised.
+    The stages are :class:`JobSteps`.
 
     Raises:
-        UsageError: see :func:`run_jobs`.
+        BatchStopError: see :func:`run_jobs`.
     """
     return JobSteps(restore, options, max_pixels).run(job, index, on_start)
 
 
 #: Errors that fail only the job they happen in, except those of :data:`BATCH_STOP_ERRORS`.
 JOB_ERRORS = (SwinIRError, MemoryError)
-#: Errors that stop the batch: the command's fault, so every other job would fail the same way.
-BATCH_STOP_ERRORS = (UsageError,)
+#: Errors that stop the batch: every other job would fail the same way.
+BATCH_STOP_ERRORS = (BatchStopError,)
 
 
 def job_failure(job: Job, error: BaseException, seconds: float) -> JobResult:
     """The ``failed`` result for one of :data:`JOB_ERRORS`.
 
     Raises:
-        UsageError: ``error`` itself (one of :data:`BATCH_STOP_ERRORS`), re-raised.
+        BatchStopError: ``error`` itself (one of :data:`BATCH_STOP_ERRORS`), re-raised.
     """
     if isinstance(error, BATCH_STOP_ERRORS):
         raise error
@@ -391,26 +447,30 @@ class JobSteps:
     max_pixels: int | None = None
 
     def settled(self, job: Job) -> JobResult | None:
-        """The result of a job that needs no work: it failed in planning, or its output exists (skipped)."""
+        """The result of a job that needs no work: it failed in planning, or its output exists, skipped
+        when made from this input as it is now, failed when made from another."""
         if job.problem is not None:
             return JobResult(job, "failed", error=job.problem)
         if job.target is not None and job.target.exists() and not self.options.overwrite:
-            return JobResult(job, "skipped")
+            clash = _made_from_another(job)
+            return JobResult(job, "skipped") if clash is None else JobResult(job, "failed", error=clash)
         return None
 
     def read(self, job: Job) -> LoadedImage:
         """The job's decoded input (standard input when ``job.source`` is None)."""
         limit = PILLOW_LIMIT if self.max_pixels is None else self.max_pixels
         if job.source is None:
-            return read_image(sys.stdin.buffer.read(), max_pixels=limit)
+            return read_image(_read_stdin(), max_pixels=limit)
         return read_image(job.source, max_pixels=limit)
 
     def restore(self, image: LoadedImage, job: Job) -> LoadedImage:
         return self.restore_image(image, job)
 
     def write(self, job: Job, image: LoadedImage) -> None:
-        """Write the result atomically to ``job.target`` (standard output when None)."""
+        """Write the result atomically to ``job.target`` (standard output when None), then the record of
+        the input it was made from beside it."""
         _write(job, image, self.options)
+        _record_source(job)
 
     def run(self, job: Job, index: int = 0, on_start: Callable[[Job, int], None] | None = None) -> JobResult:
         """The job's result, its stages in series; ``on_start(job, index)`` before a job that has work."""
@@ -427,6 +487,29 @@ class JobSteps:
         return JobResult(job, "done", time.perf_counter() - started)
 
 
+def _read_stdin() -> bytes:
+    if sys.stdin is None:
+        raise ImageError("<stdin>: standard input is closed")
+    try:
+        return sys.stdin.buffer.read()
+    except OSError as exc:
+        raise ImageError(f"<stdin>: cannot read ({exc.strerror or exc})") from None
+
+
+def _write_stdout(data: bytes) -> None:
+    """All of ``data`` to standard output, flushed; a failure (closed, full disk, the reader gone) is an
+    ImageError, and standard output then points at the null device so that the interpreter's own flush
+    at exit has nothing left to fail on."""
+    if sys.stdout is None:
+        raise ImageError("<stdout>: standard output is closed")
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except OSError as exc:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise ImageError(f"<stdout>: cannot write ({exc.strerror or exc})") from None
+
+
 def _write(job: Job, image: LoadedImage, options: OutputOptions) -> None:
     if job.target is None:
         data = encode_image(
@@ -435,11 +518,7 @@ def _write(job: Job, image: LoadedImage, options: OutputOptions) -> None:
             quality=options.quality,
             strip_metadata=options.strip_metadata,
         )
-        try:
-            sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
-        except OSError as exc:
-            raise ImageError(f"<stdout>: cannot write ({exc.strerror or exc})") from None
+        _write_stdout(data)
         return
     output_format(job.target, options.format)  # fail early on an unknown suffix
     try:
@@ -455,8 +534,82 @@ def _write(job: Job, image: LoadedImage, options: OutputOptions) -> None:
     )
 
 
+def source_record_path(target: Path) -> Path:
+    """The hidden file beside ``target`` that records the input it was made from."""
+    return target.with_name(f".{target.name}.source.json")
+
+
+def _source_identity(source: Path) -> dict[str, object]:
+    """What identifies an input as it is now: its resolved path, size and modification time (ns)."""
+    status = source.stat()
+    return {"source": str(source.resolve()), "size": status.st_size, "mtime_ns": status.st_mtime_ns}
+
+
+def _record_source(job: Job) -> None:
+    if job.source is None or job.target is None:
+        return
+    record = source_record_path(job.target)
+    temporary = record.with_name(f"{record.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(json.dumps(_source_identity(job.source)), encoding="utf-8")
+        os.replace(temporary, record)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise ImageError(
+            f"{record}: cannot record the source of {job.target} ({exc.strerror or exc})"
+        ) from None
+
+
+def _made_from_another(job: Job) -> str | None:
+    """None when the existing output of ``job`` was made from its input as it is now; else why not."""
+    assert job.target is not None
+    redo = "--overwrite replaces it, --suffix or --output avoids it"
+    try:
+        recorded = json.loads(source_record_path(job.target).read_text(encoding="utf-8"))
+        current = _source_identity(job.source) if job.source is not None else None
+    except (OSError, ValueError):
+        return f"{job.input_name}: {job.output_name} exists and was not made from this input ({redo})"
+    if recorded == current:
+        return None
+    if isinstance(recorded, dict) and recorded.get("source") != (current or {}).get("source"):
+        return f"{job.input_name}: {job.output_name} exists, made from {recorded.get('source')} ({redo})"
+    return f"{job.input_name}: {job.output_name} exists, made from an earlier version of this input ({redo})"
+
+
 # --------------------------------------------------------------------------------------------------
 # After the model
+
+
+#: The longest side an output may have (the JPEG limit; larger images exhaust memory long before use).
+MAX_OUTPUT_SIDE = 65535
+#: Without --max-pixels: outputs up to a Pillow-limit image upscaled x4.
+DEFAULT_OUTPUT_PIXEL_FACTOR = 16
+
+
+def output_pixel_limit(max_pixels: int | None) -> int:
+    """The most pixels an output may have: ``--max-pixels`` when given, else 16x Pillow's input limit."""
+    from PIL import Image
+
+    return max_pixels if max_pixels is not None else DEFAULT_OUTPUT_PIXEL_FACTOR * int(Image.MAX_IMAGE_PIXELS)
+
+
+def check_output_size(size: tuple[int, int], limit: int, label: str) -> None:
+    """Refuse an output of ``size`` = (width, height) larger than ``limit`` pixels or
+    :data:`MAX_OUTPUT_SIDE` per side, before anything is allocated.
+
+    Raises:
+        ImageError: naming ``label``, the size and the limit.
+    """
+    width, height = size
+    if max(width, height) > MAX_OUTPUT_SIDE:
+        raise ImageError(
+            f"{label}: the output would be {width}x{height}, over {MAX_OUTPUT_SIDE} pixels a side"
+        )
+    if width * height > limit:
+        raise ImageError(
+            f"{label}: the output would be {width}x{height} = {width * height} pixels, over the limit of "
+            f"{limit} (--max-pixels)"
+        )
 
 
 def output_size(
@@ -472,12 +625,16 @@ def output_size(
     Sides are rounded and at least 1.
 
     Raises:
-        UsageError: ``outscale`` is combined with ``width``/``height``, or a value is not positive.
+        UsageError: ``outscale`` is combined with ``width``/``height``, a value is not positive, or a
+            side is over :data:`MAX_OUTPUT_SIDE`.
     """
     if outscale is not None and (width is not None or height is not None):
         raise UsageError("--outscale cannot be combined with --width/--height")
     if any(value is not None and value <= 0 for value in (outscale, width, height)):
         raise UsageError("--outscale, --width and --height must be positive")
+    for option, value in (("--width", width), ("--height", height)):
+        if value is not None and value > MAX_OUTPUT_SIDE:
+            raise UsageError(f"{option} {value} is over the limit of {MAX_OUTPUT_SIDE} pixels a side")
     in_width, in_height = input_size
     if outscale is not None:
         return max(1, round(in_width * outscale)), max(1, round(in_height * outscale))

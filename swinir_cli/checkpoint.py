@@ -27,6 +27,14 @@ DERIVED_BUFFERS = ("attn_mask", "relative_position_index")
 #: Window size of the authors' JPEG models, the only ones trained with ``img_range = 255``.
 JPEG_WINDOW = 7
 
+#: Largest window a checkpoint may describe (the authors use 7 and 8): each block derives a
+#: ``window**4``-entry index from it, allocated before any tensor is compared.
+MAX_WINDOW = 32
+#: Largest upscale factor a checkpoint may describe (the registry's limit too).
+MAX_UPSCALE = 16
+#: Most bytes the derived position indices of all blocks may take (the released models need 1.2 MB).
+MAX_DERIVED_BYTES = 1 << 30
+
 _BLOCK_KEY = re.compile(r"^layers\.(\d+)\.residual_group\.blocks\.(\d+)\.")
 
 
@@ -66,7 +74,20 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 break
     if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"{path}: holds no state dict of tensors")
+    _check_stored(data, path)
     return dict(data)
+
+
+def _check_stored(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Refuse tensors whose shape claims more values than their storage holds (a pickle can declare
+    a 1-element storage with a huge shape and zero strides; copying it would allocate the whole shape)."""
+    for name, tensor in state.items():
+        stored = tensor.untyped_storage().nbytes() // max(tensor.element_size(), 1)
+        if tensor.numel() > stored:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} declares shape {tuple(tensor.shape)} ({tensor.numel()} values) "
+                f"but stores only {stored}; refused"
+            )
 
 
 def _first_line(exc: Exception) -> str:
@@ -74,22 +95,21 @@ def _first_line(exc: Exception) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _shape(state: Mapping[str, torch.Tensor], name: str) -> tuple[int, ...]:
+def _shape(state: Mapping[str, torch.Tensor], name: str, ndim: int | None = None) -> tuple[int, ...]:
+    """The shape of tensor ``name``, checked to have ``ndim`` dimensions, all positive."""
     if name not in state:
         raise CheckpointError(f"not a SwinIR checkpoint: it has no tensor {name!r}")
-    return tuple(state[name].shape)
+    shape = tuple(state[name].shape)
+    if (ndim is not None and len(shape) != ndim) or not shape or min(shape) <= 0:
+        wanted = f"{ndim} positive dimensions" if ndim else "positive dimensions"
+        raise CheckpointError(
+            f"not a SwinIR checkpoint: tensor {name!r} has shape {shape}, expected {wanted}"
+        )
+    return shape
 
 
-def detect_config(state: Mapping[str, torch.Tensor], img_range: float | None = None) -> SwinIRConfig:
-    """Infer a SwinIR network's hyper-parameters from the names and shapes of its tensors.
-
-    ``img_range`` defaults to 255 for window-7 models (the authors' JPEG models) and 1 otherwise.
-
-    Raises:
-        CheckpointError: the tensors are not those of a SwinIR network.
-    """
-    embed_dim, in_chans = _shape(state, "conv_first.weight")[:2]
-
+def _depths(state: Mapping[str, torch.Tensor]) -> tuple[int, ...]:
+    """Blocks per residual group, from the tensor names; groups and blocks must be numbered 0, 1, 2..."""
     blocks: dict[int, set[int]] = {}
     for name in state:
         if match := _BLOCK_KEY.match(name):
@@ -98,17 +118,64 @@ def detect_config(state: Mapping[str, torch.Tensor], img_range: float | None = N
         raise CheckpointError(
             "not a SwinIR checkpoint: no consecutive residual groups 'layers.N.residual_group'"
         )
-    depths = tuple(len(blocks[i]) for i in sorted(blocks))
+    for group, indices in blocks.items():
+        if sorted(indices) != list(range(len(indices))):
+            raise CheckpointError(
+                f"not a SwinIR checkpoint: the blocks of group {group} are not numbered 0..N"
+            )
+    return tuple(len(blocks[i]) for i in sorted(blocks))
 
+
+def _window(table_rows: list[int], depths: tuple[int, ...]) -> int:
+    """The attention window whose ``(2w - 1)**2`` relative positions the bias tables hold."""
+    window = (round(table_rows[0] ** 0.5) + 1) // 2
+    if (2 * window - 1) ** 2 != table_rows[0] or any(rows != table_rows[0] for rows in table_rows):
+        raise CheckpointError(f"not a SwinIR checkpoint: position bias tables of {table_rows} rows")
+    derived_bytes = sum(depths) * window**4 * 8
+    if window > MAX_WINDOW or derived_bytes > MAX_DERIVED_BYTES:
+        raise CheckpointError(
+            f"not a SwinIR checkpoint: window {window} over {sum(depths)} blocks would need "
+            f"{derived_bytes / 2**30:.1f} GiB of position indices (at most window {MAX_WINDOW}, "
+            f"{MAX_DERIVED_BYTES / 2**30:.0f} GiB); refused before allocating"
+        )
+    return window
+
+
+def _check_size_against_file(
+    state: Mapping[str, torch.Tensor], embed_dim: int, hidden: int, blocks: int
+) -> None:
+    """Refuse a network whose attention and MLP weights alone (``4E² + 2EH`` per block, a lower bound
+    of its parameters) outnumber every value the file stores: building it would allocate memory the
+    file cannot fill, possibly terabytes."""
+    needed = blocks * (4 * embed_dim * embed_dim + 2 * embed_dim * hidden)
+    stored = sum(tensor.numel() for tensor in state.values())
+    if needed > stored:
+        raise CheckpointError(
+            f"not a SwinIR checkpoint: its shapes describe a network of at least {needed} parameters "
+            f"but the file stores {stored} values; refused before allocating"
+        )
+
+
+def detect_config(state: Mapping[str, torch.Tensor], img_range: float | None = None) -> SwinIRConfig:
+    """Infer a SwinIR network's hyper-parameters from the names and shapes of its tensors.
+
+    ``img_range`` defaults to 255 for window-7 models (the authors' JPEG models) and 1 otherwise. Shapes
+    are validated before anything is sized from them: every dimension positive, block numbering
+    consecutive, the window at most :data:`MAX_WINDOW`, and the network no larger than the file.
+
+    Raises:
+        CheckpointError: the tensors are not those of a SwinIR network.
+    """
+    embed_dim, in_chans = _shape(state, "conv_first.weight", 4)[:2]
+    depths = _depths(state)
     table_shapes = [
-        _shape(state, f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table")
+        _shape(state, f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table", 2)
         for i in range(len(depths))
     ]
     num_heads = tuple(shape[1] for shape in table_shapes)
-    window = (round(table_shapes[0][0] ** 0.5) + 1) // 2
-    if (2 * window - 1) ** 2 != table_shapes[0][0]:
-        raise CheckpointError(f"not a SwinIR checkpoint: position bias table of {table_shapes[0][0]} rows")
-    hidden = _shape(state, "layers.0.residual_group.blocks.0.mlp.fc1.weight")[0]
+    window = _window([shape[0] for shape in table_shapes], depths)
+    hidden = _shape(state, "layers.0.residual_group.blocks.0.mlp.fc1.weight", 2)[0]
+    _check_size_against_file(state, embed_dim, hidden, sum(depths))
     mlp_ratio = hidden / embed_dim
     resi_connection = "1conv" if "conv_after_body.weight" in state else "3conv"
 
@@ -117,13 +184,17 @@ def detect_config(state: Mapping[str, torch.Tensor], img_range: float | None = N
     elif "conv_before_upsample.0.weight" in state:
         upsampler = "pixelshuffle"
         convs = [n for n in state if re.fullmatch(r"upsample\.\d+\.weight", n)]
-        first_out = _shape(state, "upsample.0.weight")[0] // _shape(state, "upsample.0.weight")[1]
+        first_out = _shape(state, "upsample.0.weight", 4)[0] // _shape(state, "upsample.0.weight", 4)[1]
         upscale = 3 if first_out == 9 else 2 ** len(convs)
     elif "upsample.0.weight" in state:
         upsampler = "pixelshuffledirect"
-        upscale = round((_shape(state, "upsample.0.weight")[0] / in_chans) ** 0.5)
+        upscale = round((_shape(state, "upsample.0.weight", 4)[0] / in_chans) ** 0.5)
     else:
         upsampler, upscale = "", 1
+    if upscale > MAX_UPSCALE:
+        raise CheckpointError(
+            f"not a SwinIR checkpoint: its upsampler scales by {upscale} (at most {MAX_UPSCALE})"
+        )
 
     try:
         return SwinIRConfig(

@@ -3,24 +3,33 @@
 Cache layout (``registry.cache_dir()``), for an entry whose ``file`` is ``F.pth``:
 
 - ``F.pth``: the verified file as published; ``F.pth.part``: an unfinished transfer, resumed next time;
-- ``F.pth.sha256``: for unpinned entries, the hash of the first completed download (``sha256sum`` format),
-  checked on every later use;
+- ``F.pth.sha256``: for unpinned entries, the hash of the first completed download that is a loadable
+  checkpoint (``sha256sum`` format), checked on every later use;
 - ``F.safetensors``: the weights ``checkpoint.read_state_dict`` takes from ``F.pth``, written after
-  verification; its metadata names the sha256 of the file it was made from;
-- ``*.lock``: held (``flock``) while a process downloads or converts, so that concurrent processes wait
-  for the first one instead of downloading again. The kernel drops the lock when its holder dies, so
-  a crashed process never leaves a stale lock behind.
+  verification; its metadata names the sha256 of the file it was made from, and ``F.safetensors.sha256``
+  records its own sha256, checked before every load (a copy that does not match is rebuilt);
+- ``.locks/*.lock``: held (``filelock``: ``flock`` on POSIX, ``LockFileEx`` on Windows) while a process
+  downloads or converts, so that concurrent processes wait for the first one instead of downloading
+  again. The OS drops a lock when its holder dies, so a crashed process never blocks the next one.
 
-Nothing here prints: progress goes to a ``progress(done_bytes, total_bytes | None)`` callback.
+Every file is written whole to a temporary name, synced and renamed (:mod:`swinir_cli.durable`), with the
+permission bits of the downloaded file. Downloads are bounded: a body stops at the expected size (the
+pinned size, else ``Content-Length``, else :data:`MAX_UNSIZED_BYTES`); an attempt that stalls (no byte
+for ``timeout_s``) or crawls (under :data:`MIN_BYTES_PER_S` over ``timeout_s``) is retried, and the
+whole fetch gives up after ``$SWINIR_DOWNLOAD_TIMEOUT`` seconds (default :data:`DEFAULT_DEADLINE_S`).
+
+Nothing here prints: progress goes to a ``progress(done_bytes, total_bytes | None)`` callback, and every
+event (:class:`DownloadProgress`, :class:`DownloadRetry`, :class:`DownloadWaiting`) to an ``events``
+callback, for the command line to show.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import http.client
 import os
+import re
 import shutil
 import time
 import urllib.error
@@ -29,11 +38,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
+from filelock import FileLock, Timeout
 from safetensors import SafetensorError, safe_open
 
-from swinir_cli.errors import DownloadError, ModelNotFoundError
+from swinir_cli.durable import write_file_atomically
+from swinir_cli.errors import CheckpointError, DownloadError, ModelNotFoundError, UsageError
 from swinir_cli.registry import ModelEntry, cache_dir
 
 from ._version import __version__
@@ -43,24 +55,93 @@ ProgressCallback = Callable[[int, int | None], None]
 DEFAULT_RETRIES = 4
 DEFAULT_BACKOFF_S = 0.5
 DEFAULT_TIMEOUT_S = 30.0
+#: Seconds a whole fetch may take, retries included, unless ``$SWINIR_DOWNLOAD_TIMEOUT`` says otherwise.
+DEFAULT_DEADLINE_S = 1200.0
+DEADLINE_VARIABLE = "SWINIR_DOWNLOAD_TIMEOUT"
+#: An attempt slower than this over ``timeout_s`` seconds is abandoned (and retried) as stalled.
+MIN_BYTES_PER_S = 1024
+#: The most a server may send for a file of unknown size (no pinned size, no ``Content-Length``).
+MAX_UNSIZED_BYTES = 4 << 30
 CHUNK_BYTES = 1 << 20
 #: HTTP statuses worth another try: the server may answer differently a moment later.
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-#: Errors of a dropped, refused or stalled connection.
+#: Errors of a dropped, refused or stalled connection, or of a garbled response (bad status line).
 TRANSIENT_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError)
 SOURCE_SHA256_KEY = "source_sha256"
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_SHA256_RECORD = re.compile(r"([0-9a-fA-F]{64})(?:\s.*)?", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class DownloadProgress:
+    """``done`` of ``total`` bytes (``None``: unknown) of model ``model`` are in the cache."""
+
+    model: str
+    done: int
+    total: int | None
+
+
+@dataclass(frozen=True)
+class DownloadRetry:
+    """Attempt ``attempt`` failed for ``reason``; the next starts in ``wait_s`` seconds, and the whole
+    fetch gives up ``deadline_s`` seconds after it started."""
+
+    model: str
+    attempt: int
+    reason: str
+    wait_s: float
+    deadline_s: float
+
+
+@dataclass(frozen=True)
+class DownloadWaiting:
+    """Another process holds ``lock`` while it is ``doing`` (downloading or converting) ``path``; this
+    one waits for it."""
+
+    model: str
+    doing: str
+    path: Path
+    lock: Path
+
+
+DownloadEvent = DownloadProgress | DownloadRetry | DownloadWaiting
+DownloadListener = Callable[[DownloadEvent], None]
+
+
+@dataclass(frozen=True)
+class _Observer:
+    """Where a fetch reports: the plain ``progress(done, total)`` callback and the ``events`` listener."""
+
+    model: str
+    progress: ProgressCallback | None = None
+    events: DownloadListener | None = None
+
+    def bytes_done(self, done: int, total: int | None) -> None:
+        if self.progress:
+            self.progress(done, total)
+        if self.events:
+            self.events(DownloadProgress(self.model, done, total))
+
+    def emit(self, event: DownloadEvent) -> None:
+        if self.events:
+            self.events(event)
 
 
 class _TransferInterrupted(Exception):
     """One attempt stopped early for a reason another attempt may not meet."""
 
 
+class _TransferStalled(_TransferInterrupted):
+    """One attempt received too little to count as progress (a trickle or a stall)."""
+
+
 @dataclass(frozen=True)
 class CacheCheck:
     """The outcome of re-hashing one cached model (``swinir models --verify``).
 
-    ``path`` is ``None`` when nothing is cached; ``problem`` is ``None`` when the file matches its pinned
-    or recorded sha256 (a corrupt file has been deleted and ``problem`` says why).
+    ``path`` is ``None`` when nothing is cached; ``problem`` is ``None`` when the file (and its
+    safetensors copy, when there is one) matches its pinned or recorded sha256; otherwise the corrupt
+    file has been deleted and ``problem`` says why.
     """
 
     entry: ModelEntry
@@ -76,6 +157,24 @@ class CacheCheck:
 def offline_from_env() -> bool:
     """Whether ``SWINIR_OFFLINE`` asks for no network access (``1``, ``true``, ``yes`` or ``on``)."""
     return os.environ.get("SWINIR_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def deadline_from_env() -> float:
+    """Seconds a fetch may take in all: ``$SWINIR_DOWNLOAD_TIMEOUT``, else :data:`DEFAULT_DEADLINE_S`.
+
+    Raises:
+        UsageError: the variable is not a positive number of seconds.
+    """
+    text = os.environ.get(DEADLINE_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_DEADLINE_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise UsageError(f"{DEADLINE_VARIABLE}={text!r}: expected a positive number of seconds")
+    return seconds
 
 
 def cached_path(entry: ModelEntry) -> Path:
@@ -104,103 +203,121 @@ def fetch(
     entry: ModelEntry,
     *,
     progress: ProgressCallback | None = None,
+    events: DownloadListener | None = None,
     offline: bool | None = None,
     retries: int = DEFAULT_RETRIES,
     backoff_s: float = DEFAULT_BACKOFF_S,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    deadline_s: float | None = None,
 ) -> Path:
     """The path of the entry's file in the cache, downloaded first if needed, always verified.
 
     A cached file is re-hashed on every call; a corrupt one is deleted and fetched again. A download is
     streamed to ``F.part`` under a lock, resumed with a Range request after a dropped connection, retried
-    ``retries`` times without progress (waiting ``backoff_s * 2**n`` seconds), then size- and
-    sha256-checked and renamed into place. ``offline`` (default: ``$SWINIR_OFFLINE``) forbids the network.
+    ``retries`` times without progress (waiting ``backoff_s * 2**n`` seconds; an attempt that gets no
+    byte for ``timeout_s`` or crawls below :data:`MIN_BYTES_PER_S` counts as one without progress), and
+    abandoned ``deadline_s`` seconds after it started (default :func:`deadline_from_env`). It is then
+    size- and sha256-checked and renamed into place; the first download of an unpinned entry must also
+    be a loadable checkpoint before its hash is recorded. ``offline`` (default: ``$SWINIR_OFFLINE``)
+    forbids the network. ``progress(done, total)`` and ``events`` receive the bytes done, retries and
+    waits for another process.
 
     Raises:
         ModelNotFoundError: offline and the file is not cached (the message says how to get it).
-        DownloadError: the source is missing (404), unreachable after the retries, or its bytes do not
-            match the pinned or recorded sha256 (they are deleted, never used).
+        DownloadError: the source is missing (404), unreachable after the retries or the deadline, sends
+            a malformed response, is not a checkpoint (unpinned), or its bytes do not match the pinned
+            or recorded sha256 (they are deleted, never used); or the cache cannot be written.
+        UsageError: ``$SWINIR_DOWNLOAD_TIMEOUT`` is not a positive number.
     """
     offline = offline_from_env() if offline is None else offline
+    deadline_s = deadline_from_env() if deadline_s is None else deadline_s
+    observer = _Observer(entry.name, progress, events)
     if _is_hub(entry):
-        return _fetch_from_hub(entry, offline, progress)
+        return _fetch_from_hub(entry, offline, observer)
     target = cache_dir() / entry.file
-    check = verify_cached(entry)
-    if check.cached and check.problem is None:
+    problem = _check_source(entry)
+    if problem is None and target.is_file():
         return target
     if offline and entry.is_remote:
-        raise ModelNotFoundError(_missing_offline_message(entry, check.problem))
+        raise ModelNotFoundError(_missing_offline_message(entry, problem))
     with _storage_errors(entry, target.parent):
         target.parent.mkdir(parents=True, exist_ok=True)
-        with _exclusive_lock(target.with_name(target.name + ".lock")):
-            check = verify_cached(entry)
-            if check.cached and check.problem is None:
+        with _exclusive_lock(entry, target, "downloading", observer):
+            if _check_source(entry) is None and target.is_file():
                 return target
             part = target.with_name(target.name + ".part")
             if entry.is_remote:
-                _download(entry, part, progress, retries, backoff_s, timeout_s)
+                attempts = _Attempts(retries, backoff_s, timeout_s, time.monotonic() + deadline_s, deadline_s)
+                _download(entry, part, observer, attempts)
             else:
-                _copy_local(entry, part, progress)
+                _copy_local(entry, part, observer)
             _accept(entry, part, target)
     return target
 
 
 def verified_weights_path(
-    entry: ModelEntry, *, progress: ProgressCallback | None = None, offline: bool | None = None
+    entry: ModelEntry,
+    *,
+    progress: ProgressCallback | None = None,
+    events: DownloadListener | None = None,
+    offline: bool | None = None,
 ) -> Path:
     """The entry's weights as a verified, memory-mappable safetensors file (made once, then reused).
 
     Fetches and verifies the published file (see :func:`fetch`), then writes
-    ``checkpoint.read_state_dict(file)`` as ``F.safetensors`` beside it, tagged with the file's sha256;
-    a copy whose tag does not match the verified file is rebuilt.
+    ``checkpoint.read_state_dict(file)`` as ``F.safetensors`` beside it, tagged with the file's sha256,
+    and records the copy's own sha256. A copy whose tag or hash does not match is rebuilt. An unpinned
+    cached file that turns out not to be a checkpoint (a cache poisoned before this check existed) is
+    deleted with its record and downloaded again. When the cache is read-only and holds no valid copy,
+    the verified published file itself is returned (it loads more slowly, as safely).
 
     Raises:
-        ModelNotFoundError, DownloadError: see :func:`fetch`.
-        CheckpointError: the verified file is not a readable checkpoint.
+        ModelNotFoundError, DownloadError, UsageError: see :func:`fetch`.
+        CheckpointError: the verified file of a pinned entry is not a readable checkpoint.
     """
-    source = fetch(entry, progress=progress, offline=offline)
+    source = fetch(entry, progress=progress, events=events, offline=offline)
     if source.suffix == ".safetensors":
         return source
-    digest = expected_sha256(entry)
-    assert digest is not None, "fetch() records the hash of an unpinned entry"
-    copy = safetensors_path(entry)
-    if _safetensors_source(copy) == digest:
-        return copy
-    with _storage_errors(entry, copy.parent), _exclusive_lock(copy.with_name(copy.name + ".lock")):
-        if _safetensors_source(copy) != digest:
-            _write_safetensors(source, copy, digest)
-    return copy
+    try:
+        return _safetensors_copy(entry, source, _Observer(entry.name, progress, events))
+    except CheckpointError:
+        if entry.pinned:
+            raise
+    _discard(entry, source, with_record=True)
+    source = fetch(entry, progress=progress, events=events, offline=offline)
+    return _safetensors_copy(entry, source, _Observer(entry.name, progress, events))
 
 
 def verify_cached(entry: ModelEntry) -> CacheCheck:
-    """Re-hash the entry's cached file against its pinned or recorded sha256.
+    """Re-hash the entry's cached file against its pinned or recorded sha256, and its safetensors copy
+    against the copy's recorded sha256.
 
-    An unpinned file without a record gets one now. A file that does not match is deleted, with its
-    safetensors copy. Touches no network.
+    An unpinned file without a record gets one now, once it has been read as a checkpoint. A file that
+    does not match is deleted, with its safetensors copy; a copy that does not match is deleted alone
+    (it is rebuilt from the verified file on next use). Touches no network.
+
+    Raises:
+        DownloadError: a recorded-hash file is unreadable or malformed, or the cache cannot be written.
     """
     path = cached_path(entry)
     if not path.is_file():
         return CacheCheck(entry, None, None, None)
     digest = sha256_of(path)
-    expected = expected_sha256(entry)
-    if expected is None:
-        _record_sha256(entry, digest)
-    elif digest != expected:
-        problem = f"sha256 {digest} does not match the expected {expected}; the file was deleted"
-        _discard(entry, path)
-        return CacheCheck(entry, path, digest, problem)
-    return CacheCheck(entry, path, digest, None)
+    problem = _check_source(entry, digest)
+    if problem is None:
+        problem = _check_copy(entry)
+    return CacheCheck(entry, path, digest, problem)
 
 
 def expected_sha256(entry: ModelEntry) -> str | None:
-    """The pinned sha256, else the one recorded at the first download, else ``None``."""
+    """The pinned sha256, else the one recorded at the first download, else ``None``.
+
+    Raises:
+        DownloadError: the record file is unreadable or is not a sha256 record.
+    """
     if entry.sha256 is not None:
         return entry.sha256
-    record = _record_path(entry)
-    if not record.is_file():
-        return None
-    fields = record.read_text(encoding="ascii").split()
-    return fields[0].lower() if fields else None
+    return _read_record(_record_path(entry), entry)
 
 
 def sha256_of(path: Path) -> str:
@@ -210,6 +327,58 @@ def sha256_of(path: Path) -> str:
         while chunk := stream.read(CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _check_source(entry: ModelEntry, digest: str | None = None) -> str | None:
+    """Why the cached published file cannot be used (it has been deleted), or ``None`` when it can or is
+    not there. Records the hash of an unpinned file that has none yet, if it reads as a checkpoint."""
+    path = cached_path(entry)
+    if not path.is_file():
+        return None
+    digest = digest or sha256_of(path)
+    expected = expected_sha256(entry)
+    if expected is None:
+        unloadable = _checkpoint_problem(path)
+        if unloadable is not None:
+            _discard(entry, path)
+            return f"it is not a checkpoint ({unloadable}); the file was deleted"
+        with _storage_errors(entry, path.parent):
+            _record_sha256(_record_path(entry), digest, path)
+        return None
+    if digest != expected:
+        _discard(entry, path)
+        return f"sha256 {digest} does not match the expected {expected}; the file was deleted"
+    return None
+
+
+def _check_copy(entry: ModelEntry) -> str | None:
+    """Why the safetensors copy failed its recorded sha256 (it has been deleted), else ``None``."""
+    copy = safetensors_path(entry)
+    if not copy.is_file() or cached_path(entry).suffix == ".safetensors":
+        return None
+    recorded = _read_copy_record(copy)
+    digest = sha256_of(copy)
+    if recorded == digest:
+        return None
+    with _storage_errors(entry, copy.parent):
+        _discard_copy(entry)
+    if recorded is None:  # made by a version that recorded no hash: unverifiable, so rebuilt, not corrupt
+        return None
+    return (
+        f"its safetensors copy {copy.name} has sha256 {digest}, recorded {recorded}; "
+        "it was deleted and is rebuilt on next use"
+    )
+
+
+def _checkpoint_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a checkpoint (one line), else ``None``."""
+    from swinir_cli.checkpoint import read_state_dict  # torch loads lazily: `swinir models` stays fast
+
+    try:
+        read_state_dict(path)
+    except CheckpointError as error:
+        return str(error).removeprefix(f"{path}: ")
+    return None
 
 
 def _missing_offline_message(entry: ModelEntry, problem: str | None) -> str:
@@ -225,7 +394,8 @@ def _missing_offline_message(entry: ModelEntry, problem: str | None) -> str:
 
 
 def _accept(entry: ModelEntry, part: Path, target: Path) -> None:
-    """Check a finished transfer's size and sha256, then rename it into place (or delete it and raise)."""
+    """Check a finished transfer's size and sha256 (and, for a first unpinned download, that it reads as a
+    checkpoint), then rename it into place and record its hash; or delete it and raise."""
     size = part.stat().st_size
     if entry.size is not None and size != entry.size:
         part.unlink()
@@ -243,37 +413,76 @@ def _accept(entry: ModelEntry, part: Path, target: Path) -> None:
             "the file was deleted"
         )
     os.replace(part, target)
-    if expected is None:
-        _record_sha256(entry, digest)
+    if expected is None:  # read under its own name: the suffix tells .pth from .safetensors
+        unloadable = _checkpoint_problem(target)
+        if unloadable is not None:
+            target.unlink()
+            raise DownloadError(
+                f"model '{entry.name}': {entry.url} did not send a checkpoint ({unloadable}); "
+                "nothing was recorded or kept"
+            )
+        _record_sha256(_record_path(entry), digest, target)
 
 
-def _download(
-    entry: ModelEntry,
-    part: Path,
-    progress: ProgressCallback | None,
-    retries: int,
-    backoff_s: float,
-    timeout_s: float,
-) -> None:
+@dataclass(frozen=True)
+class _Attempts:
+    """How hard one fetch tries: ``retries`` attempts without progress, ``backoff_s * 2**n`` between
+    them, ``timeout_s`` per network wait (and the window of the speed floor), until ``deadline``
+    (``time.monotonic()``), ``deadline_s`` after the start."""
+
+    retries: int
+    backoff_s: float
+    timeout_s: float
+    deadline: float
+    deadline_s: float
+
+    def remaining_s(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def wait_s(self) -> float:
+        """The socket timeout of the next network wait: ``timeout_s``, less when the deadline is nearer."""
+        return max(min(self.timeout_s, self.remaining_s()), 0.001)
+
+
+def _download(entry: ModelEntry, part: Path, observer: _Observer, attempts: _Attempts) -> None:
     failures = 0
+    attempt = 0
     while True:
+        attempt += 1
         before = part.stat().st_size if part.exists() else 0
         try:
-            _transfer(entry, part, progress, timeout_s)
+            _transfer(entry, part, observer, attempts)
             return
         except (_TransferInterrupted, *TRANSIENT_ERRORS) as err:
+            reason = _reason(err)
+            if attempts.remaining_s() <= 0:
+                raise DownloadError(
+                    f"cannot download model '{entry.name}' from {entry.url}: gave up after "
+                    f"{attempts.deadline_s:g} s ({reason}); set {DEADLINE_VARIABLE}=SECONDS to allow longer"
+                ) from err
             after = part.stat().st_size if part.exists() else 0
-            failures = 0 if after > before else failures + 1
-            if failures > retries:
-                reason = " ".join(str(err).split())
+            progressed = after > before and not isinstance(err, _TransferStalled)
+            failures = 0 if progressed else failures + 1
+            if failures > attempts.retries:
                 raise DownloadError(
                     f"cannot download model '{entry.name}' from {entry.url}: {reason} "
-                    f"(gave up after {retries + 1} attempts without progress)"
+                    f"(gave up after {attempts.retries + 1} attempts without progress)"
                 ) from err
-            time.sleep(backoff_s * 2 ** max(failures - 1, 0))
+            wait = min(attempts.backoff_s * 2 ** max(failures - 1, 0), max(attempts.remaining_s(), 0))
+            observer.emit(DownloadRetry(entry.name, attempt, reason, wait, attempts.deadline_s))
+            time.sleep(wait)
 
 
-def _transfer(entry: ModelEntry, part: Path, progress: ProgressCallback | None, timeout_s: float) -> None:
+def _reason(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    if isinstance(err, http.client.BadStatusLine):
+        return f"malformed HTTP status line {text[:80]!r}"
+    if isinstance(err, TimeoutError | urllib.error.URLError) and "timed out" in text:
+        return "the server sent nothing (timed out)"
+    return text or type(err).__name__
+
+
+def _transfer(entry: ModelEntry, part: Path, observer: _Observer, attempts: _Attempts) -> None:
     """One HTTP attempt: append to ``part`` from where it ends; return once the body is complete."""
     have = part.stat().st_size if part.exists() else 0
     if entry.size is not None and have >= entry.size:
@@ -281,22 +490,24 @@ def _transfer(entry: ModelEntry, part: Path, progress: ProgressCallback | None, 
             return
         part.unlink()
         have = 0
+    if attempts.remaining_s() <= 0:
+        raise _TransferStalled("the deadline passed")
     headers = {"User-Agent": f"swinir-cli/{__version__}"}
     if have:
         headers["Range"] = f"bytes={have}-"
     request = urllib.request.Request(entry.url, headers=headers)
     try:
-        response = urllib.request.urlopen(request, timeout=timeout_s)
+        response = urllib.request.urlopen(request, timeout=attempts.wait_s())
     except urllib.error.HTTPError as err:
         raise _status_error(entry, err, part) from err
     with response:
-        offset, total = _response_range(response, have)
+        offset, total = _response_range(entry, response, have)
         total = entry.size if total is None else total
         if entry.size is not None and total is not None and total != entry.size:
             raise DownloadError(
                 f"model '{entry.name}': {entry.url} serves {total} bytes, expected {entry.size}"
             )
-        _stream_body(response, part, offset, total, progress)
+        _stream_body(entry, response, part, offset, total, observer, attempts)
 
 
 def _status_error(entry: ModelEntry, err: urllib.error.HTTPError, part: Path) -> Exception:
@@ -311,56 +522,121 @@ def _status_error(entry: ModelEntry, err: urllib.error.HTTPError, part: Path) ->
     )
 
 
-def _response_range(response: http.client.HTTPResponse, have: int) -> tuple[int, int | None]:
-    """Where the body starts in the file and the file's total size (``None`` when unknown)."""
-    length = response.headers.get("Content-Length")
-    if response.status == 206:
-        content_range = response.headers.get("Content-Range", "")
-        span, _, total = content_range.removeprefix("bytes ").partition("/")
-        start = int(span.partition("-")[0]) if span else have
-        if start != have:
-            raise _TransferInterrupted(f"the server resumed at byte {start}, not {have}")
-        return start, int(total) if total.isdigit() else None
-    return 0, int(length) if length is not None and length.isdigit() else None
+def _response_range(
+    entry: ModelEntry, response: http.client.HTTPResponse, have: int
+) -> tuple[int, int | None]:
+    """Where the body starts in the file and the file's total size (``None`` when unknown).
+
+    Raises:
+        DownloadError: a 206 answer whose ``Content-Range`` is missing or malformed.
+    """
+    length = response.headers.get("Content-Length", "").strip()
+    if response.status != 206:
+        return 0, int(length) if length.isdigit() else None
+    content_range = response.headers.get("Content-Range", "")
+    match = _CONTENT_RANGE.fullmatch(content_range.strip())
+    if match is None or int(match[1]) > int(match[2]):
+        raise DownloadError(
+            f"cannot download model '{entry.name}': {entry.url} answered a partial request with a "
+            f"malformed Content-Range {content_range[:80]!r}"
+        )
+    start = int(match[1])
+    if start != have:
+        raise _TransferInterrupted(f"the server resumed at byte {start}, not {have}")
+    return start, int(match[3]) if match[3].isdigit() else None
 
 
 def _stream_body(
+    entry: ModelEntry,
     response: http.client.HTTPResponse,
     part: Path,
     offset: int,
     total: int | None,
-    progress: ProgressCallback | None,
+    observer: _Observer,
+    attempts: _Attempts,
 ) -> None:
+    """Append the body to ``part``, stopping at ``total`` bytes whatever the server sends after.
+
+    Raises:
+        _TransferStalled: the body crawls below :data:`MIN_BYTES_PER_S`, or the deadline passes.
+        _TransferInterrupted: the connection closed before ``total`` bytes.
+        DownloadError: no size is known and the body exceeds :data:`MAX_UNSIZED_BYTES`.
+    """
+    limit = total if total is not None else MAX_UNSIZED_BYTES
     done = offset
-    with part.open("r+b" if offset else "wb") as out:
+    window_start, window_bytes = time.monotonic(), 0
+    try:
+        out = part.open("r+b" if offset else "wb")
+    except OSError as err:
+        raise _named(err, part) from err
+    with out:
         out.seek(offset)
         out.truncate()
-        if progress:
-            progress(done, total)
-        while chunk := response.read(CHUNK_BYTES):
-            out.write(chunk)
+        observer.bytes_done(done, total)
+        while done < limit or total is None:
+            if attempts.remaining_s() <= 0:
+                raise _TransferStalled(f"the deadline passed after {done} bytes")
+            _set_socket_timeout(response, attempts.wait_s())
+            chunk = response.read1(min(CHUNK_BYTES, limit - done + 1))
+            if not chunk:
+                break
+            if total is None and done + len(chunk) > limit:
+                raise DownloadError(
+                    f"cannot download model '{entry.name}': {entry.url} sent more than "
+                    f"{MAX_UNSIZED_BYTES} bytes for a file of no stated size"
+                )
+            chunk = chunk[: limit - done]
+            _write_part(out, chunk, part)
             done += len(chunk)
-            if progress:
-                progress(done, total)
-        out.flush()
-        os.fsync(out.fileno())
+            window_bytes += len(chunk)
+            observer.bytes_done(done, total)
+            elapsed = time.monotonic() - window_start
+            if elapsed >= attempts.timeout_s:
+                if window_bytes < MIN_BYTES_PER_S * elapsed:
+                    out.flush()
+                    raise _TransferStalled(f"the server sent only {window_bytes} bytes in {elapsed:.0f} s")
+                window_start, window_bytes = time.monotonic(), 0
+        _write_part(out, b"", part, sync=True)
     if total is not None and done < total:
         raise _TransferInterrupted(f"the connection closed after {done} of {total} bytes")
 
 
-def _copy_local(entry: ModelEntry, part: Path, progress: ProgressCallback | None) -> None:
+def _write_part(out: BinaryIO, chunk: bytes, part: Path, *, sync: bool = False) -> None:
+    """Append ``chunk`` to the open ``part`` (then flush and fsync when ``sync``); a failure (a full
+    disk) names the file."""
+    try:
+        out.write(chunk)
+        if sync:
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as err:
+        raise _named(err, part) from err
+
+
+def _named(err: OSError, path: Path) -> OSError:
+    """``err`` with ``path`` as its file name, for the message of :func:`_storage_errors`."""
+    return OSError(err.errno, err.strerror, str(path)) if err.errno else err
+
+
+def _set_socket_timeout(response: http.client.HTTPResponse, seconds: float) -> None:
+    """Bound the next read by ``seconds`` (the remaining deadline may be shorter than ``timeout_s``)."""
+    raw = getattr(response.fp, "raw", None)
+    sock = getattr(raw, "_sock", None)
+    if sock is not None:
+        sock.settimeout(seconds)
+
+
+def _copy_local(entry: ModelEntry, part: Path, observer: _Observer) -> None:
     source = Path(unquote(urlsplit(entry.url).path))
     if not source.is_file():
         raise DownloadError(f"cannot fetch model '{entry.name}': no such file {source}")
     total = source.stat().st_size
-    if progress:
-        progress(0, total)
+    observer.bytes_done(0, total)
     shutil.copyfile(source, part)
-    if progress:
-        progress(total, total)
+    observer.bytes_done(total, total)
 
 
-def _fetch_from_hub(entry: ModelEntry, offline: bool, progress: ProgressCallback | None) -> Path:
+def _fetch_from_hub(entry: ModelEntry, offline: bool, observer: _Observer) -> Path:
     """Download through huggingface_hub (its cache, resume and locking), then check the sha256."""
     import huggingface_hub  # imported on use: it takes a third of a second, wasted on plain URLs
     from huggingface_hub import errors as hub_errors
@@ -377,21 +653,27 @@ def _fetch_from_hub(entry: ModelEntry, offline: bool, progress: ProgressCallback
             f"cannot download model '{entry.name}' from {entry.url}: the Hub is unreachable"
         ) from err
     except (hub_errors.HfHubHTTPError, OSError) as err:
-        reason = " ".join(str(err).split())
-        raise DownloadError(f"cannot download model '{entry.name}' from {entry.url}: {reason}") from err
+        raise DownloadError(f"cannot download model '{entry.name}' from {entry.url}: {_reason(err)}") from err
     path = Path(found)
     digest = sha256_of(path)
     expected = expected_sha256(entry)
     if expected is None:
-        _record_sha256(entry, digest)
+        unloadable = _checkpoint_problem(path)
+        if unloadable is not None:
+            raise DownloadError(
+                f"model '{entry.name}': {path} from {entry.url} is not a checkpoint ({unloadable}); "
+                "not used (delete it from the Hugging Face cache)"
+            )
+        with _storage_errors(entry, cache_dir()):
+            cache_dir().mkdir(parents=True, exist_ok=True)
+            _record_sha256(_record_path(entry), digest, path)
     elif digest != expected:
         raise DownloadError(
             f"model '{entry.name}': {path} from {entry.url} has sha256 {digest}, expected {expected}; "
             "not used (delete it from the Hugging Face cache)"
         )
-    if progress:
-        size = path.stat().st_size
-        progress(size, size)
+    size = path.stat().st_size
+    observer.bytes_done(size, size)
     return path
 
 
@@ -410,17 +692,99 @@ def _record_path(entry: ModelEntry) -> Path:
     return cache_dir() / (entry.file + ".sha256")
 
 
-def _record_sha256(entry: ModelEntry, digest: str) -> None:
-    record = _record_path(entry)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    temporary = record.with_name(record.name + ".tmp")
-    temporary.write_text(f"{digest}  {entry.file}\n", encoding="ascii")
-    os.replace(temporary, record)
+def _copy_record_path(copy: Path) -> Path:
+    return copy.with_name(copy.name + ".sha256")
 
 
-def _discard(entry: ModelEntry, path: Path) -> None:
-    path.unlink(missing_ok=True)
-    safetensors_path(entry).unlink(missing_ok=True)
+def _read_record(record: Path, entry: ModelEntry) -> str | None:
+    """The sha256 a record file holds, ``None`` when there is none.
+
+    Raises:
+        DownloadError: the record cannot be read or is not ``<64 hex digits>  NAME`` (ASCII).
+    """
+    try:
+        data = record.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise DownloadError(
+            f"model '{entry.name}': cannot read the recorded hash {record}: {err.strerror}"
+        ) from err
+    try:
+        match = _SHA256_RECORD.fullmatch(data.decode("ascii").strip())
+    except UnicodeDecodeError:
+        match = None
+    if match is None:
+        raise DownloadError(
+            f"model '{entry.name}': {record} is not a sha256 record (expected 64 hexadecimal digits, "
+            "ASCII); delete it to download the model and record its hash again"
+        )
+    return match[1].lower()
+
+
+def _read_copy_record(copy: Path) -> str | None:
+    """The recorded sha256 of a safetensors copy; ``None`` when missing or malformed (the copy is
+    derived data: it is then rebuilt, never trusted)."""
+    try:
+        match = _SHA256_RECORD.fullmatch(_copy_record_path(copy).read_bytes().decode("ascii").strip())
+    except (OSError, UnicodeDecodeError):
+        return None
+    return match[1].lower() if match else None
+
+
+def _record_sha256(record: Path, digest: str, of: Path) -> None:
+    """Write ``record`` in ``sha256sum`` format for the file ``of``, with that file's permissions."""
+    line = f"{digest}  {of.name}\n".encode()
+    write_file_atomically(record, line, mode=of.stat().st_mode)
+
+
+def _discard(entry: ModelEntry, path: Path, *, with_record: bool = False) -> None:
+    """Delete a cached file that failed verification, with its safetensors copy (and hash record)."""
+    with _storage_errors(entry, path.parent):
+        path.unlink(missing_ok=True)
+        if with_record and not entry.pinned:
+            _record_path(entry).unlink(missing_ok=True)
+        _discard_copy(entry)
+
+
+def _discard_copy(entry: ModelEntry) -> None:
+    copy = safetensors_path(entry)
+    if cached_path(entry) != copy:
+        copy.unlink(missing_ok=True)
+        _copy_record_path(copy).unlink(missing_ok=True)
+
+
+def _copy_is_valid(copy: Path, digest: str) -> bool:
+    """Whether the safetensors copy was made from the file of sha256 ``digest`` and still has the sha256
+    recorded when it was written."""
+    if _safetensors_source(copy) != digest:
+        return False
+    recorded = _read_copy_record(copy)
+    return recorded is not None and sha256_of(copy) == recorded
+
+
+def _safetensors_copy(entry: ModelEntry, source: Path, observer: _Observer) -> Path:
+    """The valid safetensors copy of the verified ``source``, written first when needed; the source
+    itself when the cache is read-only."""
+    digest = expected_sha256(entry) or sha256_of(source)  # fetch() has just checked source against it
+    copy = safetensors_path(entry)
+    if _copy_is_valid(copy, digest):
+        return copy
+    try:
+        with _storage_errors(entry, copy.parent), _exclusive_lock(entry, copy, "converting", observer):
+            if not _copy_is_valid(copy, digest):
+                _write_safetensors(source, copy, digest)
+    except DownloadError as error:
+        if isinstance(error.__cause__, OSError) and _is_read_only(error.__cause__, copy.parent):
+            return source
+        raise
+    return copy
+
+
+def _is_read_only(err: OSError, folder: Path) -> bool:
+    return err.errno == errno.EROFS or (
+        err.errno in (errno.EACCES, errno.EPERM) and not os.access(folder, os.W_OK)
+    )
 
 
 def _safetensors_source(path: Path) -> str | None:
@@ -435,56 +799,50 @@ def _safetensors_source(path: Path) -> str | None:
 
 
 def _write_safetensors(source: Path, copy: Path, digest: str) -> None:
+    """Write the copy and then its hash record, both synced, with the permissions of ``source``."""
     # torch loads lazily here: `swinir models` and plain downloads never pay for importing it.
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from swinir_cli.checkpoint import read_state_dict
 
     state = {name: tensor.detach().clone().contiguous() for name, tensor in read_state_dict(source).items()}
-    temporary = copy.with_name(copy.name + ".tmp")
-    save_file(state, str(temporary), metadata={SOURCE_SHA256_KEY: digest, "source_file": source.name})
-    os.replace(temporary, copy)
+    data = save(state, metadata={SOURCE_SHA256_KEY: digest, "source_file": source.name})
+    del state
+    mode = source.stat().st_mode
+    _copy_record_path(copy).unlink(missing_ok=True)
+    write_file_atomically(copy, data, mode=mode)
+    write_file_atomically(
+        _copy_record_path(copy), f"{hashlib.sha256(data).hexdigest()}  {copy.name}\n".encode(), mode=mode
+    )
 
 
 @contextmanager
 def _storage_errors(entry: ModelEntry, directory: Path) -> Iterator[None]:
-    """Report a cache that cannot be written (missing rights, disk full) as a :class:`DownloadError`."""
+    """Report a cache that cannot be written (missing rights, read-only, disk full) as a
+    :class:`DownloadError` naming the file."""
     try:
         yield
     except OSError as err:
+        where = f" ({Path(err.filename).name})" if err.filename else ""
         raise DownloadError(
-            f"cannot store model '{entry.name}' in the cache {directory}: {err.strerror or err}"
+            f"cannot store model '{entry.name}' in the cache {directory}: {err.strerror or err}{where}"
         ) from err
 
 
 @contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path``, waiting for other holders; the file is removed after.
-
-    A holder removes the file while still holding it, so a waiter that locked the removed file sees it is
-    no longer at ``path`` and locks afresh.
-    """
-    while True:
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
-            if _is_same_file(descriptor, path):
-                break
-        except BaseException:
-            os.close(descriptor)
-            raise
-        os.close(descriptor)
+def _exclusive_lock(entry: ModelEntry, path: Path, doing: str, observer: _Observer) -> Iterator[None]:
+    """Hold the cross-process lock of ``path`` (``.locks/NAME.lock`` in its folder), waiting for another
+    holder after saying so through ``observer``."""
+    locks = path.parent / ".locks"
+    locks.mkdir(exist_ok=True)
+    lock_path = locks / (path.name + ".lock")
+    lock = FileLock(lock_path, mode=0o666)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        observer.emit(DownloadWaiting(entry.name, doing, path, lock_path))
+        lock.acquire()
     try:
         yield
     finally:
-        path.unlink(missing_ok=True)
-        os.close(descriptor)
-
-
-def _is_same_file(descriptor: int, path: Path) -> bool:
-    try:
-        return os.path.samestat(os.fstat(descriptor), os.stat(path))
-    except OSError as err:
-        if err.errno == errno.ENOENT:
-            return False
-        raise
+        lock.release()

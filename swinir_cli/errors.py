@@ -13,7 +13,11 @@ class SwinIRError(Exception):
     exit_code: int = 1
 
 
-class UsageError(SwinIRError):
+class BatchStopError(SwinIRError):
+    """An error that every later image of a batch would hit too: the batch stops with this one line."""
+
+
+class UsageError(BatchStopError):
     """The command was asked for something it cannot do (bad option value, incompatible choices)."""
 
     exit_code = 2
@@ -57,6 +61,10 @@ class DownloadError(SwinIRError):
 
 class ModelNotFoundError(SwinIRError):
     """No registry entry or cached file matches the requested model."""
+
+
+class ModelUnavailableError(BatchStopError):
+    """The model a batch needs cannot be had: offline, unreachable, refused, or its file is corrupt."""
 
 
 def _first(names: list[str], limit: int = 5) -> str:

@@ -47,6 +47,8 @@ from .imageio import LoadedImage, is_probably_image, read_image, to_8_bit, to_co
 from .metrics import Y_OFFSET, Y_WEIGHTS_BGR, compute_all
 from .network import SwinIRConfig
 from .pipeline import Restorer
+from .tasks import DEJPEG, DENOISE, TASK_NAMES, UPSCALE
+from .tasks import TASKS as TASKS_BY_NAME
 
 __all__ = [
     "METRIC_KEYS",
@@ -67,11 +69,11 @@ __all__ = [
     "restore_float",
 ]
 
-TASKS = ("upscale", "denoise", "dejpeg")
+TASKS = TASK_NAMES
 #: Every figure of one evaluation, in report order; absent ones are None.
 METRIC_KEYS = ("psnr", "ssim", "psnr_y", "ssim_y", "psnrb", "psnrb_y")
 #: The window size of the authors' JPEG models (the other released models use 8).
-JPEG_WINDOW = 7
+JPEG_WINDOW = DEJPEG.window
 #: The authors' seed, set again before each image's noise is drawn.
 NOISE_SEED = 0
 #: Name of a saved restoration, as the authors' ``{imgname}_SwinIR.png``.
@@ -95,11 +97,11 @@ class EvalSettings:
     @property
     def crop_border(self) -> int:
         """Pixels dropped from each side before measuring: the scale for super-resolution, else 0."""
-        return self.scale if self.task == "upscale" else 0
+        return TASKS_BY_NAME[self.task].crop_border(self.scale)
 
     @property
     def with_psnrb(self) -> bool:
-        return self.task == "dejpeg"
+        return TASKS_BY_NAME[self.task].psnrb
 
 
 @dataclass(frozen=True)
@@ -142,8 +144,8 @@ def infer_task(config: SwinIRConfig) -> str:
     window-8 ones their denoisers.
     """
     if config.upscale > 1:
-        return "upscale"
-    return "dejpeg" if config.window_size == JPEG_WINDOW else "denoise"
+        return UPSCALE.name
+    return DEJPEG.name if config.window_size == JPEG_WINDOW else DENOISE.name
 
 
 # --------------------------------------------------------------------------------------------------

@@ -34,10 +34,12 @@ collected in :attr:`LoadedImage.warnings` for the caller to show.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import os
-import secrets
+import re
+import stat
 import struct
 import threading
 import warnings
@@ -50,6 +52,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms, PngImagePlugin, TiffImagePlugin, TiffTags, UnidentifiedImageError
 
+from swinir_cli.durable import open_new, sync_directory, temporary_path, temporary_stem, write_all
 from swinir_cli.errors import ImageError, UsageError
 
 # Pillow formats never opened: EPS runs Ghostscript on load; the others are identification-only stubs
@@ -73,6 +76,12 @@ _DECODER_ERRORS: tuple[type[BaseException], ...] = (
     ZeroDivisionError,
     OverflowError,
     MemoryError,
+    # Pillow's own consistency checks on hostile files: a palette PNG without PLTE fails an assert,
+    # some DDS pixel formats raise NotImplementedError.
+    AssertionError,
+    NotImplementedError,
+    # The AVIF plugin reports undecodable data as RuntimeError ("Failed to decode image: ...").
+    RuntimeError,
     cv2.error,
     Image.DecompressionBombError,
 )
@@ -216,55 +225,121 @@ def read_image(
     ``max_pixels`` refuses images with more pixels than this, judged from the header before any pixel
     memory is allocated: ``PILLOW_LIMIT`` (default) uses Pillow's limit, None disables the check.
 
-    Raises ImageError for an unreadable source (missing, directory, permissions), an empty file,
+    A path is opened without blocking and must be a regular file (a FIFO, device, socket or directory,
+    also behind a symlink, is refused at once); its header is identified and size-checked before the
+    file is read whole, so a large file that is not an image is never loaded into memory.
+
+    Raises ImageError for an unreadable source (missing, not a regular file, permissions), an empty file,
     contents no reader recognises, corrupt or truncated data, too many pixels and unsupported modes.
     """
+    limit = Image.MAX_IMAGE_PIXELS if isinstance(max_pixels, _PillowLimit) else max_pixels
+    caught: list[warnings.WarningMessage] = []
     if isinstance(source, bytes):
         label = name or "<stdin>"
         data = source
     else:
         label = name or str(source)
-        data = _read_source_bytes(Path(source), label)
+        data = _read_checked_file(Path(source), label, limit, caught)
     if not data:
         raise ImageError(f"{label}: empty file")
-    limit = Image.MAX_IMAGE_PIXELS if isinstance(max_pixels, _PillowLimit) else max_pixels
-    with _PILLOW_LOCK, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        saved_limit = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None  # this module applies `limit` itself, as an error
-        try:
-            image = _decode(data, label, limit)
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved_limit
+    with _pillow_reading(caught):
+        image = _decode(data, label, limit)
     return dataclasses.replace(image, warnings=tuple(_one_line(w.message) for w in caught))
 
 
-def _read_source_bytes(path: Path, label: str) -> bytes:
+@contextlib.contextmanager
+def _pillow_reading(caught: list[warnings.WarningMessage]) -> Iterator[None]:
+    """Hold the Pillow lock with its own pixel limit off (this module applies it as an error) and
+    collect the warnings Pillow gives into ``caught``."""
+    with _PILLOW_LOCK, warnings.catch_warnings(record=True) as recorded:
+        warnings.simplefilter("always")
+        saved_limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved_limit
+            caught.extend(recorded)
+
+
+def _read_checked_file(
+    path: Path, label: str, limit: int | None, caught: list[warnings.WarningMessage]
+) -> bytes:
+    """The bytes of ``path`` once it is known to be a regular file with an identifiable image header."""
     try:
-        return path.read_bytes()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below by its kind.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as exc:
         raise ImageError(f"{label}: cannot read ({_os_reason(exc)})") from exc
-
-
-def _decode(data: bytes, label: str, limit: int | None) -> LoadedImage:
     try:
-        with Image.open(io.BytesIO(data), formats=_readable_formats()) as opened:
-            _check_size(opened.size, limit, label)
-            pixels, alpha = _decode_pixels(opened, data, label)
-            orientation, metadata = _read_metadata(opened)
-            if opened.mode == "CMYK":
-                metadata = dataclasses.replace(
-                    metadata, icc_profile=_srgb_profile() if metadata.icc_profile else None
-                )
-            source_format = opened.format
-            quantization = _quantization_tables(opened)
+        status = os.fstat(descriptor)
+        kind = _special_file_kind(status.st_mode)
+        if kind is not None:
+            raise ImageError(f"{label}: cannot read ({kind})")
+        if status.st_size == 0:
+            raise ImageError(f"{label}: empty file")
+        with os.fdopen(os.dup(descriptor), "rb") as stream:
+            with _pillow_reading(caught):
+                _identify(stream, label, limit)
+            stream.seek(0)
+            return stream.read()
+    except OSError as exc:
+        raise ImageError(f"{label}: cannot read ({_os_reason(exc)})") from exc
+    finally:
+        os.close(descriptor)
+
+
+def _special_file_kind(mode: int) -> str | None:
+    """What a file is when it is not a regular file (``None`` for a regular file)."""
+    kinds = (
+        (stat.S_ISDIR, "is a directory"),
+        (stat.S_ISFIFO, "is a FIFO, not a regular file"),
+        (stat.S_ISCHR, "is a character device, not a regular file"),
+        (stat.S_ISBLK, "is a block device, not a regular file"),
+        (stat.S_ISSOCK, "is a socket, not a regular file"),
+    )
+    for test, kind in kinds:
+        if test(mode):
+            return kind
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def _identify(stream: BinaryIO, label: str, limit: int | None) -> None:
+    """Check the header of an open file (format and size) reading only what Pillow's identification needs."""
+    prefix = stream.read(16)
+    stream.seek(0)
+    with _decoder_errors(label, prefix), Image.open(stream, formats=_readable_formats()) as opened:
+        _check_size(opened.size, limit, label)
+
+
+@contextlib.contextmanager
+def _decoder_errors(label: str, prefix: bytes) -> Iterator[None]:
+    """Turn what Pillow and OpenCV raise on hostile bytes into an :class:`ImageError` naming the file."""
+    try:
+        yield
     except UnidentifiedImageError as exc:
-        claimed = _claimed_format(data)
+        claimed = _claimed_format(prefix)
         if claimed is not None:
             raise ImageError(f"{label}: corrupt or truncated {claimed} header") from exc
         raise ImageError(f"{label}: not an image (no image format recognises its contents)") from exc
     except _DECODER_ERRORS as exc:
         raise ImageError(f"{label}: corrupt or truncated image data ({_one_line(exc)})") from exc
+
+
+def _decode(data: bytes, label: str, limit: int | None) -> LoadedImage:
+    with (
+        _decoder_errors(label, data[:16]),
+        Image.open(io.BytesIO(data), formats=_readable_formats()) as opened,
+    ):
+        _check_size(opened.size, limit, label)
+        pixels, alpha = _decode_pixels(opened, data, label)
+        orientation, metadata = _read_metadata(opened)
+        if opened.mode == "CMYK":
+            metadata = dataclasses.replace(
+                metadata, icc_profile=_srgb_profile() if metadata.icc_profile else None
+            )
+        source_format = opened.format
+        quantization = _quantization_tables(opened)
     pixels, alpha = _apply_orientation(pixels, alpha, orientation)
     return LoadedImage(
         pixels=pixels,
@@ -491,30 +566,80 @@ def write_image(
     quality: int | None = None,
     strip_metadata: bool = False,
 ) -> None:
-    """Write ``image`` to ``path`` atomically: encoded into a hidden temporary file in the same folder,
-    renamed over ``path`` only when complete; on any failure the temporary file is removed.
+    """Write ``image`` to ``path`` atomically: encoded in memory, written whole into a hidden temporary
+    file in the same folder (``.NAME.<12 hex>.tmp``, ``NAME`` shortened when the output name is near the
+    255-byte limit), flushed to disk, then renamed over ``path``; on any failure the temporary file is
+    removed. Temporary files of that pattern left for ``path`` by a killed process (they were there when
+    this process first wrote into the folder) are removed first.
 
     ``format`` defaults to the one the suffix names; ``quality`` (0..100) applies to JPEG, WebP (100
     means lossless) and AVIF, defaulting to 95, 95 and 90, and is ignored by other formats. See the
     module docstring for how depth, alpha, gray and metadata are stored. Raises ImageError (unwritable
-    or full location, unsupported format) naming ``path``; UsageError for a quality outside 0..100.
+    or full location, a short write, unsupported format) naming ``path``; UsageError for a quality
+    outside 0..100.
     """
     path = Path(path)
     fmt = output_format(path, format)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    _remove_stale_temporaries(path)
+    temporary = temporary_path(path)
     try:
-        stream = open(temporary, "xb")  # noqa: SIM115 - closed by the `with` below
+        stream = open_new(temporary)
     except OSError as exc:
         raise ImageError(f"{path}: cannot write ({_os_reason(exc)})") from exc
     try:
         with stream:
-            _encode(stream, image, fmt, quality, strip_metadata, str(path))
+            encoded = io.BytesIO()
+            _encode(encoded, image, fmt, quality, strip_metadata, str(path))
+            write_all(stream, encoded.getbuffer())
+            os.fsync(stream.fileno())
         os.replace(temporary, path)
+        sync_directory(path.parent)
     except BaseException as exc:
         temporary.unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise ImageError(f"{path}: cannot write ({_os_reason(exc)})") from exc
         raise
+
+
+_TEMPORARY_PATTERN = re.compile(r"\.(?P<stem>.+)\.[0-9a-f]{12}\.tmp", re.DOTALL)
+# Per folder: the stale temporary files found when this process first wrote there, by output stem.
+_STALE_TEMPORARIES: dict[str, dict[str, list[str]]] = {}
+_STALE_LOCK = threading.Lock()
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete this writer's temporary files for ``path`` left by a killed process.
+
+    The folder is listed once per process; only files present then are candidates, so a temporary
+    file another running process creates later is never touched.
+    """
+    folder = os.path.abspath(path.parent)
+    with _STALE_LOCK:
+        if folder not in _STALE_TEMPORARIES:
+            _STALE_TEMPORARIES[folder] = _list_temporaries(folder)
+        stale = _STALE_TEMPORARIES[folder].pop(temporary_stem(path.name), [])
+    for name in stale:
+        try:
+            os.unlink(os.path.join(folder, name))
+        except FileNotFoundError:
+            continue  # another process cleaned it up first
+        except OSError as exc:
+            raise ImageError(
+                f"{path}: cannot remove the stale temporary file {name} ({_os_reason(exc)})"
+            ) from exc
+
+
+def _list_temporaries(folder: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                match = _TEMPORARY_PATTERN.fullmatch(entry.name)
+                if match and entry.is_file(follow_symlinks=False):
+                    found.setdefault(match["stem"], []).append(entry.name)
+    except OSError:
+        return {}  # a missing or unreadable folder: the write itself reports it
+    return found
 
 
 def encode_image(

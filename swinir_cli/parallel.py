@@ -13,16 +13,18 @@ doing read, restore, resize and atomic write, the same per-job semantics as the 
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import queue
 import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .batch import (
     BATCH_STOP_ERRORS,
@@ -37,9 +39,13 @@ from .batch import (
 from .errors import SwinIRError, UsageError
 from .imageio import LoadedImage
 
+if TYPE_CHECKING:
+    from .recipe import RestoreRecipe
+
 __all__ = [
     "CheckpointRunnerFactory",
     "JobRunnerFactory",
+    "RecipeRunnerFactory",
     "expand_devices",
     "run_on_devices",
     "run_overlapped",
@@ -190,7 +196,7 @@ def run_overlapped(
     Ctrl-C: see :meth:`_Overlapped.interrupted`; nothing partial is left (writes are atomic).
 
     Raises:
-        UsageError: from any stage; the batch stops.
+        BatchStopError: from any stage; the batch stops.
     """
     started = time.perf_counter()
     batch = _Overlapped(steps, on_start, on_result)
@@ -223,7 +229,7 @@ def expand_devices(spec: str) -> list[str]:
     Raises:
         UsageError: an entry is empty or not available, or ``cuda:all`` finds no GPU.
     """
-    from .pipeline import select_device  # loads PyTorch: not at import
+    from .devices import select_device  # loads PyTorch: not at import
 
     devices: list[str] = []
     for entry in (part.strip() for part in spec.split(",")):
@@ -241,9 +247,12 @@ def expand_devices(spec: str) -> list[str]:
 
 
 def threads_per_worker(devices: Sequence[str], cpus: int | None = None) -> int:
-    """PyTorch threads for each worker: the CPU's cores split between the CPU workers (at least 1);
-    GPU workers, which only feed their GPU, get the same share."""
-    cpus = cpus or os.cpu_count() or 1
+    """PyTorch threads for each worker: ``cpus`` (default: the threads PyTorch would use here, which
+    follow ``OMP_NUM_THREADS``) split between the workers, at least 1 each."""
+    if cpus is None:
+        import torch
+
+        cpus = torch.get_num_threads()
     return max(1, cpus // max(1, len(devices)))
 
 
@@ -371,9 +380,12 @@ def run_on_devices(
     partial file); jobs done are reported, those in flight are ``interrupted``.
 
     Raises:
+        UsageError: a job reads standard input or writes standard output.
         SwinIRError: the error a worker's runner raised (one that stops the batch, such as a
             UsageError), after every worker is stopped.
     """
+    if any(job.source is None or job.target is None for job in jobs):
+        raise UsageError("worker processes read and write files: standard input and output need one device")
     started = time.perf_counter()
     context = multiprocessing.get_context("spawn")
     pool = _Pool(factory, threads or threads_per_worker(devices), context, context.Queue())
@@ -456,7 +468,24 @@ def _drain(pool: _Pool) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# A factory from a checkpoint file (until the command line's own recipe is wired in)
+# Factories: the command's recipe, or one checkpoint file
+
+
+@dataclass(frozen=True)
+class RecipeRunnerFactory:
+    """The :class:`JobRunnerFactory` of a command: its :class:`~swinir_cli.recipe.RestoreRecipe` with the
+    worker's device in place of the recipe's; warnings go to standard error, one line each."""
+
+    recipe: RestoreRecipe
+
+    def __call__(self, device: str) -> Callable[[Job], JobResult]:
+        settings = dataclasses.replace(self.recipe.restorer, device=device)
+        recipe = dataclasses.replace(self.recipe, restorer=settings)
+        return recipe.runner(on_warning=_warn_on_stderr).run
+
+
+def _warn_on_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -18,76 +17,16 @@ import numpy as np
 import torch
 
 from .checkpoint import load_model
+from .devices import PRECISION_NAMES, resolve_precision, select_device, tile_memory_budget
 from .download import verified_weights_path
 from .ensemble import self_ensemble
-from .errors import ImageError, SwinIRError, UsageError
-from .estimate import (
-    choose_jpeg_model_quality,
-    choose_noise_model_sigma,
-    estimate_noise_sigma,
-    jpeg_quality_from_tables,
-)
-from .imageio import LoadedImage, to_8_bit, to_colour, to_gray
+from .errors import UsageError
+from .imageio import LoadedImage, to_colour, to_gray
 from .network import SwinIR
-from .registry import AUTO, choose_model, get_model
-from .tiling import available_memory_bytes, choose_tile, default_overlap, restore_with_oom_fallback
+from .registry import get_model
+from .tiling import choose_tile, default_overlap, restore_with_oom_fallback
 
-__all__ = ["AUTO", "ModelChooser", "ModelRequest", "Restorer", "resolve_precision", "select_device"]
-
-#: Share of the device's available memory that an automatic tile may plan to use.
-MEMORY_BUDGET_FRACTION = 0.5
-#: Cap on the CPU: larger tiles barely speed a CPU up (overlap is a small share of a 256-pixel tile)
-#: but raise the peak memory (benchmarks/tile_memory.py).
-CPU_TILE_BUDGET_BYTES = 1 << 30
-
-
-def select_device(spec: str = "auto") -> torch.device:
-    """``auto`` (CUDA, else Apple MPS, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-
-    Raises:
-        UsageError: the device is unknown or not available on this machine.
-    """
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise UsageError(f"unknown device {spec!r}: use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {spec!r} requested, but this PyTorch build sees no CUDA GPU")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UsageError(f"device {spec!r} requested, but only {torch.cuda.device_count()} CUDA GPU(s) exist")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"device {spec!r} requested, but Apple MPS is not available")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"unsupported device {spec!r}: use auto, cpu, cuda, cuda:N or mps")
-    return device
-
-
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-PRECISION_NAMES = {dtype: name for name, dtype in PRECISIONS.items()}
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """The compute dtype for ``auto``/``fp32``/``fp16``/``bf16`` on ``device``.
-
-    ``auto`` is fp32: half precision has not yet been verified against fp32 on a GPU for this project
-    (see README). fp16 is refused on the CPU, where it is slow and unsupported by some kernels.
-
-    Raises:
-        UsageError: unknown precision, or fp16 on the CPU.
-    """
-    if precision == "auto":
-        return torch.float32
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown precision {precision!r}: use auto, fp32, fp16 or bf16")
-    if precision == "fp16" and device.type == "cpu":
-        raise UsageError("fp16 is not used on the CPU; use fp32 (or bf16)")
-    return PRECISIONS[precision]
+__all__ = ["Restorer", "resolve_precision", "select_device"]
 
 
 class Restorer:
@@ -225,13 +164,10 @@ class Restorer:
     def auto_tile(self, height: int, width: int) -> int:
         """The largest window-aligned tile whose estimated peak memory fits the device (0: whole image)."""
         config = self.model.config
-        budget = int(available_memory_bytes(self.device) * MEMORY_BUDGET_FRACTION)
-        if self.device.type == "cpu":
-            budget = min(budget, CPU_TILE_BUDGET_BYTES)
         return choose_tile(
             height,
             width,
-            budget,
+            tile_memory_budget(self.device),
             window=config.window_size,
             batch=self.batch,
             scale=config.upscale,
@@ -279,131 +215,3 @@ class Restorer:
             return alpha
         h, w = alpha.shape
         return cv2.resize(alpha, (w * self.scale, h * self.scale), interpolation=cv2.INTER_CUBIC)
-
-
-@dataclass(frozen=True)
-class ModelRequest:
-    """What a restoration command asked for; the model itself may be chosen per image.
-
-    ``weights`` (a local checkpoint) wins over ``model`` (a registry name), which wins over choosing by
-    ``task`` and level. ``sigma``/``quality`` may be ``"auto"``: estimated from each image.
-    """
-
-    task: str
-    model: str | None = None
-    weights: Path | None = None
-    scale: int | None = None
-    sigma: int | str | None = None
-    quality: int | str | None = None
-    img_range: float | None = None
-
-
-class ModelChooser:
-    """Picks, loads and caches the :class:`Restorer` each image needs.
-
-    Denoising and JPEG models come in gray and colour versions and in levels; without a named model the
-    one matching the image's channels (and its estimated noise or JPEG quality, with ``auto``) is used.
-
-    Args:
-        request: see :class:`ModelRequest`.
-        restorer_options: keyword arguments for :class:`Restorer` (device, tile, ...).
-        download_progress: ``progress(done_bytes, total_bytes)`` while weights download.
-        notice: receives one line whenever a model is chosen automatically.
-    """
-
-    def __init__(
-        self,
-        request: ModelRequest,
-        *,
-        restorer_options: dict | None = None,
-        download_progress: Callable[[int, int | None], None] | None = None,
-        notice: Callable[[str], None] | None = None,
-    ) -> None:
-        self.request = request
-        self.restorer_options = restorer_options or {}
-        self.download_progress = download_progress
-        self.notice = notice
-        self._loaded: dict[str, Restorer | SwinIRError] = {}
-        self._fetched: dict[str, Path | SwinIRError] = {}
-
-    def restorer_for(self, image: LoadedImage) -> tuple[str, Restorer]:
-        """(model label, restorer) for ``image``. A model that failed to load fails again at once.
-
-        Raises:
-            ImageError: the level is ``auto`` and cannot be estimated from this image.
-            UsageError, ModelNotFoundError, DownloadError, CheckpointError: the model cannot be used.
-        """
-        label, path = self._weights_for(image)
-        if label not in self._loaded:
-            try:
-                restorer = Restorer(
-                    load_model(path, img_range=self.request.img_range), **self.restorer_options
-                )
-                self._check_scale(restorer, label)
-            except SwinIRError as exc:
-                self._loaded[label] = exc
-                raise
-            self._loaded[label] = restorer
-        loaded = self._loaded[label]
-        if isinstance(loaded, SwinIRError):
-            raise loaded
-        return label, loaded
-
-    def _weights_for(self, image: LoadedImage) -> tuple[str, Path]:
-        request = self.request
-        if request.weights is not None:
-            return str(request.weights), request.weights
-        if request.model is not None:
-            entry = get_model(request.model)
-            if entry.task != request.task:
-                raise UsageError(
-                    f"model '{entry.name}' is a {entry.task} model; use `swinir {entry.task}` to run it"
-                )
-        else:
-            entry = choose_model(
-                request.task,
-                scale=request.scale,
-                sigma=self._level(request.sigma, image, "sigma"),
-                quality=self._level(request.quality, image, "quality"),
-                channels=image.channels,
-            )
-        if entry.name not in self._fetched:
-            try:
-                self._fetched[entry.name] = verified_weights_path(entry, progress=self.download_progress)
-            except SwinIRError as exc:
-                self._fetched[entry.name] = exc
-        fetched = self._fetched[entry.name]
-        if isinstance(fetched, SwinIRError):
-            raise fetched
-        return entry.name, fetched
-
-    def _level(self, value: int | str | None, image: LoadedImage, key: str) -> int | None:
-        if value != AUTO:
-            return value  # type: ignore[return-value]
-        if key == "quality":
-            estimated = jpeg_quality_from_tables(image.jpeg_quantization)
-            if estimated is None:
-                raise ImageError(
-                    f"{image.name}: cannot estimate the JPEG quality (not a JPEG file); "
-                    "pass --quality 10|20|30|40"
-                )
-            chosen = choose_jpeg_model_quality(estimated)
-            found = f"JPEG quality ~{estimated}"
-        else:
-            estimated_sigma = estimate_noise_sigma(to_8_bit(image.pixels))
-            chosen = choose_noise_model_sigma(estimated_sigma)
-            found = f"noise sigma ~{estimated_sigma:.1f}"
-        if self.notice is not None:
-            self.notice(f"{image.name}: {found}, using the {key} {chosen} model")
-        return chosen
-
-    def _check_scale(self, restorer: Restorer, label: str) -> None:
-        scale = self.request.scale
-        if self.request.task == "upscale" and scale is not None and restorer.scale != scale:
-            raise UsageError(
-                f"{label} upscales x{restorer.scale}, not x{scale}; drop --scale or pick another model"
-            )
-        if self.request.task != "upscale" and restorer.scale != 1:
-            raise UsageError(
-                f"{label} is a x{restorer.scale} upscaling model; use `swinir upscale` to run it"
-            )

@@ -34,7 +34,7 @@ __all__ = ["INSTALL_HINT", "RestoreBatch", "job_rows", "require_ray", "run_on_ra
 INSTALL_HINT = "--ray needs Ray Data, which is not installed: pip install 'swinir-cli[ray]'"
 #: The columns of a job row, and of the result row an actor returns for it.
 JOB_COLUMNS = ("index", "source", "target", "problem")
-RESULT_COLUMNS = ("index", "input", "output", "status", "seconds", "error")
+RESULT_COLUMNS = ("index", "input", "output", "status", "seconds", "error", "model")
 
 
 def require_ray() -> ModuleType:
@@ -91,7 +91,8 @@ class RestoreBatch:
     the actor sees), optionally ``problem`` (a reason to fail the row without work, ``""`` for none) and
     ``index`` (kept, to match results to rows; default: the row's position in the batch). The result has
     :data:`RESULT_COLUMNS`: ``input``/``output`` as ``--json`` prints them (``output`` is ``""`` unless
-    the image was done or skipped), ``status`` done/skipped/failed, ``seconds``, ``error`` (``""`` for none).
+    the image was done or skipped), ``status`` done/skipped/failed, ``seconds``, ``error`` and ``model``
+    (the model's name; ``""`` for none).
     """
 
     def __init__(
@@ -118,6 +119,7 @@ class RestoreBatch:
             "status": np.array([r.status for r in results], dtype=object),
             "seconds": np.array([r.seconds for r in results], dtype=np.float64),
             "error": np.array([r.error or "" for r in results], dtype=object),
+            "model": np.array([r.model or "" for r in results], dtype=object),
         }
 
 
@@ -202,10 +204,13 @@ def _results(
     if workers is None:
         workers = gpus or max(1, sum(node["Alive"] for node in ray.nodes()))
     cpus = 1.0 if gpus else max(1.0, float(resources.get("CPU", 1)) // workers)
+    import torch
+
+    threads = max(1, min(int(cpus), torch.get_num_threads()))  # no more than this process would use
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
     restored = dataset.map_batches(
         RestoreBatch,
-        fn_constructor_kwargs={"factory": factory, "threads": None if gpus else int(cpus)},
+        fn_constructor_kwargs={"factory": factory, "threads": None if gpus else threads},
         batch_size=1,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=workers),
@@ -222,8 +227,10 @@ def _results(
 
 
 def _result(job: Job, batch: dict[str, np.ndarray], row: int) -> JobResult:
-    error = str(batch["error"][row])
-    return JobResult(job, str(batch["status"][row]), float(batch["seconds"][row]), error or None)
+    error, model = str(batch["error"][row]), str(batch["model"][row])
+    return JobResult(
+        job, str(batch["status"][row]), float(batch["seconds"][row]), error or None, model or None
+    )
 
 
 def _last_line(error: BaseException) -> str:

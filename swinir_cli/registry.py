@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -19,17 +20,14 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from swinir_cli.errors import ModelNotFoundError, UsageError
+from swinir_cli.tasks import LEVEL_KEY, LEVEL_RANGE, TASK_NAMES
 
-TASKS = ("upscale", "denoise", "dejpeg")
-#: The ``--sigma``/``--quality`` (and ``--tile``) value that means "estimate it for each image".
-AUTO = "auto"
-LEVEL_KEY = {"upscale": "scale", "denoise": "sigma", "dejpeg": "quality"}
-LEVEL_RANGE = {"scale": (1, 16), "sigma": (1, 255), "quality": (1, 100)}
+TASKS = TASK_NAMES
 REMOTE_SCHEMES = ("http", "https", "hf")
 
 _INT_KEYS = ("scale", "sigma", "quality", "channels", "size", "parameters")
 _STR_KEYS = ("task", "url", "sha256", "description", "architecture", "file")
-_REQUIRED_KEYS = ("task", "url", "description")
+_REQUIRED_KEYS = ("task", "url")
 _NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 
@@ -40,7 +38,8 @@ class ModelEntry:
 
     ``url`` is normalised: ``http(s)://``, ``hf://owner/repo[@revision]/path`` or ``file://`` (local paths,
     relative ones resolved against the TOML file that named them). Exactly one of ``scale``/``sigma``/
-    ``quality`` is set, the one matching ``task``. ``sha256`` is ``None`` for an unpinned entry.
+    ``quality`` is set, the one matching ``task``. ``sha256`` is ``None`` for an unpinned entry;
+    ``description`` is ``""`` when the registry gives none (only task, level and url are required).
     """
 
     name: str
@@ -190,9 +189,18 @@ def _packaged_registry_text() -> tuple[str, str]:
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        kind = os.stat(path).st_mode
+        if not stat.S_ISREG(kind):
+            what = "a directory" if stat.S_ISDIR(kind) else "not a regular file"
+            raise UsageError(f"cannot read registry file {path}: it is {what}")
+        return path.read_bytes().decode("utf-8")
     except OSError as err:
         raise UsageError(f"cannot read registry file {path}: {err.strerror or err}") from err
+    except UnicodeDecodeError as err:
+        raise UsageError(
+            f"cannot read registry file {path}: it is not UTF-8 text "
+            f"(byte {err.start} is {err.object[err.start]:#04x}); a registry is a TOML file"
+        ) from err
 
 
 def _apply_override(entries: dict[str, ModelEntry], path: Path) -> dict[str, ModelEntry]:
@@ -266,7 +274,7 @@ def _entry_from_table(name: str, table: Any, label: str, base_dir: Path | None) 
         name=name,
         task=task,
         url=url,
-        description=table["description"],
+        description=table.get("description", ""),
         file=file,
         channels=channels,
         scale=table.get("scale"),

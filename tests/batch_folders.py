@@ -3,28 +3,22 @@ plans for it, and what a run left in its output folder."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from conftest import DN_COLOR, TINY, save_rgb
 
 from swinir_cli.batch import BatchSummary, Job, OutputOptions, plan_jobs
 from swinir_cli.imageio import read_image
 from swinir_cli.parallel import CheckpointRunnerFactory
 
-TINY = Path(__file__).resolve().parents[2] / "shared" / "reference" / "tiny"
-DN_COLOR = TINY / "dn_color.pth"
 SR_X2 = TINY / "sr_pixelshuffle_x2.pth"
 OUTPUT = OutputOptions(suffix="_out")
 #: Whole images on one thread: the same float sums in every process, so outputs compare bit for bit.
 RESTORER = (("tile", 0),)
-
-
-def save_rgb(path: Path, height: int = 20, width: int = 24, seed: int = 0) -> Path:
-    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path)
-    return path
 
 
 def make_good_and_bad_folder(folder: Path, good: int = 4) -> Path:
@@ -48,8 +42,19 @@ def factory(weights: Path = DN_COLOR) -> CheckpointRunnerFactory:
 
 
 def outputs(folder: Path) -> dict[str, np.ndarray]:
-    """Every file a run left in ``folder`` (hidden temporary files included), name -> pixels."""
-    return {name: read_image(folder / name).pixels for name in sorted(os.listdir(folder))}
+    """The images a run left in ``folder``, name -> pixels; a temporary file left behind fails the test
+    (hidden source records, ``.<output>.source.json``, are the only hidden files a run leaves)."""
+    names = sorted(os.listdir(folder))
+    hidden = [name for name in names if name.startswith(".")]
+    assert all(name.endswith(".source.json") for name in hidden), hidden
+    return {name: read_image(folder / name).pixels for name in names if not name.startswith(".")}
+
+
+def resume_from(folder: Path, out: Path, name: str) -> None:
+    """``out`` as an interrupted batch left it: the output of ``folder/name`` already made."""
+    source = folder / name
+    (job,) = plan_jobs([str(source)], str(out / f"{source.stem}{OUTPUT.suffix}.png"), OUTPUT).jobs
+    assert factory()("cpu")(job).status == "done"
 
 
 def statuses(summary: BatchSummary) -> list[tuple[str, str]]:
@@ -60,3 +65,13 @@ def assert_same_outputs(produced: dict[str, np.ndarray], expected: dict[str, np.
     assert list(produced) == list(expected)
     for name, pixels in expected.items():
         assert np.array_equal(produced[name], pixels), name
+
+
+def cli_records(result: subprocess.CompletedProcess[bytes]) -> list[tuple]:
+    """The ``--json`` records of a run, the output folder left out: (input, output name, status, error,
+    model)."""
+    records = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    return [
+        (r["input"], r["output"] and Path(r["output"]).name, r["status"], r["error"], r["model"])
+        for r in records
+    ]

@@ -18,8 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
-from test_cli_restore import (
+from conftest import (
     DN_COLOR,
     SR_X2,
     SWINIR,
@@ -29,6 +28,7 @@ from test_cli_restore import (
     run_swinir,
     save_rgb,
 )
+from PIL import Image
 
 from swinir_cli.batch import (
     Job,
@@ -43,6 +43,11 @@ from swinir_cli.imageio import LoadedImage, read_image
 from swinir_cli.pipeline import Restorer
 
 X2 = OutputOptions(suffix="_x2")
+
+
+def visible(folder: Path) -> list[str]:
+    """The names in ``folder`` but hidden ones (the records of which input each output came from)."""
+    return sorted(name for name in os.listdir(folder) if not name.startswith("."))
 
 
 def touch_images(folder: Path, *names: str) -> None:
@@ -110,11 +115,13 @@ def test_an_output_never_replaces_an_input_or_another_output(tmp_path: Path) -> 
     names = [str(tmp_path / name) for name in ("a.png", "a_x2.png", "b.png", "b.jpg")]
     same_name = plan_jobs([names[0]], None, OutputOptions(suffix=""))
     assert "would replace the input" in same_name.jobs[0].problem
-    plain = plan_jobs(names, None, X2)  # a -> a_x2.png exists: skipped when run, not replaced
-    assert [job.problem is None for job in plain.jobs] == [True, True, True, False]
-    assert "also the output of" in plain.jobs[3].problem and "b.png" in plain.jobs[3].problem
+    plain = plan_jobs(names, None, X2)  # a_x2.png is the output of a.png: never an input of this run
+    assert [job.source.name for job in plain.jobs] == ["a.png", "b.png", "b.jpg"]
+    assert plain.ignored == [(tmp_path / "a_x2.png", "an output of this run, not an input")]
+    assert [job.problem is None for job in plain.jobs] == [True, True, False]
+    assert "also the output of" in plain.jobs[2].problem and "b.png" in plain.jobs[2].problem
     overwriting = plan_jobs(names, None, OutputOptions(suffix="_x2", overwrite=True))
-    assert "would replace the input" in overwriting.jobs[0].problem
+    assert overwriting.jobs[0].problem is None and len(overwriting.ignored) == 1  # a_x2.png: not an input
     assert plan_jobs([names[0], names[0], str(tmp_path)], str(tmp_path / "o"), X2).jobs[0].problem is None
     assert len(plan_jobs([names[0], names[0]], str(tmp_path / "o"), X2).jobs) == 1
 
@@ -157,7 +164,7 @@ def test_run_skips_existing_outputs_redoes_them_with_overwrite_and_goes_on_after
     redo = run_jobs(jobs, restore, OutputOptions("_x2", overwrite=True))
     assert [r.status for r in redo.results] == ["done", "failed", "done"]
     assert (tmp_path / "out" / "a_x2.png").stat().st_ino != inode  # a new file, renamed into place
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_x2.png", "b_x2.png"]
+    assert visible(tmp_path / "out") == ["a_x2.png", "b_x2.png"]
 
 
 def test_unwritable_output_and_pixel_limit_fail_their_job_only(tmp_path: Path, denoiser: Restorer) -> None:
@@ -304,7 +311,10 @@ def test_mixed_folder_good_and_bad_files_then_resume_then_overwrite(tmp_path: Pa
     first = run_swinir(*command, "--json")
 
     assert first.returncode == 1
-    assert sorted(os.listdir(out)) == [f"{name}_x2.png" for name in GOOD]  # nothing stray, nothing hidden
+    assert visible(out) == [f"{name}_x2.png" for name in GOOD]  # nothing stray
+    assert sorted(os.listdir(out)) == sorted(  # hidden: only the record of each output's input
+        [f"{name}_x2.png" for name in GOOD] + [f".{name}_x2.png.source.json" for name in GOOD]
+    )
     assert snapshot(folder) == before
     messages = first.stderr.decode()
     assert "Traceback" not in messages
@@ -370,7 +380,7 @@ def test_recursive_mirrors_the_tree_with_non_ascii_names(tmp_path: Path) -> None
     )  # fmt: skip
     assert result.returncode == 0 and result.stderr == b""
     out = tmp_path / "фото_denoised"
-    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name[0] != ".") == [
         "sub/deeper/ok_denoised.png",
         "sub/子_denoised.png",
         "été_denoised.png",
@@ -414,5 +424,27 @@ def test_ctrl_c_stops_with_130_and_leaves_no_partial_file(tmp_path: Path) -> Non
     assert process.returncode == 130, "".join(lines) + remaining
     assert "Traceback" not in remaining
     assert remaining.splitlines()[-1].startswith("error: interrupted: 1 done, 0 skipped, 0 failed")
-    assert sorted(os.listdir(out)) == ["a_small_denoised.png"]  # no partial or temporary file
+    assert sorted(os.listdir(out)) == [".a_small_denoised.png.source.json", "a_small_denoised.png"]  # no .tmp
     assert read_image(out / "a_small_denoised.png").pixels.shape == (16, 16, 3)
+
+
+def test_a_glob_batch_run_twice_never_restores_its_own_outputs(tmp_path: Path) -> None:
+    save_rgb(tmp_path / "a.png")
+    save_rgb(tmp_path / "b.png", seed=1)
+    command = ("upscale", "*.png", "-w", SR_X2, "--device", "cpu")
+    assert run_swinir(*command, cwd=tmp_path).returncode == 0
+    again = run_swinir(*command, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["a.png", "a_x2.png", "b.png", "b_x2.png"]
+    assert b"an output of this run, not an input, ignored" in again.stderr
+
+
+def test_special_files_through_globs_and_symlinks_are_skipped(tmp_path: Path) -> None:
+    save_rgb(tmp_path / "a.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "link.png").symlink_to(tmp_path / "pipe.png")
+    globbed = run_swinir("upscale", "*.png", "-w", SR_X2, "-o", "out/", cwd=tmp_path, timeout=120)
+    assert globbed.returncode == 0, globbed.stderr
+    assert b"pipe.png: a FIFO, not a regular file, ignored" in globbed.stderr
+    named = run_swinir("upscale", "link.png", "-w", SR_X2, cwd=tmp_path, timeout=120)
+    assert named.returncode == 1 and b"link.png: a FIFO, not a regular file" in named.stderr

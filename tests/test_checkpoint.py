@@ -145,3 +145,77 @@ def test_tiny_cases_detected(case: str) -> None:
     want.pop("img_size")
     got = asdict(detect_config(read_state_dict(REFERENCE / "tiny" / f"{case}.pth")))
     assert {**got, "depths": list(got["depths"]), "num_heads": list(got["num_heads"])} == want
+
+
+# ------------------------------------------------------------------------------------------------
+# Crafted checkpoints: shapes are validated before anything is sized from them
+
+TINY_X2 = REFERENCE / "tiny" / "sr_pixelshuffle_x2.pth"
+BIAS_TABLE = "layers.0.residual_group.blocks.0.attn.relative_position_bias_table"
+
+
+def crafted(tmp_path: Path, name: str, **changes: torch.Tensor) -> Path:
+    """The tiny x2 checkpoint with some tensors replaced, saved as the authors save theirs."""
+    state = read_state_dict(TINY_X2)
+    state.update(changes)
+    path = tmp_path / f"{name}.pth"
+    torch.save({"params": state}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "name, changes, reason",
+    [
+        ("flat-conv", {"conv_first.weight": torch.zeros(24)}, "'conv_first.weight' has shape (24,)"),
+        ("no-channels", {"conv_first.weight": torch.zeros(0, 3, 3, 3)}, "has shape (0, 3, 3, 3)"),
+        ("flat-table", {BIAS_TABLE: torch.zeros(225)}, f"{BIAS_TABLE!r} has shape (225,)"),
+        ("no-heads", {BIAS_TABLE: torch.zeros(225, 0)}, "has shape (225, 0)"),
+        # 1 stored value posing as a (2*2**17 - 1)**2 x 3 table: a window of 2**17, a TiB of indices
+        ("tib-table", {BIAS_TABLE: torch.zeros(1).expand((2**18 - 1) ** 2, 3)}, "stores only 1"),
+        (
+            "huge-window",
+            {
+                BIAS_TABLE: torch.zeros(399**2, 3),
+                BIAS_TABLE.replace("layers.0", "layers.1"): torch.zeros(399**2, 3),
+            },
+            "window 200",
+        ),
+        ("wide-embedding", {"conv_first.weight": torch.zeros(100_000, 3, 1, 1)}, "refused before allocating"),
+    ],
+)
+def test_crafted_checkpoints_are_refused_on_one_line_before_allocating(
+    tmp_path: Path, name: str, changes: dict, reason: str
+) -> None:
+    path = crafted(tmp_path, name, **changes)
+    with pytest.raises(CheckpointError) as caught:
+        load_model(path)
+    assert reason in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_crafted_checkpoint_through_the_command_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    path = crafted(tmp_path, "tib-table", **{BIAS_TABLE: torch.zeros(1).expand((2**18 - 1) ** 2, 3)})
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "in.png")
+    swinir = Path(sys.executable).with_name("swinir")
+    result = subprocess.run(
+        [
+            str(swinir),
+            "upscale",
+            "--weights",
+            str(path),
+            str(tmp_path / "in.png"),
+            "-o",
+            str(tmp_path / "out.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "stores only 1" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out.png").exists()

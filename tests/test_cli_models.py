@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REFERENCE, official_models
+from hostile import WeightServer
 from PIL import Image
-from test_download import FILE_NAME, TINY_BYTES, TINY_SHA256, WeightServer, register
+from test_download import FILE_NAME, TINY_BYTES, TINY_SHA256, register
 
 from swinir_cli.cli import main
 
@@ -78,7 +79,12 @@ def test_download_fetches_verifies_and_prepares_the_fast_copy(
     assert main(["download", "tiny-x2"]) == 0
     err = capsys.readouterr().err
     assert "tiny-x2: downloaded 1.5 MB and verified" in err  # plain lines: stderr is not a terminal here
-    assert sorted(p.name for p in cache.iterdir()) == [FILE_NAME, "sr_pixelshuffle_x2.safetensors"]
+    assert sorted(p.name for p in cache.iterdir()) == [
+        ".locks",  # lock files stay (removing one is not safe); the copy has its own recorded hash
+        FILE_NAME,
+        "sr_pixelshuffle_x2.safetensors",
+        "sr_pixelshuffle_x2.safetensors.sha256",
+    ]
     assert hashlib.sha256((cache / FILE_NAME).read_bytes()).hexdigest() == TINY_SHA256
     _, document = models_json(capsys)
     tiny = next(record for record in document["models"] if record["name"] == "tiny-x2")
@@ -96,7 +102,7 @@ def test_download_with_a_wrong_hash_fails_on_one_line_and_leaves_nothing(
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[0].startswith("error: model 'tiny-x2'") and "f" * 64 in lines[0] and TINY_SHA256 in lines[0]
     assert lines[1] == "error: 1 of 1 model(s) could not be fetched: tiny-x2"
-    assert list(cache.iterdir()) == []
+    assert [p.name for p in cache.iterdir() if p.name != ".locks"] == []
 
 
 def test_download_needs_names_or_all(cache, capsys) -> None:
@@ -106,7 +112,7 @@ def test_download_needs_names_or_all(cache, capsys) -> None:
 
 
 def test_download_of_an_unknown_name_suggests_close_ones(cache, capsys) -> None:
-    assert main(["download", "real-4x"]) == 1
+    assert main(["download", "real-4x"]) == 2  # a usage error
     assert "no model named 'real-4x'" in capsys.readouterr().err
 
 
@@ -176,7 +182,7 @@ def test_upscale_with_a_wrong_hash_fails_on_one_line_and_caches_nothing(
     assert upscale(image, tmp_path / "out.png", "--model", "tiny-x2") != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "e" * 64 in err and TINY_SHA256 in err
-    assert list(cache.iterdir()) == []
+    assert [p.name for p in cache.iterdir() if p.name != ".locks"] == []
     assert not (tmp_path / "out.png").exists()
 
 

@@ -11,104 +11,34 @@ import json
 import os
 import pty
 import subprocess
-import sys
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import torch
+from conftest import (
+    DN_COLOR,
+    REFERENCE,
+    SR_X2,
+    SWINIR,
+    TINY,
+    api_restore,
+    assert_nearly_equal,
+    assert_one_clean_error_line,
+    one_thread,
+    run_many,
+    run_swinir,
+    save_rgb,
+    stderr_lines,
+)
 from PIL import Image
 
 from swinir_cli.cli import main
-from swinir_cli.imageio import LoadedImage, read_image
+from swinir_cli.imageio import read_image
 from swinir_cli.pipeline import Restorer
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-REFERENCE = SHARED / "reference"
-TINY = REFERENCE / "tiny"
 GOLDEN_CASES = {path.stem: path for path in sorted(TINY.glob("*.pth"))}
 GOLDEN_CASES["swinir_s_x4_random"] = REFERENCE / "swinir_s_x4_random.pth"
-SWINIR = Path(sys.executable).with_name("swinir")
-SR_X2 = TINY / "sr_pixelshuffle_x2.pth"
-DN_COLOR = TINY / "dn_color.pth"
-#: Processes run side by side on the 2-core test machines; one thread each keeps them from fighting.
-PARALLEL_RUNS = 2
-
-
-def run_swinir(
-    *args: str | Path, cwd: Path | None = None, stdin: bytes | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[bytes]:
-    """Run the installed ``swinir`` console script; stdout and stderr are captured as bytes."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("SWINIR_DEBUG", None)
-    return subprocess.run(
-        [str(SWINIR), *map(str, args)],
-        cwd=cwd,
-        input=stdin,
-        capture_output=True,
-        env=env,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def run_many(commands: Sequence[Sequence[str | Path]], cwd: Path | None = None) -> list:
-    """Several independent ``swinir`` runs, side by side (each pays torch's import time)."""
-    with ThreadPoolExecutor(PARALLEL_RUNS) as pool:
-        return list(pool.map(lambda args: run_swinir(*args, cwd=cwd), commands))
-
-
-def stderr_lines(result: subprocess.CompletedProcess[bytes]) -> list[str]:
-    return result.stderr.decode().splitlines()
-
-
-def assert_one_clean_error_line(result: subprocess.CompletedProcess[bytes], *words: str) -> None:
-    lines = stderr_lines(result)
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("error: ") and "Traceback" not in lines[0]
-    for word in words:
-        assert word in lines[0], lines[0]
-
-
-def save_rgb(path: Path, height: int = 20, width: int = 24, seed: int = 0, mode: str = "RGB") -> Path:
-    channels = {"RGB": 3, "RGBA": 4, "L": 0}[mode]
-    shape = (height, width, channels) if channels else (height, width)
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)).save(path)
-    return path
-
-
-def assert_nearly_equal(produced: np.ndarray, expected: np.ndarray) -> None:
-    """Equal up to float rounding: at most 1 level off on at most 0.1% of the values.
-
-    The command and this process may run the network on different thread counts, whose float sums can
-    differ in the last bit and so, rarely, round to the neighbouring level.
-    """
-    assert produced.shape == expected.shape and produced.dtype == expected.dtype
-    difference = np.abs(produced.astype(np.int32) - expected.astype(np.int32))
-    assert difference.max() <= 1
-    assert np.count_nonzero(difference) <= 0.001 * difference.size
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Compute on one thread, as the commands here do, so that float sums add up in the same order."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def api_restore(weights: Path, path: Path, **options: object) -> LoadedImage:
-    """What the command should write for ``path``: the Python API on the same file, whole image, CPU."""
-    with one_thread():
-        restorer = Restorer.from_weights(weights, device="cpu", tile=0, **options)
-        return restorer.restore_image(read_image(path))
 
 
 # --- issue 2: every golden case through the command line ---------------------------------------------
@@ -273,7 +203,8 @@ def test_quiet_prints_nothing_and_plain_lines_name_each_image(tmp_path: Path) ->
     assert "\x1b" not in text and "\r" not in text  # no terminal control codes when stderr is a pipe
     lines = text.splitlines()
     assert lines[0] == f"[1/2] {first} -> {tmp_path / 'plain' / 'first_x2.png'}"
-    assert lines[1] == f"[2/2] {second} -> {tmp_path / 'plain' / 'second_x2.png'}"
+    assert lines[1].startswith(f"[2/2] {second} -> {tmp_path / 'plain' / 'second_x2.png'} (")
+    assert lines[1].endswith(" left)")  # from the second image on, the time the batch has left
     assert lines[2].startswith("2 done, 0 skipped, 0 failed in ") and lines[2].endswith(" s")
     assert len(lines) == 3
 
@@ -315,7 +246,7 @@ def test_a_terminal_gets_live_progress_and_names_each_written_image(tmp_path: Pa
     text = shown.decode(errors="replace")
     assert process.returncode == 0 and stdout == b"", text
     assert "images" in text and "\x1b[" in text  # rich's live display (too quick here to show tiles)
-    assert f"{first} -> {tmp_path / 'first_upscaled.png'}" in text
+    assert f"{first} -> {tmp_path / 'first_x2.png'}" in text  # named by the checkpoint's factor
     assert "2 done, 0 skipped, 0 failed in " in text
 
 
@@ -341,5 +272,117 @@ def test_a_named_model_names_its_outputs_by_its_factor(
     assert result.returncode == 0, result.stderr
     assert Image.open(tmp_path / "a_x2.png").size == (20, 24)
     typo = run_swinir("upscale", "a.png", "--model", "tiny-x3", cwd=tmp_path)
-    assert typo.returncode == 1
+    assert typo.returncode == 2  # a usage error, before any work
     assert_one_clean_error_line(typo, "tiny-x3", "did you mean tiny-x2")
+
+
+# --- issue 11: refusals before any work, true names, no silent loss -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["upscale", "a.png", "-m", "nosuch"], ["no model named 'nosuch'"]),
+        (["upscale", "a.png", "-m", "real-x4", "-w", SR_X2], ["--model and --weights"]),
+        (["denoise", "a.png", "-w", SR_X2], ["x2 upscaling model", "swinir upscale"]),
+        (["upscale", "a.png", "-w", DN_COLOR], ["does not upscale (x1)"]),
+        (["upscale", "a.png", "-w", SR_X2, "-s", "4"], ["upscales x2, not x4"]),
+        (["upscale", "a.png", "-w", SR_X2, "-o", "x.png", "-f", "jpg"], ["PNG file but --format is jpg"]),
+        (["upscale", "a.png", "-w", SR_X2, "--width", "100000"], ["100000", "65535"]),
+        (["upscale", "a.png", "-w", SR_X2, "-t", "4"], ["--tile 4", "window of 8"]),
+        (["upscale", "a.png", "-w", SR_X2, "-t", "32", "--tile-overlap", "24"], ["more than half"]),
+        (["download", "nosuch"], ["no model named 'nosuch'"]),
+        (["denoise", "a.png", "-w", DN_COLOR, "-o", "a.png"], ["would replace the input"]),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2_before_any_work(tmp_path: Path, args: list, words: list) -> None:
+    save_rgb(tmp_path / "a.png")
+    result = run_swinir(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert_one_clean_error_line(result, *words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]  # nothing written
+
+
+def test_bare_swinir_prints_help_and_h_and_v_work_everywhere() -> None:
+    bare = run_swinir()
+    assert bare.returncode == 0 and b"Usage: swinir" in bare.stdout and bare.stderr == b""
+    for command in ("upscale", "denoise", "dejpeg", "eval", "models", "download"):
+        helped = run_swinir(command, "-h")
+        assert helped.returncode == 0 and b"Examples" in helped.stdout, command
+        assert b"<bool>" not in helped.stdout and b"<list[str]>" not in helped.stdout.split(b"Options")[-1]
+        assert run_swinir(command, "-V").stdout.startswith(b"swinir-cli ")
+    assert b"2|3|4|8" in run_swinir("upscale", "-h").stdout
+
+
+def test_weights_name_outputs_by_the_checkpoint_factor_and_outscale_by_its_own(tmp_path: Path) -> None:
+    save_rgb(tmp_path / "a.png")
+    assert run_swinir("upscale", "a.png", "-w", SR_X2, "--device", "cpu", cwd=tmp_path).returncode == 0
+    assert Image.open(tmp_path / "a_x2.png").size == (48, 40)
+    resized = run_swinir("upscale", "a.png", "-w", SR_X2, "--outscale", "1.5", cwd=tmp_path)
+    assert resized.returncode == 0 and Image.open(tmp_path / "a_x1.5.png").size == (36, 30)
+
+
+def test_an_output_made_from_another_input_is_never_skipped_silently(tmp_path: Path) -> None:
+    """cam1/IMG_1.png and cam2/IMG_1.png run one at a time into out/ (as xargs -n1 does)."""
+    for camera, seed in (("cam1", 1), ("cam2", 2)):
+        (tmp_path / camera).mkdir()
+        save_rgb(tmp_path / camera / "IMG_1.png", seed=seed)
+    first = run_swinir("upscale", "cam1/IMG_1.png", "-w", SR_X2, "-o", "out/", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    made = (tmp_path / "out" / "IMG_1_x2.png").read_bytes()
+    again = run_swinir("upscale", "cam1/IMG_1.png", "-w", SR_X2, "-o", "out/", cwd=tmp_path)
+    assert again.returncode == 0 and b"skipped" in again.stderr  # same input: resumed, not redone
+    other = run_swinir("upscale", "cam2/IMG_1.png", "-w", SR_X2, "-o", "out/", cwd=tmp_path)
+    assert other.returncode == 1
+    assert_one_clean_error_line(other, "cam2/IMG_1.png", "made from", "cam1/IMG_1.png", "--overwrite")
+    assert (tmp_path / "out" / "IMG_1_x2.png").read_bytes() == made
+
+
+def test_lossy_outputs_are_warned_once(tmp_path: Path) -> None:
+    save_rgb(tmp_path / "t1.png", mode="RGBA")
+    save_rgb(tmp_path / "t2.png", mode="RGBA", seed=3)
+    frames = [Image.fromarray(np.full((16, 16, 3), v, np.uint8)) for v in (10, 200)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    result = run_swinir(
+        "upscale", "t1.png", "t2.png", "anim.gif", "-w", SR_X2, "-f", "jpg", "-o", "o/", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in stderr_lines(result) if line.startswith("warning:")]
+    assert len([w for w in warnings if "transparency is dropped" in w]) == 1
+    assert len([w for w in warnings if "2 frames" in w and "only the first" in w]) == 1
+
+
+def test_binary_output_to_a_terminal_is_refused(tmp_path: Path) -> None:
+    save_rgb(tmp_path / "a.png")
+    controller, terminal = pty.openpty()
+    command = [SWINIR, "upscale", "a.png", "-w", SR_X2, "-o", "-"]
+    with subprocess.Popen(command, stdout=terminal, stderr=subprocess.PIPE, cwd=tmp_path) as process:
+        os.close(terminal)
+        _, err = process.communicate(timeout=120)
+    os.close(controller)
+    assert process.returncode == 2 and b"not for a terminal" in err
+
+
+def test_standard_output_that_fails_or_is_closed_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    save_rgb(tmp_path / "big.png")
+    # The reader is gone before the image is written (`| head -c 10` on a large output does the same; a
+    # small image fits in the pipe's buffer, so `true` makes the broken pipe certain).
+    command = f"{SWINIR} upscale big.png -w {SR_X2} -t 0 -o - | true; exit ${{PIPESTATUS[0]}}"
+    piped = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, timeout=300)
+    assert piped.returncode == 1, piped.stderr
+    assert_one_clean_error_line(piped, "<stdout>")
+    assert b"Exception ignored" not in piped.stderr
+    full = subprocess.run(
+        ["bash", "-c", f"{SWINIR} upscale big.png -w {SR_X2} -t 0 -o - > /dev/full"],
+        cwd=tmp_path,
+        capture_output=True,
+    )
+    assert full.returncode == 1 and b"No space left" in full.stderr and b"Traceback" not in full.stderr
+    closed_out = subprocess.run(
+        ["bash", "-c", f"{SWINIR} upscale big.png -w {SR_X2} -o - >&-"], cwd=tmp_path, capture_output=True
+    )
+    assert closed_out.returncode == 1 and b"<stdout>: standard output is closed" in closed_out.stderr
+    closed_in = subprocess.run(
+        ["bash", "-c", f"{SWINIR} upscale - -w {SR_X2} -o x.png <&-"], cwd=tmp_path, capture_output=True
+    )
+    assert closed_in.returncode == 1 and b"<stdin>: standard input is closed" in closed_in.stderr

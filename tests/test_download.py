@@ -7,94 +7,29 @@ Range, answer an error status, serve other bytes, or hold every response until t
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import REFERENCE
+from hostile import FILE_NAME, TINY, TINY_BYTES, TINY_SHA256, WeightServer, full_disk, register
 from safetensors import safe_open
 
 from swinir_cli.checkpoint import load_model, read_state_dict
-from swinir_cli.download import fetch, verified_weights_path, verify_cached
-from swinir_cli.errors import DownloadError, ModelNotFoundError
+from swinir_cli.download import DownloadProgress, DownloadRetry, fetch, verified_weights_path, verify_cached
+from swinir_cli.errors import DownloadError, ModelNotFoundError, UsageError
 from swinir_cli.registry import get_model
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REFERENCE / "tiny" / "sr_pixelshuffle_x2.pth"
-TINY_BYTES = TINY.read_bytes()
-TINY_SHA256 = hashlib.sha256(TINY_BYTES).hexdigest()
-FILE_NAME = "sr_pixelshuffle_x2.pth"
-
-
-class WeightServer:
-    """A loopback HTTP server for weight files, with switches for the failures a download must survive."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.requests: list[tuple[str, str | None]] = []
-        self.hang_up_after: list[int] = []  # per response, in order: bytes sent before closing
-        self.statuses: list[int] = []  # per request, in order: error statuses answered first
-        self.ignore_range = False
-        self.gate = threading.Event()
-        self.gate.set()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def stop(self) -> None:
-        self.gate.set()
-        self._server.shutdown()
-        self._server.server_close()
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.requests.append((self.path, self.headers.get("Range")))
-                if server.statuses:
-                    self.send_error(server.statuses.pop(0))
-                    return
-                if self.path not in server.files:
-                    self.send_error(404)
-                    return
-                data = server.files[self.path]
-                start = self._range_start()
-                self.send_response(206 if start else 200)
-                if start:
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                self.send_header("Content-Length", str(len(data) - start))
-                self.end_headers()
-                server.gate.wait(timeout=60)
-                body = data[start:]
-                if server.hang_up_after:
-                    body = body[: server.hang_up_after.pop(0)]
-                self.wfile.write(body)
-
-            def _range_start(self) -> int:
-                header = self.headers.get("Range")
-                if server.ignore_range or not header:
-                    return 0
-                return int(header.removeprefix("bytes=").partition("-")[0])
-
-            def log_message(self, format: str, *args: object) -> None:
-                """Keep test output quiet."""
-
-        return Handler
 
 
 @pytest.fixture
@@ -113,19 +48,6 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache_dir
 
 
-def register(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, sha256: str | None = TINY_SHA256, **extra: int
-) -> None:
-    """Point SWINIR_REGISTRY at a file holding one entry, `tiny-x2`."""
-    lines = ["[models.tiny-x2]", 'task = "upscale"', "scale = 2", f'url = "{url}"', 'description = "tiny"']
-    if sha256:
-        lines.append(f'sha256 = "{sha256}"')
-    lines += [f"{key} = {value}" for key, value in extra.items()]
-    registry = tmp_path / "extra.toml"
-    registry.write_text("\n".join(lines) + "\n")
-    monkeypatch.setenv("SWINIR_REGISTRY", str(registry))
-
-
 @pytest.fixture
 def tiny_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightServer, cache: Path):
     register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", size=len(TINY_BYTES))
@@ -133,7 +55,8 @@ def tiny_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightSe
 
 
 def cache_listing(cache: Path) -> list[str]:
-    return sorted(p.name for p in cache.iterdir()) if cache.exists() else []
+    """The cache's files, without the lock folder (lock files stay: removing one is not safe)."""
+    return sorted(p.name for p in cache.iterdir() if p.name != ".locks") if cache.exists() else []
 
 
 def test_download_verifies_and_reports_progress(tiny_entry, server: WeightServer, cache: Path) -> None:
@@ -383,7 +306,8 @@ def test_hub_source_offline_and_not_cached_is_a_clear_error(tmp_path, monkeypatc
 
 def test_lock_file_left_by_a_dead_process_does_not_block(tiny_entry, cache: Path) -> None:
     cache.mkdir()
-    (cache / f"{FILE_NAME}.lock").write_text("12345")  # a stale lock file: nobody holds its flock
+    (cache / ".locks").mkdir()
+    (cache / ".locks" / f"{FILE_NAME}.lock").write_text("12345")  # a stale lock file: nobody holds its flock
     assert fetch(tiny_entry).read_bytes() == TINY_BYTES
     assert cache_listing(cache) == [FILE_NAME]
 
@@ -401,3 +325,275 @@ def test_unwritable_cache_is_a_clear_error(tiny_entry, tmp_path: Path, monkeypat
         DownloadError, match=re.escape(f"cannot store model 'tiny-x2' in the cache {blocker}")
     ):
         fetch(tiny_entry)
+
+
+# ------------------------------------------------------------------------------------------------
+# What is loaded is what was verified
+
+
+SWINIR = Path(sys.executable).with_name("swinir")
+
+
+def zero_tensor_bytes(path: Path) -> None:
+    """Overwrite every tensor byte of a safetensors file with zeros, keeping its header (and metadata)."""
+    data = bytearray(path.read_bytes())
+    header = 8 + int.from_bytes(data[:8], "little")
+    data[header:] = bytes(len(data) - header)
+    path.write_bytes(bytes(data))
+
+
+def test_a_copy_with_zeroed_tensors_is_rebuilt_before_it_is_loaded(tiny_entry, cache: Path) -> None:
+    copy = verified_weights_path(tiny_entry)
+    zero_tensor_bytes(copy)
+    assert _safetensors_metadata(copy)["source_sha256"] == TINY_SHA256  # the tag alone cannot tell
+    assert verified_weights_path(tiny_entry) == copy
+    rebuilt, published = read_state_dict(copy), read_state_dict(TINY)
+    assert all(torch.equal(rebuilt[name], published[name]) for name in published)
+
+
+def test_models_verify_finds_a_tampered_copy_and_the_next_run_rebuilds_it(tiny_entry, cache: Path) -> None:
+    copy = verified_weights_path(tiny_entry)
+    zero_tensor_bytes(copy)
+    result = subprocess.run([str(SWINIR), "models", "--verify"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "1 cached model file(s) failed verification and were deleted: tiny-x2" in result.stderr
+    assert not copy.exists() and (cache / FILE_NAME).is_file()  # the verified source stays
+    check = verify_cached(tiny_entry)
+    assert check.cached and check.problem is None
+    verified_weights_path(tiny_entry)
+    assert verify_cached(tiny_entry).problem is None
+
+
+def _safetensors_metadata(path: Path) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata()
+
+
+HTML_PAGE = b"<!doctype html><html><body>Please log in to download this file.</body></html>"
+
+
+def test_an_html_page_is_never_recorded_as_an_unpinned_model_and_a_later_good_download_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightServer, cache: Path
+) -> None:
+    register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", sha256=None)
+    entry = get_model("tiny-x2")
+    server.html_page = HTML_PAGE
+    with pytest.raises(DownloadError) as caught:
+        verified_weights_path(entry)
+    assert "did not send a checkpoint" in str(caught.value) and "\n" not in str(caught.value)
+    assert cache_listing(cache) == []  # no file, no recorded hash
+    server.html_page = None
+    assert read_state_dict(verified_weights_path(entry)).keys() == read_state_dict(TINY).keys()
+    assert (cache / f"{FILE_NAME}.sha256").read_text().split()[0] == TINY_SHA256
+
+
+def test_a_cache_poisoned_by_an_older_version_is_repaired_by_a_good_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightServer, cache: Path
+) -> None:
+    register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", sha256=None)
+    cache.mkdir()
+    (cache / FILE_NAME).write_bytes(HTML_PAGE)  # what the older version kept, with its hash recorded
+    (cache / f"{FILE_NAME}.sha256").write_text(f"{hashlib.sha256(HTML_PAGE).hexdigest()}  {FILE_NAME}\n")
+    assert read_state_dict(verified_weights_path(get_model("tiny-x2"))).keys() == read_state_dict(TINY).keys()
+    assert (cache / FILE_NAME).read_bytes() == TINY_BYTES
+    assert (cache / f"{FILE_NAME}.sha256").read_text().split()[0] == TINY_SHA256
+
+
+# ------------------------------------------------------------------------------------------------
+# Writes that do not complete are failures; cache files keep the download's permissions
+
+
+def test_cache_files_have_the_permissions_of_the_downloaded_file(tiny_entry, cache: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        copy = verified_weights_path(tiny_entry)
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in cache.iterdir() if p.is_file()}
+    assert modes == {name: 0o644 for name in modes} and copy.name in modes and len(modes) == 3
+
+
+def test_a_full_disk_while_writing_the_copy_is_a_one_line_error_leaving_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightServer
+) -> None:
+    with full_disk(tmp_path / "disk", size=f"{len(TINY_BYTES) + 400_000}") as disk:
+        monkeypatch.setenv("SWINIR_CACHE_DIR", str(disk))
+        register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}")
+        result = subprocess.run(
+            [str(SWINIR), "download", "tiny-x2"], capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 1
+        first = result.stderr.splitlines()[0]
+        assert f"cannot store model 'tiny-x2' in the cache {disk}: No space left on device" in first
+        assert "sr_pixelshuffle_x2.safetensors" in first
+        assert "Traceback" not in result.stderr
+        assert cache_listing(disk) == [FILE_NAME]  # the verified download; no partial copy, no temporary
+
+
+def test_a_read_only_cache_serves_its_verified_files_and_refuses_new_ones_on_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightServer
+) -> None:
+    with full_disk(tmp_path / "ro", size="16m") as disk:
+        monkeypatch.setenv("SWINIR_CACHE_DIR", str(disk))
+        register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", size=len(TINY_BYTES))
+        entry = get_model("tiny-x2")
+        fetch(entry)  # verified, but never converted
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        assert verified_weights_path(entry) == disk / FILE_NAME  # loads the verified .pth itself
+        register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", sha256=None)  # needs a record
+        result = subprocess.run(
+            [str(SWINIR), "models", "--verify"], capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert "read-only file system" in result.stderr.lower()
+
+
+def test_a_recorded_hash_file_of_binary_bytes_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightServer, cache: Path
+) -> None:
+    register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", sha256=None)
+    fetch(get_model("tiny-x2"))
+    record = cache / f"{FILE_NAME}.sha256"
+    record.write_bytes(b"\xff\xfe\x00garbage\x80")
+    result = subprocess.run([str(SWINIR), "download", "tiny-x2"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{record} is not a sha256 record" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# Downloads are bounded in size and time
+
+
+def test_a_body_longer_than_the_pinned_size_without_content_length_stops_at_the_size(
+    tiny_entry, server: WeightServer, cache: Path
+) -> None:
+    server.no_content_length = True
+    server.extra_body = b"\x00" * 3_000_000
+    assert fetch(tiny_entry).read_bytes() == TINY_BYTES
+
+
+def test_a_body_without_content_length_for_an_unsized_entry_ends_with_the_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightServer, cache: Path
+) -> None:
+    register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}")
+    server.no_content_length = True
+    assert fetch(get_model("tiny-x2")).read_bytes() == TINY_BYTES
+
+
+def test_a_trickling_server_is_retried_visibly_then_given_up_on_one_line(
+    tiny_entry, server: WeightServer
+) -> None:
+    server.trickle_s = 0.2
+    events: list[object] = []
+    started = time.monotonic()
+    with pytest.raises(DownloadError) as caught:
+        fetch(tiny_entry, events=events.append, retries=1, backoff_s=0, timeout_s=1.0)
+    assert time.monotonic() - started < 20
+    message = str(caught.value)
+    assert "\n" not in message and "gave up after 2 attempts without progress" in message
+    assert "the server sent only" in message
+    retries = [event for event in events if isinstance(event, DownloadRetry)]
+    assert [event.attempt for event in retries] == [1] and retries[0].model == "tiny-x2"
+    assert any(isinstance(event, DownloadProgress) and event.done > 0 for event in events)
+
+
+@pytest.mark.parametrize("misbehaviour", ["trickle_s", "stall_after_headers"])
+def test_the_overall_deadline_gives_up_on_one_line_showing_the_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightServer, cache: Path, misbehaviour: str
+) -> None:
+    register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", size=len(TINY_BYTES))
+    setattr(server, misbehaviour, 0.3 if misbehaviour == "trickle_s" else True)
+    monkeypatch.setenv("SWINIR_DOWNLOAD_TIMEOUT", "3")
+    started = time.monotonic()
+    result = subprocess.run([str(SWINIR), "download", "tiny-x2"], capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1 and elapsed < 30, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "gave up after 3 s" in errors[0] and "SWINIR_DOWNLOAD_TIMEOUT" in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_an_invalid_download_timeout_is_a_usage_error(tiny_entry, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWINIR_DOWNLOAD_TIMEOUT", "soon")
+    with pytest.raises(UsageError, match="SWINIR_DOWNLOAD_TIMEOUT='soon': expected a positive number"):
+        fetch(tiny_entry)
+
+
+def test_a_malformed_content_range_is_a_one_line_error(tiny_entry, server: WeightServer, cache: Path) -> None:
+    server.hang_up_after = [500_000]
+    server.content_range = "bytes five-hundred/lots"
+    with pytest.raises(DownloadError) as caught:
+        fetch(tiny_entry, backoff_s=0)
+    assert "malformed Content-Range 'bytes five-hundred/lots'" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_malformed_status_line_is_a_one_line_error(tiny_entry, server: WeightServer) -> None:
+    server.raw_status_line = b"HTTP/1.1 TWO-HUNDRED OK\r\n\r\n"
+    with pytest.raises(DownloadError) as caught:
+        fetch(tiny_entry, retries=1, backoff_s=0)
+    message = str(caught.value)
+    assert "malformed HTTP status line" in message and "gave up after 2 attempts" in message
+    assert "\n" not in message
+
+
+def test_a_waiting_second_process_says_what_it_waits_for(
+    tiny_entry, server: WeightServer, cache: Path
+) -> None:
+    server.gate.clear()  # hold the first transfer open until the second process is waiting
+    first = subprocess.Popen([str(SWINIR), "download", "tiny-x2"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not server.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = subprocess.Popen([str(SWINIR), "download", "tiny-x2"], stderr=subprocess.PIPE, text=True)
+    time.sleep(3.0)
+    server.gate.set()
+    _, first_err = first.communicate(timeout=60)
+    _, second_err = second.communicate(timeout=60)
+    assert (first.returncode, second.returncode) == (0, 0), first_err + second_err
+    assert f"tiny-x2: waiting for another process downloading {cache / FILE_NAME}" in second_err
+    assert len(server.requests) == 1
+
+
+def test_the_package_imports_no_posix_only_module(tmp_path: Path) -> None:
+    """Windows has no fcntl, termios, pwd, grp or resource: importing any of them at import time would
+    break every Windows user. Here they are made unimportable before the package is imported."""
+    script = """
+import sys
+for name in ("fcntl", "termios", "pwd", "grp", "resource"):
+    sys.modules[name] = None
+import pkgutil, importlib, swinir_cli
+for module in pkgutil.walk_packages(swinir_cli.__path__, "swinir_cli."):
+    if module.name != "swinir_cli.__main__":
+        importlib.import_module(module.name)
+from swinir_cli import download
+print(download.FileLock.__name__)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_full_disk_during_the_download_is_a_one_line_error_naming_the_part_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightServer
+) -> None:
+    with full_disk(tmp_path / "disk", size="512k") as disk:
+        monkeypatch.setenv("SWINIR_CACHE_DIR", str(disk))
+        register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", size=len(TINY_BYTES))
+        with pytest.raises(DownloadError) as caught:
+            fetch(get_model("tiny-x2"), backoff_s=0)
+        message = str(caught.value)
+        assert f"cannot store model 'tiny-x2' in the cache {disk}: No space left on device" in message
+        assert f"{FILE_NAME}.part" in message and "\n" not in message
+
+
+def test_an_unpinned_safetensors_entry_is_checked_as_safetensors_and_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightServer, cache: Path
+) -> None:
+    from safetensors.torch import save
+
+    data = save({name: tensor.contiguous() for name, tensor in read_state_dict(TINY).items()})
+    server.files["/tiny.safetensors"] = data
+    register(tmp_path, monkeypatch, f"{server.base_url}/tiny.safetensors", sha256=None)
+    path = verified_weights_path(get_model("tiny-x2"))
+    assert path == cache / "tiny.safetensors" and path.read_bytes() == data
+    assert (cache / "tiny.safetensors.sha256").read_text().split()[0] == hashlib.sha256(data).hexdigest()

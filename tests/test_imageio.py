@@ -6,9 +6,13 @@ from __future__ import annotations
 import errno
 import io
 import os
+import signal
+import socket
 import struct
 import subprocess
 import sys
+import threading
+import time
 import warnings
 import zlib
 from pathlib import Path
@@ -16,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hostile import full_disk
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageCms, ImageFile, ImageOps, PngImagePlugin
@@ -563,3 +568,301 @@ def test_any_bytes_give_an_image_or_an_image_error(data: bytes) -> None:
         else:
             assert image.pixels.ndim == 3 and image.pixels.dtype in (np.uint8, np.uint16)
             assert image.alpha is None or image.alpha.shape == image.pixels.shape[:2]
+
+
+# ------------------------------------------------------------------------------------------------
+# Hostile inputs: special files, huge non-images, decoder asserts; full disks, killed writers, long names
+
+
+def read_in_thread(path: Path, seconds: float = 20.0) -> BaseException | None:
+    """read_image(path) in a thread that must finish within ``seconds`` (a FIFO must not block)."""
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            read_image(path)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert outcome, f"read_image({path}) still waiting after {seconds} s"
+    return outcome[0]
+
+
+def test_fifos_devices_sockets_and_symlinks_to_them_are_refused_at_once(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "link.png").symlink_to(tmp_path / "pipe.png")
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_path / "sock.png"))
+    try:
+        expected = {
+            "pipe.png": "is a FIFO",
+            "link.png": "is a FIFO",
+            "zero.png": "is a character device",
+            "sock.png": "cannot read",  # opening a socket fails outright (ENXIO)
+        }
+        for name, reason in expected.items():
+            error = read_in_thread(tmp_path / name)
+            assert isinstance(error, ImageError), (name, error)
+            assert str(error).startswith(f"{tmp_path / name}: cannot read") and reason in str(error)
+            assert "\n" not in str(error)
+    finally:
+        listener.close()
+
+
+def test_a_3_gb_file_that_is_no_image_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    big = tmp_path / "huge.png"
+    with big.open("wb") as stream:  # sparse: takes no disk space
+        stream.write(b"this is no image header at all")
+        stream.truncate(3 << 30)
+    script = f"""
+import resource
+from swinir_cli.errors import ImageError
+from swinir_cli.imageio import read_image
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    read_image({str(big)!r})
+except ImageError as exc:
+    print(exc)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    message, grown_mb = result.stdout.splitlines()
+    assert message == f"{big}: not an image (no image format recognises its contents)", result.stderr
+    assert int(grown_mb) < 100  # reading it whole would have taken 3 GB
+
+
+def palette_png_without_plte() -> bytes:
+    header = struct.pack(">IIBBBBB", 4, 4, 8, 3, 0, 0, 0)
+    rows = b"".join(b"\x00" + bytes(4) for _ in range(4))
+    return b"".join(
+        [
+            b"\x89PNG\r\n\x1a\n",
+            png_chunk(b"IHDR", header),
+            png_chunk(b"IDAT", zlib.compress(rows)),
+            png_chunk(b"IEND", b""),
+        ]
+    )
+
+
+def dds_with_unknown_pixel_format() -> bytes:
+    header = bytearray(128)
+    header[:4] = b"DDS "
+    struct.pack_into("<IIIIIII", header, 4, 124, 0x1007, 4, 4, 16, 0, 0)
+    struct.pack_into("<II4sIIIII", header, 76, 32, 0x4, b"ZZZZ", 0, 0, 0, 0, 0)
+    return bytes(header) + bytes(64)
+
+
+@pytest.mark.parametrize(
+    "name, contents, reason",
+    [
+        ("noplte.png", palette_png_without_plte(), "corrupt or truncated image data (AssertionError)"),
+        ("odd.dds", dds_with_unknown_pixel_format(), "Unimplemented pixel format"),
+    ],
+)
+def test_decoder_asserts_and_unimplemented_formats_are_one_line_errors(
+    tmp_path: Path, name: str, contents: bytes, reason: str
+) -> None:
+    (tmp_path / name).write_bytes(contents)
+    for source in (tmp_path / name, contents):
+        with pytest.raises(ImageError) as caught:
+            read_image(source, name=name)
+        assert str(caught.value).startswith(f"{name}: ") and reason in str(caught.value)
+        assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("suffix, depth", [(".png", 8), (".png", 16), (".tif", 8), (".tif", 16), (".jpg", 8)])
+def test_full_disk_fails_the_write_naming_the_output_and_keeps_the_old_one(
+    tmp_path: Path, suffix: str, depth: int
+) -> None:
+    dtype = np.uint16 if depth == 16 else np.uint8
+    image = LoadedImage(random_pixels(600, 600, 3, dtype))  # incompressible noise: 0.5 MB or more
+    with full_disk(tmp_path / "disk", size="192k") as disk:
+        output = disk / f"out{suffix}"
+        output.write_bytes(b"previous output")
+        with pytest.raises(ImageError) as caught:
+            write_image(output, image)
+        assert str(caught.value) == f"{output}: cannot write (no space left on device)"
+        assert leftover_files(disk) == [output.name]
+        assert output.read_bytes() == b"previous output"
+
+
+def test_temporary_file_of_a_killed_writer_is_removed_by_the_next_write(tmp_path: Path) -> None:
+    output = tmp_path / "big.png"
+    script = f"""
+import numpy as np
+from pathlib import Path
+from swinir_cli.imageio import LoadedImage, write_image
+pixels = np.random.default_rng(0).integers(0, 255, (4000, 4000, 3), dtype=np.uint8)
+write_image(Path({str(output)!r}), LoadedImage(pixels))
+"""
+    writer = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".big.png.*.tmp")) and writer.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=60)
+    left = list(tmp_path.glob(".big.png.*.tmp"))
+    assert len(left) == 1 and not output.exists(), "the writer was not killed while writing"
+    others = [tmp_path / ".other.png.0123456789ab.tmp", tmp_path / ".big.png.mine.tmp"]
+    for path in others:
+        path.write_bytes(b"not this output's temporary file")
+    subprocess.run(
+        [sys.executable, "-c", script.replace("(4000, 4000, 3)", "(8, 8, 3)")], check=True, timeout=120
+    )
+    assert leftover_files(tmp_path) == sorted([".big.png.mine.tmp", ".other.png.0123456789ab.tmp", "big.png"])
+    assert read_image(output).width == 8
+
+
+@pytest.mark.parametrize("stem", ["a" * 251, "é" * 125 + "x"])  # 255 bytes with ".png", ASCII and UTF-8
+def test_output_names_at_the_name_limit_are_written(tmp_path: Path, stem: str) -> None:
+    output = tmp_path / f"{stem}.png"
+    assert len(os.fsencode(output.name)) == 255
+    write_image(output, LoadedImage(random_pixels(4, 4, 3)))
+    assert read_image(output).width == 4
+    assert leftover_files(tmp_path) == [output.name]
+
+
+# ------------------------------------------------------------------------------------------------
+# Seeded fuzzing of every format Pillow decodes here: only images or clean ImageErrors come out
+
+
+def _encoded(array: np.ndarray, fmt: str, **options: object) -> bytes:
+    stream = io.BytesIO()
+    Image.fromarray(array).save(stream, fmt, **options)
+    return stream.getvalue()
+
+
+def fuzz_seeds() -> dict[str, bytes]:
+    """Small valid files of every format and variant worth mutating, made here with Pillow and OpenCV."""
+    rng = np.random.default_rng(7)
+    rgb = rng.integers(0, 256, (16, 20, 3), dtype=np.uint8)
+    rgba = rng.integers(0, 256, (16, 20, 4), dtype=np.uint8)
+    gray = rgb[..., 0].copy()
+    palette = Image.fromarray(rgb).quantize(16)
+    seeds = {
+        "png-rgb": _encoded(rgb, "PNG"),
+        "png-rgba": _encoded(rgba, "PNG"),
+        "png-gray16": _encoded(gray.astype(np.uint16) * 257, "PNG"),
+        "png-rgb16": cv2.imencode(".png", rgb.astype(np.uint16) * 257)[1].tobytes(),
+        "png-noplte": palette_png_without_plte(),
+        "jpeg": _encoded(rgb, "JPEG", quality=80),
+        "jpeg-progressive": _encoded(rgb, "JPEG", progressive=True, quality=80),
+        "jpeg-gray": _encoded(gray, "JPEG"),
+        "tiff-rgb": _encoded(rgb, "TIFF"),
+        "tiff-deflate": _encoded(rgba, "TIFF", compression="tiff_adobe_deflate"),
+        "tiff-float": _encoded(gray.astype(np.float32) / 255, "TIFF"),
+        "tiff-rgb16": cv2.imencode(".tiff", rgb.astype(np.uint16) * 257)[1].tobytes(),
+        "webp": _encoded(rgb, "WEBP", quality=80),
+        "webp-lossless": _encoded(rgba, "WEBP", lossless=True),
+        "gif": _encoded(rgb, "GIF"),
+        "bmp": _encoded(rgb, "BMP"),
+        "bmp-gray": _encoded(gray, "BMP"),
+        "dds": _encoded(rgba, "DDS"),
+        "dds-odd": dds_with_unknown_pixel_format(),
+        "ico": _encoded(rgba, "ICO", sizes=[(16, 16)]),
+        "tga": _encoded(rgb, "TGA"),
+        "tga-rle": _encoded(rgb, "TGA", compression="tga_rle"),
+        "ppm": _encoded(rgb, "PPM"),
+        "pcx": _encoded(rgb, "PCX"),
+        "sgi": _encoded(rgb, "SGI"),
+        "qoi": _encoded(rgba, "QOI"),
+        "jpeg2000": _encoded(rgb, "JPEG2000"),
+        "avif": _encoded(rgb, "AVIF", quality=60),
+    }
+    for fmt in ("MSP", "XBM"):  # 1-bit formats
+        stream = io.BytesIO()
+        Image.fromarray(gray).convert("1").save(stream, fmt)
+        seeds[fmt.lower()] = stream.getvalue()
+    for name, mode in (("png-palette", "P"), ("tiff-palette", "P"), ("bmp-palette", "P")):
+        stream = io.BytesIO()
+        palette.save(
+            stream, name.split("-")[0].upper(), transparency=3 if mode == "P" and "png" in name else None
+        )
+        seeds[name] = stream.getvalue()
+    stream = io.BytesIO()
+    Image.fromarray(rgb).convert("CMYK").save(stream, "JPEG", quality=80)
+    seeds["jpeg-cmyk"] = stream.getvalue()
+    for fmt in ("TIFF", "GIF", "PNG"):  # multi-page TIFF, animated GIF, APNG
+        stream = io.BytesIO()
+        frames = [Image.fromarray(np.roll(rgb, shift, axis=1)) for shift in (0, 3, 7)]
+        frames[0].save(stream, fmt, save_all=True, append_images=frames[1:])
+        seeds[f"{fmt.lower()}-frames"] = stream.getvalue()
+    return seeds
+
+
+def mutate(data: bytes, rng: np.random.Generator) -> bytes:
+    """1 to 8 random edits: bit flips, interesting values, inserts, deletes, truncation, block copies."""
+    out = bytearray(data)
+    for _ in range(int(rng.integers(1, 9))):
+        kind = int(rng.integers(0, 7))
+        where = int(rng.integers(0, max(len(out), 1)))
+        if kind == 0 and out:
+            out[where] ^= 1 << int(rng.integers(0, 8))
+        elif kind == 1 and out:
+            out[where] = int(rng.choice([0, 1, 0x7F, 0x80, 0xFF]))
+        elif kind == 2 and len(out) >= 4:
+            where = min(where, len(out) - 4)
+            value = int(rng.choice([0, 1, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF]))
+            out[where : where + 4] = value.to_bytes(4, "big" if rng.integers(0, 2) else "little")
+        elif kind == 3:
+            out[where:where] = rng.integers(0, 256, int(rng.integers(1, 32)), dtype=np.uint8).tobytes()
+        elif kind == 4:
+            del out[where : where + int(rng.integers(1, 64))]
+        elif kind == 5:
+            del out[where:]
+        elif out:
+            start = int(rng.integers(0, len(out)))
+            out[where:where] = out[start : start + int(rng.integers(1, 64))]
+    return bytes(out)
+
+
+def fuzz_read_image(cases: int, seed: int) -> tuple[int, int, list[str]]:
+    """(images decoded, clean ImageErrors, crashes) over ``cases`` mutated files."""
+    seeds = fuzz_seeds()
+    names = sorted(seeds)
+    rng = np.random.default_rng(seed)
+    decoded, clean, crashes = 0, 0, []
+    for case in range(cases):
+        name = names[case % len(names)]
+        data = mutate(seeds[name], rng)
+        try:
+            image = read_image(data, name="fuzz.bin", max_pixels=1 << 20)
+        except ImageError as exc:
+            if not str(exc).startswith("fuzz.bin: ") or "\n" in str(exc):
+                crashes.append(f"case {case} ({name}): badly formed message {exc!r}")
+            clean += 1
+        except Exception as exc:
+            crashes.append(f"case {case} ({name}): {type(exc).__name__}: {_one_line_of(exc)}")
+        else:
+            assert image.pixels.ndim == 3 and image.pixels.dtype in (np.uint8, np.uint16)
+            decoded += 1
+    return decoded, clean, crashes
+
+
+def _one_line_of(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
+
+
+def test_fuzz_seeds_are_valid_files_of_their_formats() -> None:
+    expected_errors = {"png-noplte", "dds-odd", "tiff-float"}
+    for name, data in fuzz_seeds().items():
+        if name in expected_errors:
+            with pytest.raises(ImageError):
+                read_image(data, name=name)
+        else:
+            assert read_image(data, name=name).width in (16, 20), name
+
+
+def test_fuzzed_files_of_every_format_give_images_or_clean_errors() -> None:
+    """Seeded and bounded (a few seconds); SWINIR_FUZZ_CASES=50000 runs a long campaign."""
+    cases = int(os.environ.get("SWINIR_FUZZ_CASES", "1500"))
+    seed = int(os.environ.get("SWINIR_FUZZ_SEED", "20261202"))
+    decoded, clean, crashes = fuzz_read_image(cases, seed)
+    print(f"fuzz: {cases} cases, {decoded} decoded, {clean} clean errors, {len(crashes)} crashes")
+    assert crashes == []
+    assert clean > cases // 10  # the mutations do break files

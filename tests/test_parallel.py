@@ -22,13 +22,16 @@ from batch_folders import (
     OUTPUT,
     SR_X2,
     assert_same_outputs,
+    cli_records,
     factory,
     make_good_and_bad_folder,
     outputs,
     plan,
+    resume_from,
     save_rgb,
     statuses,
 )
+from conftest import run_swinir
 
 from swinir_cli.batch import Job, JobResult, JobSteps, run_jobs
 from swinir_cli.errors import UsageError
@@ -69,8 +72,7 @@ def test_overlapped_gives_the_serial_files_records_order_and_exit_code(tmp_path:
     folder = make_good_and_bad_folder(tmp_path / "in")
     serial_out, overlapped_out = tmp_path / "serial", tmp_path / "overlapped"
     for out in (serial_out, overlapped_out):  # an existing output is skipped, as in a resumed batch
-        out.mkdir()
-        save_rgb(out / "good_1_out.png", seed=99)
+        resume_from(folder, out, "good_1.png")
     serial, serial_started = run_serial(plan(folder, serial_out))
     started: list[str] = []
     reported: list[JobResult] = []
@@ -151,7 +153,7 @@ def test_a_usage_error_stops_the_overlapped_batch_after_reporting_earlier_jobs(t
     with pytest.raises(UsageError, match="wrong scale"):
         run_jobs(plan(folder, out), refuse_the_second, OUTPUT, on_result=reported.append)
     assert [(r.job.source.name, r.status) for r in reported] == [("0.png", "done")]
-    assert sorted(os.listdir(out)) == ["0_out.png"]
+    assert sorted(outputs(out)) == ["0_out.png"]
 
 
 def test_two_cpu_workers_give_one_device_outputs_bit_for_bit(tmp_path: Path) -> None:
@@ -204,7 +206,7 @@ def test_a_worker_crash_fails_only_its_image_and_the_worker_restarts(tmp_path: P
     ]
     (crashed,) = [r for r in summary.results if r.status == "failed"]
     assert crashed.error == f"{folder / 'crash.png'}: the worker process on cpu stopped (exit code -9)"
-    assert sorted(os.listdir(out)) == ["a_out.png", "c_out.png", "d_out.png"]
+    assert sorted(outputs(out)) == ["a_out.png", "c_out.png", "d_out.png"]
 
 
 def test_a_usage_error_in_a_worker_stops_the_batch(tmp_path: Path) -> None:
@@ -254,7 +256,7 @@ def test_ctrl_c_stops_every_worker_with_130_and_leaves_nothing_partial(tmp_path:
     assert {status for _, status in records[1:]} <= {"done", "interrupted"}
     assert "interrupted" in {status for _, status in records}
     done = sorted(Path(name).stem + "_out.png" for name, status in records if status == "done")
-    assert sorted(os.listdir(out)) == done  # no partial or hidden temporary file
+    assert sorted(outputs(out)) == done  # no partial or hidden temporary file
 
 
 def test_device_lists() -> None:
@@ -273,3 +275,22 @@ def test_cpu_cores_are_split_between_workers() -> None:
     assert threads_per_worker(["cpu", "cpu"], cpus=2) == 1
     assert threads_per_worker(["cpu", "cpu"], cpus=16) == 8
     assert threads_per_worker(["cpu"] * 3, cpus=2) == 1
+
+
+def test_cli_device_cpu_cpu_gives_a_plain_runs_outputs_records_and_exit_code(tmp_path: Path) -> None:
+    folder = make_good_and_bad_folder(tmp_path / "in")
+    command = ["denoise", folder, "--sigma", "15", "--weights", DN_COLOR, "--tile", "0", "--suffix", "_out",
+               "--json", "--quiet"]  # fmt: skip
+    plain = run_swinir(*command, "-o", tmp_path / "plain", "--device", "cpu")
+    two = run_swinir(*command, "-o", tmp_path / "two", "--device", "cpu,cpu")
+    assert two.returncode == plain.returncode == 1, two.stderr.decode()
+    assert cli_records(two) == cli_records(plain)
+    assert {status for *_, status, _, _ in cli_records(two)} == {"done", "failed", "ignored"}
+    assert_same_outputs(outputs(tmp_path / "two"), outputs(tmp_path / "plain"))
+
+
+def test_cli_refuses_a_bad_device_list_in_one_line(tmp_path: Path) -> None:
+    image = save_rgb(tmp_path / "a.png")
+    result = run_swinir("denoise", image, "--sigma", "15", "--weights", DN_COLOR, "--device", "cpu,,cpu")
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == "error: --device 'cpu,,cpu' has an empty entry"

@@ -13,7 +13,9 @@ from PIL import Image
 
 from swinir_cli.errors import ImageError, UsageError
 from swinir_cli.imageio import LoadedImage, read_image
-from swinir_cli.pipeline import AUTO, ModelChooser, ModelRequest, Restorer, select_device
+from swinir_cli.pipeline import Restorer, select_device
+from swinir_cli.resolve import ModelChooser, ModelRequest
+from swinir_cli.tasks import AUTO
 
 TINY = REFERENCE / "tiny"
 

@@ -23,13 +23,16 @@ from batch_folders import (
     OUTPUT,
     SR_X2,
     assert_same_outputs,
+    cli_records,
     factory,
     make_good_and_bad_folder,
     outputs,
     plan,
+    resume_from,
     save_rgb,
     statuses,
 )
+from conftest import SWINIR, run_swinir
 
 from swinir_cli.batch import Job, JobResult, run_jobs
 from swinir_cli.errors import UsageError
@@ -60,10 +63,8 @@ def serial_run(jobs: list[Job]):
 
 def test_ray_gives_a_plain_runs_files_names_statuses_and_exit_code(tmp_path: Path) -> None:
     folder = make_good_and_bad_folder(tmp_path / "in", good=3)
-    (tmp_path / "ray").mkdir()
-    save_rgb(tmp_path / "ray" / "good_2_out.png", seed=7)  # resumed: an existing output is skipped
-    (tmp_path / "plain").mkdir()
-    save_rgb(tmp_path / "plain" / "good_2_out.png", seed=7)
+    for out in (tmp_path / "ray", tmp_path / "plain"):  # resumed: an existing output is skipped
+        resume_from(folder, out, "good_2.png")
     plain = serial_run(plan(folder, tmp_path / "plain"))
     reported: list[JobResult] = []
     started: list[int] = []
@@ -209,3 +210,27 @@ def test_ctrl_c_of_the_driver_exits_130_and_leaves_nothing_partial(tmp_path: Pat
     assert all(not name.startswith(".") for name in left)
     assert all(pixels.shape == (320, 320, 3) for name, pixels in left.items() if "large" in name)
     assert {Path(name).stem + "_out.png" for name, status in records if status == "done"} <= set(left)
+
+
+def test_cli_ray_gives_a_plain_runs_outputs_records_and_exit_code(tmp_path: Path) -> None:
+    folder = make_good_and_bad_folder(tmp_path / "in", good=3)
+    command = ["denoise", folder, "--sigma", "15", "--weights", DN_COLOR, "--tile", "0", "--suffix", "_out",
+               "--json", "--quiet", "--device", "cpu"]  # fmt: skip
+    plain = run_swinir(*command, "-o", tmp_path / "plain")
+    on_ray = run_swinir(*command, "-o", tmp_path / "ray", "--ray", "--ray-workers", "2", timeout=300)
+    assert on_ray.returncode == plain.returncode == 1, on_ray.stderr.decode()
+    assert cli_records(on_ray) == cli_records(plain)
+    assert_same_outputs(outputs(tmp_path / "ray"), outputs(tmp_path / "plain"))
+
+
+def test_cli_ray_without_ray_says_how_to_install_it(tmp_path: Path) -> None:
+    hidden = tmp_path / "no_ray"  # a 'ray' package that fails to import, as when the extra is missing
+    (hidden / "ray").mkdir(parents=True)
+    (hidden / "ray" / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    image = save_rgb(tmp_path / "a.png")
+    env = {**os.environ, "PYTHONPATH": str(hidden)}
+    command = [str(SWINIR), "denoise", str(image), "--sigma", "15", "--weights", str(DN_COLOR), "--ray"]
+    result = subprocess.run(command, capture_output=True, env=env, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == f"error: {INSTALL_HINT}"
+    assert not (tmp_path / "a_denoised.png").exists()

@@ -263,3 +263,30 @@ def test_installed_layout_reads_the_registry_shipped_inside_the_package(tmp_path
         check=True,
     )
     assert result.stdout.split() == [str(installed / "registry.py"), "31"]
+
+
+def test_a_users_entry_needs_only_task_level_and_url(tmp_path, monkeypatch) -> None:
+    write_override(
+        tmp_path, monkeypatch, '[models.mine-x4]\ntask = "upscale"\nscale = 4\nurl = "https://e.org/m.pth"\n'
+    )
+    entry = get_model("mine-x4")
+    assert (entry.task, entry.level, entry.file, entry.description) == ("upscale", 4, "m.pth", "")
+
+
+@pytest.mark.parametrize("kind", ["binary", "fifo", "directory"])
+def test_a_registry_that_is_not_a_text_file_is_one_line_without_waiting(tmp_path, monkeypatch, kind) -> None:
+    path = tmp_path / "extra.toml"
+    if kind == "binary":
+        path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe")
+    elif kind == "fifo":
+        os.mkfifo(path)  # opening it for reading would wait for a writer forever
+    else:
+        path.mkdir()
+    monkeypatch.setenv("SWINIR_REGISTRY", str(path))
+    script = "from swinir_cli.cli import main; raise SystemExit(main(['models']))"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    expected = {"binary": "it is not UTF-8 text", "fifo": "not a regular file", "directory": "a directory"}[
+        kind
+    ]
+    assert f"cannot read registry file {path}: " in result.stderr and expected in result.stderr

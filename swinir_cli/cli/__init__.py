@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
 
 import typer
 from typer import Abort
 from typer._click.exceptions import ClickException
 
-from .._version import __version__
 from ..errors import SwinIRError
 from . import evaluate, models, restore
+from .options import Help, Version
 from .output import Output
 
 app = typer.Typer(
@@ -27,23 +26,22 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    add_help_option=False,
 )
 
 
-def _show_version(value: bool) -> None:
-    if value:
-        typer.echo(f"swinir-cli {__version__}")
-        raise typer.Exit()
-
-
 @app.callback()
-def _options(
-    version: Annotated[
-        bool,
-        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version and exit."),
-    ] = False,
-) -> None:
-    """Restore images with SwinIR: upscale (super-resolution), denoise and remove JPEG artifacts."""
+def _options(version: Version = False, show_help: Help = False) -> None:
+    """Restore images with SwinIR: upscale (super-resolution), denoise and remove JPEG artifacts.
+
+    [b]Examples[/]
+
+      swinir upscale photo.jpg          [dim]# writes photo_x4.png[/]
+
+      swinir denoise -o clean/ shots/   [dim]# every image of shots/[/]
+
+      swinir models                     [dim]# the model names --model takes[/]
+    """
 
 
 restore.register(app)
@@ -54,11 +52,13 @@ EXIT_INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns (and exits with) 0 on success, 1 on failure, 2 on usage errors."""
+    """Run the command line; returns (and exits with) 0 on success, 1 on failure, 2 on usage errors,
+    130 when interrupted. Without arguments it prints the help (exit 0)."""
     debug = os.environ.get("SWINIR_DEBUG", "") not in ("", "0")
     console = Output()
+    args = sys.argv[1:] if argv is None else argv
     try:
-        code = app(args=argv, prog_name="swinir", standalone_mode=False)
+        code = app(args=list(args) or ["--help"], prog_name="swinir", standalone_mode=False)
     except SwinIRError as exc:
         if debug:
             raise

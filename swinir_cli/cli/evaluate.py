@@ -9,16 +9,17 @@ standard output carries a single JSON line ``{"images": [...], "average": {...}}
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..download import verified_weights_path
 from ..errors import UsageError
-from ..registry import get_model
-from .options import parse_tile
+from ..resolve import ModelRequest, check_request, named_entry, open_restorer
+from ..tasks import TASKS
+from . import options as o
+from .options import check_tiling
 from .output import Output
 
 # The evaluation modules load PyTorch: commands import them when they run, so `swinir --help` stays fast.
@@ -37,106 +38,40 @@ _HEADINGS = {
 
 
 def register(app: typer.Typer) -> None:
-    app.command("eval")(evaluate)
+    app.command("eval", add_help_option=False)(evaluate)
 
 
 def evaluate(
-    gt: Annotated[Path, typer.Option("--gt", help="Folder of ground-truth images.", show_default=False)],
-    model: Annotated[
-        str | None,
-        typer.Argument(help="Registry model name (see `swinir models`).", show_default=False),
-    ] = None,
-    weights: Annotated[
-        Path | None, typer.Option("--weights", "-w", help="A local SwinIR checkpoint (.pth or .safetensors).")
-    ] = None,
-    lq: Annotated[
-        Path | None,
-        typer.Option(
-            "--lq",
-            help="Folder of degraded inputs (SR: baby.png pairs with babyx4.png, baby_x4.png or baby.png). "
-            "Without it, noisy/JPEG inputs are synthesised as the authors do.",
-            show_default=False,
-        ),
-    ] = None,
-    restored: Annotated[
-        Path | None,
-        typer.Option(
-            "--restored",
-            help="Measure these existing results instead of running a model (baby.png pairs with baby.png, "
-            "baby_x4.png, baby_SwinIR.png...).",
-            show_default=False,
-        ),
-    ] = None,
-    save: Annotated[
-        Path | None,
-        typer.Option("--save", help="Keep the restored images here (<name>_SwinIR.png).", show_default=False),
-    ] = None,
-    task: Annotated[
-        str | None,
-        typer.Option(
-            "--task",
-            help="upscale, denoise or dejpeg (default: from the model). With --restored, dejpeg adds PSNR-B.",
-            show_default=False,
-        ),
-    ] = None,
-    sigma: Annotated[
-        int | None,
-        typer.Option(
-            "--sigma", min=0, help="Noise level to synthesise (default: the model's).", show_default=False
-        ),
-    ] = None,
-    quality: Annotated[
-        int | None,
-        typer.Option(
-            "--quality",
-            min=1,
-            max=100,
-            help="JPEG quality to synthesise (default: the model's).",
-            show_default=False,
-        ),
-    ] = None,
-    scale: Annotated[
-        int | None,
-        typer.Option(
-            "--scale",
-            "-s",
-            min=1,
-            help="With --restored: the SR factor (that border is not measured). Else: must match the model.",
-            show_default=False,
-        ),
-    ] = None,
-    tile: Annotated[
-        str,
-        typer.Option(
-            "--tile", help="Tile side in input pixels, 0 for the whole image (the authors' way), or 'auto'."
-        ),
-    ] = "0",
-    tile_overlap: Annotated[
-        int | None,
-        typer.Option(
-            "--tile-overlap", min=0, help="Overlap between tiles in input pixels.", show_default=False
-        ),
-    ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    tta: Annotated[
-        bool, typer.Option("--tta", help="x8 self-ensemble (flips and rotations averaged), 8x slower.")
-    ] = False,
-    json: Annotated[
-        bool, typer.Option("--json", help="One JSON line with every figure on standard output.")
-    ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print errors only (and the JSON line).")
-    ] = False,
+    gt: o.GroundTruth,
+    model: o.EvalModel = None,
+    weights: o.Weights = None,
+    lq: o.Degraded = None,
+    restored: o.Restored = None,
+    save: o.Save = None,
+    task: o.EvalTask = None,
+    sigma: o.SynthesisSigma = None,
+    quality: o.SynthesisQuality = None,
+    scale: o.Scale = None,
+    tile: o.Tile = "0",
+    tile_overlap: o.TileOverlap = None,
+    device: o.Device = "auto",
+    tta: o.Tta = False,
+    json: o.Json = False,
+    quiet: o.Quiet = False,
+    version: o.Version = False,
+    show_help: o.Help = False,
 ) -> None:
-    """Measure PSNR/SSIM (RGB and Y) and PSNR-B against ground truth, exactly as the SwinIR authors do."""
-    from ..evaluate import (
-        METRIC_KEYS,
-        TASKS,
-        EvalSettings,
-        average,
-        check_synthesis,
-        pair_lq_images,
-    )
+    """Measure PSNR/SSIM (RGB and Y) and PSNR-B against ground truth, exactly as the SwinIR authors do.
+
+    [b]Examples[/]
+
+      swinir eval classical-x2 --gt Set5/HR --lq Set5/LR_bicubic/X2
+
+      swinir eval denoise-color-25 --gt McMaster    [dim]# noise synthesised as the authors do[/]
+
+      swinir eval --restored results/ --gt Set5/HR --scale 4
+    """
+    from ..evaluate import METRIC_KEYS, average
 
     out = Output(quiet=quiet, json_lines=json)
     if task is not None and task not in TASKS:
@@ -144,69 +79,86 @@ def evaluate(
     if restored is not None:
         if model is not None or weights is not None or lq is not None:
             raise UsageError("--restored measures existing images; drop MODEL, --weights and --lq")
-        scale = scale or 1
-        settings = EvalSettings(task or ("upscale" if scale > 1 else "denoise"), scale=scale)
-        results = _evaluate_restored(out, gt, restored, settings)
+        results = _evaluate_restored(out, gt, restored, _restored_settings(out, task, scale))
     else:
-        restorer, settings = _load(
-            out, model, weights, task, sigma, quality, scale, device, tile, tile_overlap
-        )
-        pairs = pair_lq_images(gt, lq, settings.scale)
-        if lq is None:
-            check_synthesis(settings)
-        results = _run(out, restorer, pairs, settings, save, tta)
+        request = _request(model, weights, task, scale)
+        restorer, settings = _load(out, request, sigma, quality, device, o.parse_tile(tile), tile_overlap)
+        results = _run(out, restorer, _pairs(gt, lq, settings), settings, save, tta)
     means = average(results)
     _print_table(out, results, means)
     out.result({"images": [r.record() for r in results], "average": {k: means[k] for k in METRIC_KEYS}})
 
 
-def _load(
-    out: Output,
-    model: str | None,
-    weights: Path | None,
-    task: str | None,
-    sigma: int | None,
-    quality: int | None,
-    scale: int | None,
-    device: str,
-    tile: str,
-    tile_overlap: int | None,
-) -> tuple[Restorer, EvalSettings]:
-    """The restorer and settings for MODEL or --weights, with the model's own level as default."""
-    from ..evaluate import EvalSettings, infer_task
-    from ..pipeline import (
-        Restorer,
-        select_device,
-    )
+def _restored_settings(out: Output, task: str | None, scale: int | None) -> EvalSettings:
+    """Settings for ``--restored``: the crop border comes from --scale, and is said when it is a guess."""
+    from ..evaluate import EvalSettings
 
-    if (model is None) == (weights is None):
+    chosen = TASKS[task or ("upscale" if (scale or 1) > 1 else "denoise")]
+    if chosen.upscales and scale is None:
+        raise UsageError("--task upscale with --restored needs --scale N (its border is not measured)")
+    settings = EvalSettings(chosen.name, scale=scale or 1)
+    if scale is None:
+        out.info("measuring every pixel (crop border 0); pass --scale N for super-resolution results")
+    return settings
+
+
+def _request(model: str | None, weights: Path | None, task: str | None, scale: int | None) -> ModelRequest:
+    if model is None and weights is None:
         raise UsageError("give a MODEL name or --weights FILE (or --restored DIR to measure existing images)")
-    levels: dict[str, int | None] = {"sigma": sigma, "quality": quality}
-    if model is not None:
-        entry = get_model(model)
+    if model is not None and weights is None:
+        entry = named_entry(model)
         if task is not None and task != entry.task:
             raise UsageError(f"model '{entry.name}' is a {entry.task} model, not {task}")
-        if entry.task == "denoise" and sigma is None:
-            levels["sigma"] = entry.level
-        if entry.task == "dejpeg" and quality is None:
-            levels["quality"] = entry.level
-        path = verified_weights_path(entry)
-    else:
-        assert weights is not None
-        path = weights
-    restorer = Restorer.from_weights(
-        path,
-        device=select_device(device),
-        tile=parse_tile(tile),
-        tile_overlap=tile_overlap,
-        on_warning=out.warning,
-    )
-    settings = EvalSettings(task or infer_task(restorer.model.config), scale=restorer.scale, **levels)
-    if scale is not None and scale != restorer.scale:
-        raise UsageError(f"{path} upscales x{restorer.scale}, not x{scale}")
-    if (settings.task == "upscale") != (restorer.scale > 1):
-        raise UsageError(f"{path} has scale x{restorer.scale}, which does not fit --task {settings.task}")
-    return restorer, settings
+        return ModelRequest(entry.task, model=model, scale=scale)
+    if weights is not None and task is None:
+        task = _checkpoint_task(weights)
+    return ModelRequest(task or "upscale", model, weights, scale=scale)
+
+
+def _checkpoint_task(weights: Path) -> str:
+    from ..checkpoint import detect_config, read_state_dict
+    from ..evaluate import infer_task
+
+    return infer_task(detect_config(read_state_dict(weights)))
+
+
+def _load(
+    out: Output,
+    request: ModelRequest,
+    sigma: int | None,
+    quality: int | None,
+    device: str,
+    tile: int | None,
+    tile_overlap: int | None,
+) -> tuple[Restorer, EvalSettings]:
+    """The restorer and settings of the request, with the model's own level as default."""
+    from ..devices import select_device
+    from ..evaluate import EvalSettings
+
+    facts = check_request(request)
+    check_tiling(tile, tile_overlap, facts.window)
+    options = {
+        "device": select_device(device),
+        "tile": tile,
+        "tile_overlap": tile_overlap,
+        "on_warning": out.warning,
+    }
+    _, restorer = open_restorer(request, options)
+    entry = facts.entry
+    levels = {
+        "sigma": sigma if sigma is not None or entry is None or entry.task != "denoise" else entry.level,
+        "quality": quality if quality is not None or entry is None or entry.task != "dejpeg" else entry.level,
+    }
+    return restorer, EvalSettings(request.task, scale=restorer.scale, **levels)
+
+
+def _pairs(gt: Path, lq: Path | None, settings: EvalSettings) -> list[ImagePair]:
+    from ..evaluate import check_synthesis, pair_lq_images
+
+    pairs = pair_lq_images(gt, lq, settings.scale)
+    if lq is None:
+        check_synthesis(settings)
+    return pairs
 
 
 def _run(

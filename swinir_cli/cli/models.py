@@ -2,43 +2,52 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from rich.table import Table
 
 from ..download import (
     CacheCheck,
+    DownloadEvent,
+    DownloadRetry,
+    DownloadWaiting,
     cached_path,
     is_cached,
     verified_weights_path,
     verify_cached,
 )
 from ..errors import DownloadError, SwinIRError, UsageError
-from ..registry import LEVEL_KEY, ModelEntry, cache_dir, get_model, load_registry
+from ..registry import ModelEntry, cache_dir, load_registry
+from ..resolve import named_entry
+from ..tasks import LEVEL_KEY
+from .options import DownloadAll, Help, Json, ModelNames, Quiet, Verify, Version
 from .output import Output
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``models`` and ``download`` commands to ``app``."""
-    app.command("models")(models_command)
-    app.command("download")(download_command)
+    app.command("models", add_help_option=False)(models_command)
+    app.command("download", add_help_option=False)(download_command)
 
 
 def models_command(
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON document on stdout instead of a table.")
-    ] = False,
-    verify: Annotated[
-        bool,
-        typer.Option("--verify", help="Re-hash every cached file; a corrupt one is deleted and reported."),
-    ] = False,
+    json: Json = False, verify: Verify = False, version: Version = False, show_help: Help = False
 ) -> None:
     """List the pretrained models: name, task, setting, size, whether downloaded and whether pinned.
 
     Models download on first use (or with `swinir download`) into SWINIR_CACHE_DIR (default
     ~/.cache/swinir); SWINIR_REGISTRY=extra.toml adds your own entries or a mirror.
+
+    [b]Examples[/]
+
+      swinir models
+
+      swinir models --verify          [dim]# re-hash what is downloaded[/]
+
+      swinir models --json | jq '.models[].name'
     """
+    as_json = json
     output = Output(json_lines=as_json)
     registry = load_registry()
     checks = {name: verify_cached(entry) for name, entry in registry.items()} if verify else {}
@@ -56,24 +65,27 @@ def models_command(
 
 
 def download_command(
-    names: Annotated[
-        list[str] | None,
-        typer.Argument(help="Model names, as `swinir models` lists them.", show_default=False),
-    ] = None,
-    download_all: Annotated[
-        bool, typer.Option("--all", help="Download every model of the registry.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
+    names: ModelNames = None,
+    download_all: DownloadAll = False,
+    quiet: Quiet = False,
+    version: Version = False,
+    show_help: Help = False,
 ) -> None:
     """Download models into the cache, verify them and prepare their fast-loading copies.
 
     Interrupted downloads resume; a file whose sha256 does not match is deleted, never used.
+
+    [b]Examples[/]
+
+      swinir download real-x4 classical-x2
+
+      swinir download --all
     """
     output = Output(quiet=quiet)
     if download_all == bool(names):
         raise UsageError("name the models to download, or pass --all (not both)")
     registry = load_registry()
-    entries = list(registry.values()) if download_all else [get_model(name, registry) for name in names or []]
+    entries = list(registry.values()) if download_all else [named_entry(name) for name in names or []]
     failed = []
     for entry in entries:
         try:
@@ -90,20 +102,31 @@ def download_command(
 def _download_one(entry: ModelEntry, output: Output) -> None:
     was_cached = is_cached(entry)
     with output.progress(entry.name, entry.size, unit="bytes") as task:
-        verified_weights_path(entry, progress=task.update)
+        verified_weights_path(entry, progress=task.update, events=lambda event: _report_event(output, event))
     path = cached_path(entry)
     done = "was already downloaded" if was_cached else f"downloaded {_megabytes(path.stat().st_size)}"
     output.info(f"{entry.name}: {done} and verified ({path})")
+
+
+def _report_event(output: Output, event: DownloadEvent) -> None:
+    """A retry or a wait for another process, one line each (bytes go to the progress display)."""
+    if isinstance(event, DownloadRetry):
+        output.warning(
+            f"{event.model}: attempt {event.attempt} failed ({event.reason}); retrying in "
+            f"{event.wait_s:.1f} s (giving up {event.deadline_s:g} s after the start)"
+        )
+    elif isinstance(event, DownloadWaiting):
+        output.info(f"{event.model}: waiting for another process {event.doing} {event.path}")
 
 
 def _table(registry: dict[str, ModelEntry], checks: dict[str, CacheCheck], verify: bool) -> Table:
     table = Table(title="SwinIR models", title_justify="left")
     for header in ("name", "task", "setting", "images", "params", "size", "downloaded", "pinned"):
         justify = "right" if header in ("params", "size") else "left"
-        table.add_column(header, justify=justify, no_wrap=header != "task")
+        table.add_column(header, justify=justify, no_wrap=True)
     if verify:
-        table.add_column("verified")
-    table.add_column("description")
+        table.add_column("verified", no_wrap=True)
+    table.add_column("description", overflow="fold", min_width=12)
     for name, entry in registry.items():
         row = [
             name,

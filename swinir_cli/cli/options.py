@@ -1,9 +1,297 @@
-"""Parsing of option values that several commands share."""
+"""Every command-line option, declared once, and the parsing of values several commands share.
+
+Each alias below is an ``Annotated`` type that a command's parameter (or a generated signature, see
+:mod:`swinir_cli.cli.restore`) uses as is; the help text, short flag and metavar live only here.
+"""
 
 from __future__ import annotations
 
+import inspect
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
 from ..errors import UsageError
-from ..registry import AUTO
+from ..tasks import AUTO, DEJPEG, DENOISE, TASK_NAMES, UPSCALE
+
+
+class Precision(StrEnum):
+    auto = "auto"
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+class AlphaMode(StrEnum):
+    bicubic = "bicubic"
+    model = "model"
+
+
+class Engine(StrEnum):
+    auto = "auto"
+    torch = "torch"
+    openvino = "openvino"
+
+
+def _option(*flags: str, metavar: str | None = None, **settings: Any) -> Any:
+    """A ``typer.Option``; without ``metavar`` it is a flag, shown without a type (never ``<bool>``)."""
+    shown = "" if metavar is None else metavar
+    return typer.Option(*flags, metavar=shown, show_default=settings.pop("show_default", False), **settings)
+
+
+# --- what to restore and where it goes ----------------------------------------------------------------
+Inputs = Annotated[
+    list[str],
+    typer.Argument(
+        help="Image files, folders or glob patterns; '-' reads one image from standard input.",
+        metavar="INPUT...",
+        show_default=False,
+    ),
+]
+OutputPath = Annotated[
+    str | None,
+    _option(
+        "--output",
+        "-o",
+        metavar="PATH",
+        help="Output file (one input), folder (several inputs, or a path ending in '/'), or '-' for "
+        "standard output (not a terminal). Default: <name><suffix>.png beside each input file; for a "
+        "folder, the folder <folder><suffix> beside it.",
+    ),
+]
+Suffix = Annotated[
+    str | None,
+    _option(
+        "--suffix",
+        metavar="TEXT",
+        help="Added to output names (default: _x4 (the factor), _denoised, _dejpeg).",
+    ),
+]
+Format = Annotated[
+    str | None,
+    _option(
+        "--format",
+        "-f",
+        metavar="png|jpg|webp|tiff|...",
+        help="Output format; default png, or the --output file's suffix (which must agree).",
+    ),
+]
+OutputQuality = Annotated[
+    int | None,
+    _option(
+        "--output-quality",
+        min=0,
+        max=100,
+        metavar="0-100",
+        help="Quality of lossy outputs (JPEG 95, WebP 95 by default; WebP 100 is lossless).",
+    ),
+]
+Overwrite = Annotated[bool, _option("--overwrite", help="Redo outputs that already exist.")]
+Recursive = Annotated[bool, _option("--recursive", "-r", help="Descend into sub-folders, mirroring them.")]
+StripMetadata = Annotated[bool, _option("--strip-metadata", help="Drop ICC profile, EXIF and PNG text.")]
+MaxPixels = Annotated[
+    int | None,
+    _option(
+        "--max-pixels",
+        min=1,
+        metavar="N",
+        help="Refuse larger inputs and outputs (default: Pillow's limit of about 89 million for inputs, "
+        "16 times that for outputs).",
+    ),
+]
+
+# --- which model ------------------------------------------------------------------------------------
+ModelName = Annotated[
+    str | None, _option("--model", "-m", metavar="NAME", help="Registry model name (see `swinir models`).")
+]
+Weights = Annotated[
+    Path | None,
+    _option("--weights", "-w", metavar="FILE", help="A local SwinIR checkpoint (.pth or .safetensors)."),
+]
+Scale = Annotated[
+    int | None,
+    _option(
+        "--scale",
+        "-s",
+        min=1,
+        metavar=UPSCALE.levels_metavar,
+        help="Upscaling factor (default: 4, or the model's). For `eval --restored`: the factor of the "
+        "results, whose border is not measured.",
+    ),
+]
+Sigma = Annotated[
+    str,
+    _option(
+        "--sigma",
+        metavar=f"{DENOISE.levels_metavar}|auto",
+        help="Noise level of the input, or 'auto' (estimated per image; the nearest model is used).",
+        show_default=True,
+    ),
+]
+JpegQuality = Annotated[
+    str,
+    _option(
+        "--quality",
+        metavar=f"{DEJPEG.levels_metavar}|auto",
+        help="JPEG quality of the input, or 'auto' (read from the file's quantization tables).",
+        show_default=True,
+    ),
+]
+
+# --- how to compute ---------------------------------------------------------------------------------
+Tile = Annotated[
+    str,
+    _option(
+        "--tile",
+        "-t",
+        metavar="PIXELS|auto",
+        help="Tile side in input pixels, 0 for the whole image, or 'auto' (the largest tile that fits "
+        "the device's free memory).",
+        show_default=True,
+    ),
+]
+TileOverlap = Annotated[
+    int | None,
+    _option("--tile-overlap", min=0, metavar="PIXELS", help="Overlap between tiles (default: two windows)."),
+]
+Batch = Annotated[
+    int, _option("--batch", min=1, metavar="N", help="Tiles per forward pass.", show_default=True)
+]
+Device = Annotated[
+    str,
+    _option(
+        "--device",
+        metavar="auto|cpu|cuda|cuda:N|mps|LIST",
+        help="Where to compute; a comma-separated list (cuda:0,cuda:1, cuda:all, cpu,cpu) runs one worker "
+        "process per device.",
+        show_default=True,
+    ),
+]
+RayOption = Annotated[
+    bool,
+    _option("--ray", help="Run the batch on a Ray cluster: RAY_ADDRESS, else a local one (the ray extra)."),
+]
+RayWorkers = Annotated[
+    int | None,
+    _option(
+        "--ray-workers", min=1, metavar="N", help="Ray actors (default: one per GPU, else one per node)."
+    ),
+]
+PrecisionOption = Annotated[
+    Precision,
+    _option(
+        "--precision", help="Compute precision; auto is fp32 (fp16 is refused on the CPU).", show_default=True
+    ),
+]
+EngineOption = Annotated[
+    Engine,
+    _option(
+        "--engine",
+        metavar="auto|torch|openvino",
+        help="Inference engine (openvino needs the openvino extra).",
+        show_default=True,
+    ),
+]
+Tf32 = Annotated[
+    bool, _option("--tf32", help="Allow TF32 matrix products on NVIDIA GPUs (faster, less exact).")
+]
+Tta = Annotated[bool, _option("--tta", help="Average the 8 flips/rotations of each tile (8x slower).")]
+Alpha = Annotated[
+    AlphaMode,
+    _option(
+        "--alpha",
+        metavar="bicubic|model",
+        help="How transparency is resized: bicubic interpolation, or through the model.",
+        show_default=True,
+    ),
+]
+
+# --- final size -------------------------------------------------------------------------------------
+Outscale = Annotated[
+    float | None,
+    _option(
+        "--outscale",
+        metavar="FACTOR",
+        help="Final size as a factor of the input size; the model's result is resized (area averaging to "
+        "shrink, Lanczos to enlarge).",
+    ),
+]
+Width = Annotated[
+    int | None,
+    _option("--width", min=1, metavar="PIXELS", help="Final width (alone: keeps the aspect ratio)."),
+]
+Height = Annotated[
+    int | None,
+    _option("--height", min=1, metavar="PIXELS", help="Final height (alone: keeps the aspect ratio)."),
+]
+
+# --- what is printed --------------------------------------------------------------------------------
+Json = Annotated[bool, _option("--json", help="Machine-readable JSON on standard output.")]
+Quiet = Annotated[bool, _option("--quiet", "-q", help="Print errors only.")]
+
+# --- swinir eval ------------------------------------------------------------------------------------
+EvalModel = Annotated[
+    str | None,
+    typer.Argument(metavar="[MODEL]", help="Registry model name (see `swinir models`).", show_default=False),
+]
+GroundTruth = Annotated[Path, _option("--gt", metavar="DIR", help="Folder of ground-truth images.")]
+Degraded = Annotated[
+    Path | None,
+    _option(
+        "--lq",
+        metavar="DIR",
+        help="Folder of degraded inputs (SR: baby.png pairs with babyx4.png, baby_x4.png or baby.png). "
+        "Without it, noisy/JPEG inputs are synthesised as the authors do.",
+    ),
+]
+Restored = Annotated[
+    Path | None,
+    _option(
+        "--restored",
+        metavar="DIR",
+        help="Measure these existing results instead of running a model (baby.png pairs with baby.png, "
+        "baby_x4.png, baby_SwinIR.png...).",
+    ),
+]
+Save = Annotated[
+    Path | None, _option("--save", metavar="DIR", help="Keep the restored images here (<name>_SwinIR.png).")
+]
+EvalTask = Annotated[
+    str | None,
+    _option(
+        "--task",
+        metavar="|".join(TASK_NAMES),
+        help="The task (default: from the model). With --restored, dejpeg adds PSNR-B.",
+    ),
+]
+SynthesisSigma = Annotated[
+    int | None,
+    _option("--sigma", min=0, metavar="N", help="Noise level to synthesise (default: the model's)."),
+]
+SynthesisQuality = Annotated[
+    int | None,
+    _option(
+        "--quality",
+        min=1,
+        max=100,
+        metavar="1-100",
+        help="JPEG quality to synthesise (default: the model's).",
+    ),
+]
+
+# --- swinir models / download -----------------------------------------------------------------------
+Verify = Annotated[
+    bool, _option("--verify", help="Re-hash every cached file; a corrupt one is deleted and reported.")
+]
+ModelNames = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="[NAME]...", help="Model names, as `swinir models` lists them.", show_default=False
+    ),
+]
+DownloadAll = Annotated[bool, _option("--all", help="Download every model of the registry.")]
 
 
 def parse_tile(value: str) -> int | None:
@@ -21,3 +309,57 @@ def parse_tile(value: str) -> int | None:
     if tile < 0:
         raise UsageError(f"--tile must not be negative, got {tile}")
     return tile
+
+
+def check_tiling(tile: int | None, overlap: int | None, window: int) -> None:
+    """Refuse a tile smaller than the model's window, or an overlap over half the tile.
+
+    Raises:
+        UsageError: naming the values and the window.
+    """
+    if tile and tile < window:
+        raise UsageError(f"--tile {tile} is smaller than the model's window of {window} pixels")
+    if tile and overlap is not None and overlap > tile // 2:
+        raise UsageError(f"--tile-overlap {overlap} is more than half of --tile {tile}")
+
+
+def parse_level(value: str, option: str) -> int | str:
+    """``--sigma``/``--quality`` of the input: a number or ``auto``.
+
+    Raises:
+        UsageError: neither.
+    """
+    if value == AUTO:
+        return AUTO
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"{option} must be a number or 'auto', not {value!r}") from None
+
+
+def parameter(name: str, alias: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    """A keyword parameter ``name: alias = default`` for a generated command signature."""
+    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=alias)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from .._version import __version__
+
+        typer.echo(f"swinir-cli {__version__}")
+        raise typer.Exit()
+
+
+def _show_help(context: typer.Context, value: bool) -> None:
+    if value:
+        typer.echo(context.get_help())
+        raise typer.Exit()
+
+
+Version = Annotated[
+    bool,
+    _option("--version", "-V", callback=_show_version, is_eager=True, help="Show the version and exit."),
+]
+Help = Annotated[
+    bool, _option("--help", "-h", callback=_show_help, is_eager=True, help="Show this help and exit.")
+]

@@ -92,7 +92,7 @@ class Output:
         ``unit == "bytes"`` shows sizes and transfer rate; otherwise counts and rate per second.
         """
         if not self.interactive:
-            yield ProgressTask(None, None, description, self)
+            yield ProgressTask(None, None, description, self, unit)
             return
         if unit == "bytes":
             columns = [
@@ -113,7 +113,7 @@ class Output:
             ]
         with Progress(*columns, console=self.err, transient=True) as bar:
             task_id = bar.add_task(escape(description), total=total)
-            yield ProgressTask(bar, task_id, description, self)
+            yield ProgressTask(bar, task_id, description, self, unit)
 
     @contextmanager
     def batch_progress(self, total_images: int) -> Iterator[BatchProgress]:
@@ -128,13 +128,46 @@ class Output:
         columns = [
             TextColumn("{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[unit]}"),
+            AmountColumn(),
             RateColumn(),
-            TimeRemainingColumn(),
+            EtaColumn(),
         ]
         with Progress(*columns, console=self.err, transient=True) as bar:
             yield BatchProgress(self, bar, total_images)
+
+
+class AmountColumn(ProgressColumn):
+    """``3/12 tiles``, ``2/5 images`` or ``1.0/10.5 MB``."""
+
+    def render(self, task: Task) -> Text:
+        unit = task.fields.get("unit", "")
+        if unit == "bytes":
+            return Text(_megabytes(task.completed, task.total))
+        total = "?" if task.total is None else f"{task.total:.0f}"
+        return Text(f"{task.completed:.0f}/{total} {unit}")
+
+
+class EtaColumn(TimeRemainingColumn):
+    """The time left: the task's own ``eta`` field (seconds) when it has one, else rich's estimate."""
+
+    def render(self, task: Task) -> Text:
+        eta = task.fields.get("eta")
+        if eta is None:
+            return super().render(task)
+        return Text(_clock(eta), style="progress.remaining")
+
+
+def _clock(seconds: float) -> str:
+    left = max(0, int(seconds))
+    return (
+        f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
+        if left >= 3600
+        else f"{left // 60}:{left % 60:02d}"
+    )
+
+
+def _megabytes(done: float, total: float | None) -> str:
+    return f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
 
 
 class RateColumn(ProgressColumn):
@@ -158,51 +191,78 @@ def _rate_and_eta(done: float, total: float | None, seconds: float, unit: str) -
     shown = f"{rate / 1e6:.1f} MB/s" if unit == "bytes" else f"{rate:.2f} {unit}/s"
     if not total:
         return f" at {shown}"
-    left = int((total - done) / rate)
-    return f" at {shown}, {left // 60}:{left % 60:02d} left"
+    return f" at {shown}, {_clock((total - done) / rate)} left"
 
 
 class BatchProgress:
-    """Reports a batch as it runs; see :meth:`Output.batch_progress`."""
+    """Reports a batch as it runs; see :meth:`Output.batch_progress`.
+
+    Rates and times left count only restoring: a download has its own rate, and the batch's time left
+    is the mean time of the images restored so far (skipped and failed ones do not count) times the images
+    left, shown from the second image on.
+    """
 
     def __init__(self, output: Output, bar: Progress | None, total_images: int) -> None:
         self._output = output
         self._bar = bar
         self._total = total_images
         self._name = ""
-        self._last_line = self._work_started = time.monotonic()
+        self._unit = "tiles"
+        self._last_line = self._work_started = self._image_started = time.monotonic()
+        self._finished = 0
+        self._restored: list[float] = []  # seconds of each image restored so far
         if bar is not None:
-            self._images = bar.add_task("images", total=total_images, unit="images")
+            self._images = bar.add_task("images", total=total_images, unit="images", eta=None)
             self._work = bar.add_task("", total=None, unit="tiles", visible=False)
 
     def start(self, index: int, input_name: str, output_name: str) -> None:
         """Image ``index`` (from 0) begins."""
         self._name = input_name
-        self._last_line = self._work_started = time.monotonic()
+        self._unit = "tiles"
+        self._last_line = self._work_started = self._image_started = time.monotonic()
         if self._bar is None:
             if self._total > 1:  # a single image is named once, when it is written
-                self._output.info(f"[{index + 1}/{self._total}] {input_name} -> {output_name}")
+                eta = self.batch_eta()
+                left = "" if eta is None else f" ({_clock(eta)} left)"
+                self._output.info(f"[{index + 1}/{self._total}] {input_name} -> {output_name}{left}")
             return
-        self._bar.update(
-            self._work, description=escape(input_name), completed=0, total=None, unit="tiles", visible=True
-        )
+        self._bar.reset(self._work, description=escape(input_name), total=None, unit="tiles", visible=True)
 
     def tiles(self, done: int, total: int) -> None:
         """``done`` of ``total`` tiles of the current image are restored."""
         self._update(done, total, "tiles", f"{self._name}: {done}/{total} tiles")
 
-    def download(self, done: int, total: int | None) -> None:
-        """``done`` of ``total`` bytes of a model's weights have arrived."""
-        megabytes = f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
-        self._update(done, total, "bytes", f"downloading weights: {megabytes}")
+    def download(self, name: str, done: int, total: int | None) -> None:
+        """``done`` of ``total`` bytes of the weights of model ``name`` have arrived."""
+        self._update(
+            done, total, "bytes", f"downloading {name}: {_megabytes(done, total)}", f"downloading {name}"
+        )
 
-    def finished(self) -> None:
-        """One more image is done, skipped or failed."""
+    def finished(self, status: str = "done") -> None:
+        """One more image is ``done``, ``skipped`` or ``failed``."""
+        self._finished += 1
+        if status == "done":
+            self._restored.append(time.monotonic() - self._image_started)
         if self._bar is not None:
-            self._bar.advance(self._images)
+            self._bar.update(self._images, advance=1, eta=self.batch_eta())
             self._bar.update(self._work, visible=False)
 
-    def _update(self, done: float, total: float | None, unit: str, line: str) -> None:
+    def batch_eta(self) -> float | None:
+        """Seconds the images left should take, once an image was restored; None before."""
+        if not self._restored:
+            return None
+        return sum(self._restored) / len(self._restored) * (self._total - self._finished)
+
+    def _update(
+        self, done: float, total: float | None, unit: str, line: str, label: str | None = None
+    ) -> None:
+        if unit != self._unit:  # a download ended or began: its time is not the tiles' time
+            self._unit = unit
+            self._work_started = time.monotonic()
+            if unit == "tiles":
+                self._image_started = self._work_started
+            if self._bar is not None:
+                self._bar.reset(self._work, total=total, unit=unit, description=escape(label or self._name))
         if self._bar is not None:
             self._bar.update(self._work, completed=done, total=total, unit=unit)
             return
@@ -216,8 +276,11 @@ class BatchProgress:
 class ProgressTask:
     """Updates one progress display; without a bar, logs a plain line now and then."""
 
-    def __init__(self, bar: Progress | None, task_id: Any, description: str, output: Output) -> None:
+    def __init__(
+        self, bar: Progress | None, task_id: Any, description: str, output: Output, unit: str = "tiles"
+    ) -> None:
         self._bar = bar
+        self._unit = unit
         self._task_id = task_id
         self._description = description
         self._output = output
@@ -230,6 +293,5 @@ class ProgressTask:
         now = time.monotonic()
         if now - self._last_line >= PLAIN_PROGRESS_INTERVAL and total:
             self._last_line = now
-            self._output.info(
-                f"{self._description}: {completed:g}/{total:g} ({100 * completed / total:.0f}%)"
-            )
+            shown = _megabytes(completed, total) if self._unit == "bytes" else f"{completed:g}/{total:g}"
+            self._output.info(f"{self._description}: {shown} ({100 * completed / total:.0f}%)")

@@ -1,204 +1,60 @@
 """``swinir upscale``, ``swinir denoise`` and ``swinir dejpeg``: one implementation, three front doors.
 
-The commands share every option but the one that picks the model's setting (``--scale``, ``--sigma``,
-``--quality``); :func:`_restore` plans the batch (:mod:`swinir_cli.batch`), picks models per image
-(:class:`~swinir_cli.pipeline.ModelChooser`) and reports through :class:`~swinir_cli.cli.output.Output`.
+The three commands share every option but the one that picks the model's level (``--scale``,
+``--sigma``, ``--quality``); their signatures are generated from the aliases of
+:mod:`swinir_cli.cli.options`, so each option is declared once. A run goes validate -> plan -> resolve ->
+run -> report: everything that needs no image is refused before any model is loaded, the per-image work is
+a :class:`~swinir_cli.recipe.RestoreRecipe`, and :mod:`swinir_cli.cli.report` says what happened.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import glob
+import inspect
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Any
 
 import typer
 
-from ..batch import (
-    STDIO,
-    BatchPlan,
-    BatchSummary,
-    Job,
-    JobResult,
-    OutputOptions,
-    output_size,
-    plan_jobs,
-    resize_image,
-    run_jobs,
-)
-from ..errors import UsageError
-from ..imageio import LoadedImage
-from ..registry import AUTO, get_model
-from .options import parse_tile
+from ..batch import STDIO, BatchPlan, OutputOptions, output_size, plan_jobs
+from ..errors import ImageError, UsageError
+from ..imageio import output_format
+from ..recipe import OutputSize, RestoreRecipe, RestorerSettings
+from ..resolve import ModelFacts, ModelRequest, check_request
+from ..tasks import AUTO, DEJPEG, DENOISE, TASKS, UPSCALE, Task
+from . import options as o
 from .output import BatchProgress, Output
-
-if TYPE_CHECKING:
-    from ..pipeline import Restorer
-
-
-class Precision(StrEnum):
-    auto = "auto"
-    fp32 = "fp32"
-    fp16 = "fp16"
-    bf16 = "bf16"
-
-
-class AlphaMode(StrEnum):
-    bicubic = "bicubic"
-    model = "model"
-
-
-Inputs = Annotated[
-    list[str],
-    typer.Argument(
-        help="Image files, folders or glob patterns; '-' reads one image from standard input.",
-        show_default=False,
-    ),
-]
-OutputPath = Annotated[
-    str | None,
-    typer.Option(
-        "--output",
-        "-o",
-        help="Output file (one input), folder (several inputs, or a path ending in '/'), or '-' for "
-        "standard output. Default: <name><suffix>.png beside each input file; for a folder, the "
-        "folder <folder><suffix> beside it.",
-        show_default=False,
-    ),
-]
-ModelName = Annotated[
-    str | None, typer.Option("--model", "-m", help="Registry model name (see `swinir models`).")
-]
-Weights = Annotated[
-    Path | None, typer.Option("--weights", "-w", help="A local SwinIR checkpoint (.pth or .safetensors).")
-]
-Tile = Annotated[
-    str,
-    typer.Option(
-        "--tile",
-        help="Tile side in input pixels, 0 for the whole image, or 'auto' "
-        "(the largest tile that fits the device's free memory).",
-    ),
-]
-TileOverlap = Annotated[
-    int | None,
-    typer.Option(
-        "--tile-overlap",
-        min=0,
-        help="Overlap between tiles in input pixels (default: two windows).",
-        show_default=False,
-    ),
-]
-Batch = Annotated[int, typer.Option("--batch", min=1, help="Tiles per forward pass.")]
-Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
-PrecisionOption = Annotated[
-    Precision,
-    typer.Option("--precision", help="Compute precision; auto is fp32 (fp16 is refused on the CPU)."),
-]
-Tta = Annotated[bool, typer.Option("--tta", help="Average the 8 flips/rotations of each tile (8x slower).")]
-Alpha = Annotated[
-    AlphaMode,
-    typer.Option("--alpha", help="How transparency is resized: bicubic interpolation, or through the model."),
-]
-Outscale = Annotated[
-    float | None,
-    typer.Option(
-        "--outscale",
-        help="Final size as a factor of the input size; the model's result is resized "
-        "(area averaging to shrink, Lanczos to enlarge).",
-        show_default=False,
-    ),
-]
-Width = Annotated[
-    int | None,
-    typer.Option(
-        "--width", min=1, help="Final width in pixels (alone: keeps the aspect ratio).", show_default=False
-    ),
-]
-Height = Annotated[
-    int | None,
-    typer.Option(
-        "--height", min=1, help="Final height in pixels (alone: keeps the aspect ratio).", show_default=False
-    ),
-]
-Suffix = Annotated[
-    str | None,
-    typer.Option(
-        "--suffix",
-        help="Added to output names (default: _xN, _denoised or _dejpeg).",
-        show_default=False,
-    ),
-]
-Format = Annotated[
-    str | None,
-    typer.Option(
-        "--format",
-        "-f",
-        help="Output format: png, jpg, webp, tiff...; default png, or the --output file's suffix.",
-        show_default=False,
-    ),
-]
-OutputQuality = Annotated[
-    int | None,
-    typer.Option(
-        "--output-quality",
-        min=0,
-        max=100,
-        help="Quality of lossy outputs (JPEG 95, WebP 95 by default; WebP 100 is lossless).",
-        show_default=False,
-    ),
-]
-QualityOrOutputQuality = Annotated[
-    int | None,
-    typer.Option(
-        "--quality",
-        "--output-quality",
-        min=0,
-        max=100,
-        help="Quality of lossy outputs (JPEG 95, WebP 95 by default; WebP 100 is lossless).",
-        show_default=False,
-    ),
-]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Redo outputs that already exist.")]
-Recursive = Annotated[
-    bool, typer.Option("--recursive", "-r", help="Descend into sub-folders, mirroring them.")
-]
-StripMetadata = Annotated[bool, typer.Option("--strip-metadata", help="Drop ICC profile, EXIF and PNG text.")]
-MaxPixels = Annotated[
-    int | None,
-    typer.Option(
-        "--max-pixels",
-        min=1,
-        help="Refuse larger images (default: Pillow's limit, about 89 million).",
-        show_default=False,
-    ),
-]
-Json = Annotated[bool, typer.Option("--json", help="One JSON object per input on standard output.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")]
+from .report import report_not_images, report_result, report_summary
 
 
 @dataclass(frozen=True)
-class SharedOptions:
-    """The options every restoration command has, by their parameter names."""
+class RestoreOptions:
+    """What a restoration command was asked, typed (``level`` is the scale, sigma or quality)."""
 
-    inputs: list[str]
+    task: str
+    inputs: tuple[str, ...]
+    level: int | str | None
     output: str | None
     model: str | None
     weights: Path | None
-    tile: str
+    tile: int | None
     tile_overlap: int | None
     batch: int
     device: str
-    precision: Precision
+    ray: bool
+    ray_workers: int | None
+    precision: str
+    engine: str
+    tf32: bool
     tta: bool
-    alpha: AlphaMode
-    outscale: float | None
-    width: int | None
-    height: int | None
+    alpha: str
+    size: OutputSize
     suffix: str | None
     format: str | None
+    output_quality: int | None
     overwrite: bool
     recursive: bool
     strip_metadata: bool
@@ -207,281 +63,311 @@ class SharedOptions:
     quiet: bool
 
     @classmethod
-    def of(cls, arguments: dict[str, Any]) -> SharedOptions:
-        """Picked from a command's ``locals()``."""
-        return cls(**{option.name: arguments[option.name] for option in dataclasses.fields(cls)})
+    def parse(cls, task: Task, values: dict[str, Any]) -> RestoreOptions:
+        """From the parsed command line (``values`` by parameter name).
+
+        Raises:
+            UsageError: a value that is malformed on its own (tile, level, size).
+        """
+        level = values[task.level_key]
+        return cls(
+            task=task.name,
+            inputs=tuple(values["inputs"]),
+            level=level if task.upscales else o.parse_level(level, f"--{task.level_key}"),
+            output=values["output"],
+            model=values["model"],
+            weights=values["weights"],
+            tile=o.parse_tile(values["tile"]),
+            tile_overlap=values["tile_overlap"],
+            batch=values["batch"],
+            device=values["device"],
+            ray=values["ray"],
+            ray_workers=values["ray_workers"],
+            precision=str(values["precision"]),
+            engine=str(values["engine"]),
+            tf32=values["tf32"],
+            tta=values["tta"],
+            alpha=str(values["alpha"]),
+            size=OutputSize(values["outscale"], values["width"], values["height"]),
+            suffix=values["suffix"],
+            format=values["format"],
+            output_quality=values["output_quality"],
+            overwrite=values["overwrite"],
+            recursive=values["recursive"],
+            strip_metadata=values["strip_metadata"],
+            max_pixels=values["max_pixels"],
+            json=values["json"],
+            quiet=values["quiet"],
+        )
+
+    def request(self) -> ModelRequest:
+        return ModelRequest(self.task, self.model, self.weights, **{TASKS[self.task].level_key: self.level})
+
+    def restorer(self) -> RestorerSettings:
+        return RestorerSettings(
+            self.device,
+            self.tile,
+            self.tile_overlap,
+            self.batch,
+            self.precision,
+            self.tta,
+            self.engine,
+            self.tf32,
+        )
+
+
+# --- the three commands ------------------------------------------------------------------------------
+
+_SHARED = [
+    ("output", o.OutputPath, None),
+    ("model", o.ModelName, None),
+    ("weights", o.Weights, None),
+    ("tile", o.Tile, AUTO),
+    ("tile_overlap", o.TileOverlap, None),
+    ("batch", o.Batch, 1),
+    ("device", o.Device, "auto"),
+    ("ray", o.RayOption, False),
+    ("ray_workers", o.RayWorkers, None),
+    ("precision", o.PrecisionOption, o.Precision.auto),
+    ("engine", o.EngineOption, o.Engine.auto),
+    ("tf32", o.Tf32, False),
+    ("tta", o.Tta, False),
+    ("alpha", o.Alpha, o.AlphaMode.bicubic),
+    ("outscale", o.Outscale, None),
+    ("width", o.Width, None),
+    ("height", o.Height, None),
+    ("suffix", o.Suffix, None),
+    ("format", o.Format, None),
+    ("output_quality", o.OutputQuality, None),
+    ("overwrite", o.Overwrite, False),
+    ("recursive", o.Recursive, False),
+    ("strip_metadata", o.StripMetadata, False),
+    ("max_pixels", o.MaxPixels, None),
+    ("json", o.Json, False),
+    ("quiet", o.Quiet, False),
+    ("version", o.Version, False),
+    ("show_help", o.Help, False),
+]
+_LEVEL_OPTIONS = {
+    UPSCALE.name: (o.Scale, None),
+    DENOISE.name: (o.Sigma, AUTO),
+    DEJPEG.name: (o.JpegQuality, AUTO),
+}
+
+_HELP = {
+    UPSCALE.name: """Upscale images (super-resolution): the real-world model for x2/x4, else classical.
+
+    [b]Examples[/]
+
+      swinir upscale photo.jpg                  [dim]# photo_x4.png beside it[/]
+
+      swinir upscale -s 2 photos/ -o big/       [dim]# every image of photos/ into big/[/]
+
+      swinir upscale scan.png -m classical-x4 -t 256 -o - > scan_x4.png
+    """,
+    DENOISE.name: """Remove Gaussian noise; the gray or colour model is picked to match each image.
+
+    [b]Examples[/]
+
+      swinir denoise noisy.png                  [dim]# noisy_denoised.png, noise level estimated[/]
+
+      swinir denoise --sigma 25 -r shots/ -o clean/
+    """,
+    DEJPEG.name: """Remove JPEG compression artifacts; the gray or colour model is picked to match each image.
+
+    [b]Examples[/]
+
+      swinir dejpeg old.jpg                     [dim]# old_dejpeg.png, quality read from the file[/]
+
+      swinir dejpeg --quality 10 '*.jpg' -o fixed/
+    """,
+}
 
 
 def register(app: typer.Typer) -> None:
-    app.command("upscale")(upscale)
-    app.command("denoise")(denoise)
-    app.command("dejpeg")(dejpeg)
+    """Add ``upscale``, ``denoise`` and ``dejpeg`` to ``app``."""
+    for task in (UPSCALE, DENOISE, DEJPEG):
+        app.command(task.name, help=_HELP[task.name], add_help_option=False)(_command(task))
 
 
-def upscale(
-    inputs: Inputs,
-    scale: Annotated[
-        int | None,
-        typer.Option(
-            "--scale",
-            "-s",
-            min=1,
-            help="Upscaling factor: 2, 3, 4 or 8 (default: 4, or the model's scale).",
-            show_default=False,
-        ),
-    ] = None,
-    output: OutputPath = None,
-    model: ModelName = None,
-    weights: Weights = None,
-    tile: Tile = AUTO,
-    tile_overlap: TileOverlap = None,
-    batch: Batch = 1,
-    device: Device = "auto",
-    precision: PrecisionOption = Precision.auto,
-    tta: Tta = False,
-    alpha: Alpha = AlphaMode.bicubic,
-    outscale: Outscale = None,
-    width: Width = None,
-    height: Height = None,
-    suffix: Suffix = None,
-    format: Format = None,
-    quality: QualityOrOutputQuality = None,
-    overwrite: Overwrite = False,
-    recursive: Recursive = False,
-    strip_metadata: StripMetadata = False,
-    max_pixels: MaxPixels = None,
-    json: Json = False,
-    quiet: Quiet = False,
-) -> None:
-    """Upscale images (super-resolution). Without --model: the real-world model for x2/x4, else classical."""
-    if scale is None and model is None and weights is None:
-        scale = 4
-    if suffix is None:
-        factor = outscale if outscale is not None else scale
-        if factor is None and model is not None:
-            factor = get_model(model).scale  # a named model's factor is known before it is loaded
-        suffix = f"_x{factor:g}" if factor is not None else "_upscaled"
-    _restore("upscale", {"scale": scale}, SharedOptions.of(locals()), output_quality=quality)
+def _command(task: Task) -> Callable[..., None]:
+    """The command function of ``task``, its signature built from the shared option aliases."""
+    level_alias, level_default = _LEVEL_OPTIONS[task.name]
+    parameters = [
+        o.parameter("inputs", o.Inputs),
+        o.parameter(task.level_key, level_alias, level_default),
+        *(o.parameter(name, alias, default) for name, alias, default in _SHARED),
+    ]
+
+    def command(**values: Any) -> None:
+        restore(RestoreOptions.parse(task, values))
+
+    command.__name__ = task.name
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    return command
 
 
-def denoise(
-    inputs: Inputs,
-    sigma: Annotated[
-        str,
-        typer.Option(
-            "--sigma",
-            help="Noise level of the input: 15, 25, 50, or 'auto' "
-            "(estimated per image; the nearest model is used).",
-        ),
-    ] = AUTO,
-    output: OutputPath = None,
-    model: ModelName = None,
-    weights: Weights = None,
-    tile: Tile = AUTO,
-    tile_overlap: TileOverlap = None,
-    batch: Batch = 1,
-    device: Device = "auto",
-    precision: PrecisionOption = Precision.auto,
-    tta: Tta = False,
-    alpha: Alpha = AlphaMode.bicubic,
-    outscale: Outscale = None,
-    width: Width = None,
-    height: Height = None,
-    suffix: Suffix = None,
-    format: Format = None,
-    quality: QualityOrOutputQuality = None,
-    overwrite: Overwrite = False,
-    recursive: Recursive = False,
-    strip_metadata: StripMetadata = False,
-    max_pixels: MaxPixels = None,
-    json: Json = False,
-    quiet: Quiet = False,
-) -> None:
-    """Remove Gaussian noise. The gray or colour model is picked to match each image."""
-    suffix = "_denoised" if suffix is None else suffix
-    level = {"sigma": _level(sigma, "--sigma")}
-    _restore("denoise", level, SharedOptions.of(locals()), output_quality=quality)
+# --- validate -> plan -> resolve -> run -> report ------------------------------------------------------
 
 
-def dejpeg(
-    inputs: Inputs,
-    quality: Annotated[
-        str,
-        typer.Option(
-            "--quality",
-            help="JPEG quality of the input: 10, 20, 30, 40, or "
-            "'auto' (read from the file's quantization tables).",
-        ),
-    ] = AUTO,
-    output: OutputPath = None,
-    model: ModelName = None,
-    weights: Weights = None,
-    tile: Tile = AUTO,
-    tile_overlap: TileOverlap = None,
-    batch: Batch = 1,
-    device: Device = "auto",
-    precision: PrecisionOption = Precision.auto,
-    tta: Tta = False,
-    alpha: Alpha = AlphaMode.bicubic,
-    outscale: Outscale = None,
-    width: Width = None,
-    height: Height = None,
-    suffix: Suffix = None,
-    format: Format = None,
-    output_quality: OutputQuality = None,
-    overwrite: Overwrite = False,
-    recursive: Recursive = False,
-    strip_metadata: StripMetadata = False,
-    max_pixels: MaxPixels = None,
-    json: Json = False,
-    quiet: Quiet = False,
-) -> None:
-    """Remove JPEG compression artifacts. The gray or colour model is picked to match each image."""
-    suffix = "_dejpeg" if suffix is None else suffix
-    level = {"quality": _level(quality, "--quality")}
-    _restore("dejpeg", level, SharedOptions.of(locals()), output_quality=output_quality)
+def restore(options: RestoreOptions) -> None:
+    """Run one restoration command; see the module docstring.
+
+    Raises:
+        UsageError: before any work, for anything the command cannot do.
+        typer.Exit: with the batch's exit code (1: an image failed, 130: interrupted).
+    """
+    facts = validate(options)
+    writing = output_options(options, facts)
+    plan = plan_jobs(list(options.inputs), options.output, writing, recursive=options.recursive)
+    out = Output(quiet=options.quiet or options.output == STDIO, json_lines=options.json)
+    _refuse_self_overwrite(plan)
+    report_not_images(out, plan)
+    if not plan.jobs:
+        raise UsageError("no images to restore among the inputs")
+    recipe = RestoreRecipe(
+        options.request(), options.restorer(), writing, options.size, options.alpha, options.max_pixels
+    )
+    exit_code = run(recipe, plan, out, fixed_model=facts.label is not None, spread=_spread(options))
+    if exit_code:
+        raise typer.Exit(exit_code)
 
 
-def _level(value: str, option: str) -> int | str:
-    if value == AUTO:
-        return AUTO
-    try:
-        return int(value)
-    except ValueError:
-        raise UsageError(f"{option} must be a number or 'auto', not {value!r}") from None
+def _refuse_self_overwrite(plan: BatchPlan) -> None:
+    """An output that is its own input is a usage error (a --suffix or --output fixes every such job)."""
+    for job in plan.jobs:
+        own = (
+            job.source is not None and job.target is not None and job.source.resolve() == job.target.resolve()
+        )
+        if job.problem and own:
+            raise UsageError(job.problem)
 
 
-def _restore(task: str, level: dict[str, Any], options: SharedOptions, *, output_quality: int | None) -> None:
-    """Plan the batch, then restore every job with the model ``task`` and ``level`` ask for."""
+def validate(options: RestoreOptions) -> ModelFacts:
+    """Every check that needs no image: output, sizes, the model request, device, precision, tiling.
+
+    Raises:
+        UsageError: naming the option at fault.
+    """
+    _check_output(options)
+    facts = check_request(options.request())
+    from ..devices import resolve_precision, select_device  # loads PyTorch: not at import
+
+    for device in _devices(options):
+        resolve_precision(options.precision, select_device(device))
+    options.restorer().keywords()  # refuses an engine or tf32 this build does not take
+    o.check_tiling(options.tile, options.tile_overlap, facts.window)
+    return facts
+
+
+def _devices(options: RestoreOptions) -> list[str]:
+    """The ``--device`` list (one entry without a comma); refuses ``--ray`` combined with a list.
+
+    Raises:
+        UsageError: a bad entry, ``--ray`` with a device list, ``--ray-workers`` without ``--ray``.
+    """
+    from ..parallel import expand_devices
+
+    listed = "," in options.device or options.device == "cuda:all"
+    devices = expand_devices(options.device) if listed else []
+    if options.ray and devices:
+        raise UsageError("--ray places its workers itself; drop the --device list (--ray-workers N)")
+    if options.ray_workers is not None and not options.ray:
+        raise UsageError("--ray-workers is for --ray")
+    return devices or [options.device]
+
+
+def _check_output(options: RestoreOptions) -> None:
     if options.json and options.output == STDIO:
         raise UsageError("--json and --output - both write to standard output; choose one")
-    output_size((1, 1), **_sizing(options))  # refuses bad combinations before any work
-    tile = parse_tile(options.tile)
-    out = Output(quiet=options.quiet or options.output == STDIO, json_lines=options.json)
-    writing = OutputOptions(
-        suffix=options.suffix or "",
+    if options.output == STDIO and sys.stdout is not None and sys.stdout.isatty():
+        raise UsageError("--output - writes image data, not for a terminal; redirect it to a file or a pipe")
+    output_size((1, 1), outscale=options.size.outscale, width=options.size.width, height=options.size.height)
+    if options.format is not None:
+        try:
+            output_format(Path("output"), options.format)
+        except ImageError:
+            raise UsageError(f"--format {options.format}: not a format swinir can write") from None
+    if options.output in (None, STDIO) or not _names_a_file(options):
+        return
+    target = Path(options.output)
+    try:
+        from_suffix = output_format(target)
+    except ImageError:
+        raise UsageError(f"--output {target}: cannot tell the image format from its suffix") from None
+    if options.format is not None and output_format(target, options.format) != from_suffix:
+        raise UsageError(f"--output {target} names a {from_suffix} file but --format is {options.format}")
+
+
+def _names_a_file(options: RestoreOptions) -> bool:
+    """Whether ``--output`` names one output file (one input image, not a folder)."""
+    assert options.output is not None
+    output, inputs = options.output, options.inputs
+    several = len(inputs) != 1 or any(Path(p).is_dir() or glob.has_magic(p) for p in inputs if p != STDIO)
+    return not (several or Path(output).is_dir() or output.endswith(("/", "\\")))
+
+
+def output_options(options: RestoreOptions, facts: ModelFacts) -> OutputOptions:
+    """How outputs are named and encoded: the suffix names the true factor (``_x4``) by default."""
+    task = TASKS[options.task]
+    suffix = options.suffix
+    if suffix is None:
+        suffix = task.suffix(options.size.outscale if options.size.outscale is not None else facts.scale)
+    return OutputOptions(
+        suffix=suffix,
         format=options.format,
-        quality=output_quality,
+        quality=options.output_quality,
         strip_metadata=options.strip_metadata,
         overwrite=options.overwrite,
     )
-    plan = plan_jobs(options.inputs, options.output, writing, recursive=options.recursive)
-    _report_not_images(out, plan)
-    if not plan.jobs:
-        raise UsageError("no images to restore among the inputs")
 
-    from ..pipeline import (
-        ModelChooser,
-        ModelRequest,
-        resolve_precision,
-        select_device,
-    )  # loads PyTorch: not at import
 
-    device = select_device(options.device)
-    resolve_precision(options.precision, device)  # refuses fp16 on the CPU before any work
-    restorer_options = {
-        "device": device,
-        "tile": tile,
-        "tile_overlap": options.tile_overlap,
-        "batch": options.batch,
-        "precision": options.precision,
-        "tta": options.tta,
-        "on_warning": out.warning,
-    }
-    models: dict[Job, str] = {}
+@dataclass(frozen=True)
+class Spread:
+    """Where a batch runs: in this process (one device), one worker process per device, or on Ray."""
+
+    devices: tuple[str, ...] = ()
+    ray: bool = False
+    ray_workers: int | None = None
+
+
+def _spread(options: RestoreOptions) -> Spread:
+    devices = _devices(options)
+    return Spread(tuple(devices) if len(devices) > 1 else (), options.ray, options.ray_workers)
+
+
+def run(recipe: RestoreRecipe, plan: BatchPlan, out: Output, *, fixed_model: bool, spread: Spread) -> int:
+    """Restore every job of ``plan`` (a fixed model is fetched first); returns the batch's exit code."""
+    single = len(plan.jobs) == 1
     with out.batch_progress(len(plan.jobs)) as progress:
-        chooser = ModelChooser(
-            ModelRequest(task, options.model, options.weights, **level),
-            restorer_options=restorer_options,
-            download_progress=progress.download,
-            notice=out.info,
-        )
 
-        def restore_one(image: LoadedImage, job: Job) -> LoadedImage:
-            for message in dict.fromkeys(image.warnings):
-                out.warning(f"{image.name}: {message}")
-            models[job], restorer = chooser.restorer_for(image)
-            return _restore_image(restorer, image, options, progress)
+        def on_start(job: Any, index: int) -> None:
+            _started(progress, job, index)
 
-        def finished(result: JobResult) -> None:
-            progress.finished()
-            _report_result(out, result, models.get(result.job), single=len(plan.jobs) == 1)
+        def on_result(result: Any) -> None:
+            progress.finished(result.status)
+            report_result(out, result, single=single)
 
-        summary = run_jobs(
-            plan.jobs,
-            restore_one,
-            writing,
-            max_pixels=options.max_pixels,
-            on_start=partial(_started, progress),
-            on_result=finished,
-        )
-    _report_summary(out, summary, plan)
-    if summary.exit_code:
-        raise typer.Exit(summary.exit_code)
+        if spread.ray or spread.devices:
+            from ..parallel import RecipeRunnerFactory, run_on_devices
+            from ..ray_batch import run_on_ray
+
+            factory = RecipeRunnerFactory(recipe)
+            if spread.ray:
+                summary = run_on_ray(plan.jobs, factory, workers=spread.ray_workers, on_start=on_start,
+                                     on_result=on_result)  # fmt: skip
+            else:
+                summary = run_on_devices(plan.jobs, factory, spread.devices, on_start=on_start,
+                                         on_result=on_result)  # fmt: skip
+        else:
+            runner = recipe.runner(on_warning=out.warning, progress=progress, notice=out.info)
+            if fixed_model:
+                runner.prepare()
+            summary = runner.run_all(plan.jobs, on_start=on_start, on_result=on_result)
+    report_summary(out, summary, plan)
+    return summary.exit_code
 
 
-def _sizing(options: SharedOptions) -> dict[str, Any]:
-    return {"outscale": options.outscale, "width": options.width, "height": options.height}
-
-
-def _restore_image(
-    restorer: Restorer, image: LoadedImage, options: SharedOptions, progress: BatchProgress
-) -> LoadedImage:
-    """The model's result (alpha through the model when asked), then resized when asked."""
-    restored = restorer.restore_image(image, progress=progress.tiles, alpha=options.alpha.value)
-    size = output_size((image.width, image.height), **_sizing(options))
-    return restored if size is None else resize_image(restored, size)
-
-
-def _started(progress: BatchProgress, job: Job, index: int) -> None:
+def _started(progress: BatchProgress, job: Any, index: int) -> None:
     progress.start(index, job.input_name, job.output_name)
-
-
-def _report_not_images(out: Output, plan: BatchPlan) -> None:
-    for path in plan.not_images:
-        out.info(f"{path}: not an image file, ignored")
-        out.result(_record(str(path), None, None, 0.0, "ignored", "not an image file"))
-
-
-def _report_result(out: Output, result: JobResult, model: str | None, *, single: bool) -> None:
-    """A failure always gets its line; in a batch, skipped images are only counted, and on a terminal
-    each written image is named (plain logs named it when it started)."""
-    job = result.job
-    if result.status == "failed":
-        out.error(result.error or f"{job.input_name}: failed")
-    elif result.status == "skipped" and single:
-        out.info(f"{job.input_name}: {job.output_name} exists, skipped (--overwrite redoes it)")
-    elif result.status == "done" and out.interactive and not single:
-        out.info(f"{job.input_name} -> {job.output_name} ({result.seconds:.1f} s)")
-    output = job.output_name if result.status in ("done", "skipped") else None
-    out.result(_record(job.input_name, output, model, result.seconds, result.status, result.error))
-
-
-def _record(
-    input_name: str, output: str | None, model: str | None, seconds: float, status: str, error: str | None
-) -> dict[str, Any]:
-    """One ``--json`` line: status is done, skipped, failed, interrupted or ignored (not an image)."""
-    return {
-        "input": input_name,
-        "output": output,
-        "model": model,
-        "seconds": round(seconds, 3),
-        "status": status,
-        "error": error,
-    }
-
-
-def _report_summary(out: Output, summary: BatchSummary, plan: BatchPlan) -> None:
-    """One line: what was written for a single image (a failure already said why), else the counts."""
-    if len(plan.jobs) == 1 and not plan.not_images and not summary.interrupted:
-        if summary.count("done"):
-            out.info(f"wrote {plan.jobs[0].output_name} ({summary.seconds:.1f} s)")
-        return
-    counts = [f"{summary.count(status)} {status}" for status in ("done", "skipped", "failed")]
-    if plan.not_images:
-        counts.append(f"{len(plan.not_images)} ignored (not images)")
-    line = f"{', '.join(counts)} in {summary.seconds:.1f} s"
-    if summary.interrupted:
-        out.error(f"interrupted: {line}")
-    else:
-        out.info(line)

@@ -1,0 +1,64 @@
+"""What a restoration batch tells its user: a line per failure, per written image on a terminal, and a
+summary; with ``--json`` one record per input on standard output."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..batch import BatchPlan, BatchSummary, JobResult
+from .output import Output
+
+
+def report_not_images(out: Output, plan: BatchPlan) -> None:
+    """One line (and ``--json`` record) per file left out: not an image, special, an output of this run."""
+    for path in plan.not_images:
+        out.info(f"{path}: not an image file, ignored")
+        out.result(record(str(path), None, None, 0.0, "ignored", "not an image file"))
+    for path, reason in plan.ignored:
+        out.info(f"{path}: {reason}, ignored")
+        out.result(record(str(path), None, None, 0.0, "ignored", reason))
+
+
+def report_result(out: Output, result: JobResult, *, single: bool) -> None:
+    """A failure always gets its line; in a batch, skipped images are only counted, and on a terminal
+    each written image is named (plain logs named it when it started)."""
+    job = result.job
+    if result.status == "failed":
+        out.error(result.error or f"{job.input_name}: failed")
+    elif result.status == "skipped" and single:
+        out.info(f"{job.input_name}: {job.output_name} exists, skipped (--overwrite redoes it)")
+    elif result.status == "done" and out.interactive and not single:
+        out.info(f"{job.input_name} -> {job.output_name} ({result.seconds:.1f} s)")
+    output = job.output_name if result.status in ("done", "skipped") else None
+    out.result(record(job.input_name, output, result.model, result.seconds, result.status, result.error))
+
+
+def record(
+    input_name: str, output: str | None, model: str | None, seconds: float, status: str, error: str | None
+) -> dict[str, Any]:
+    """One ``--json`` line: status is done, skipped, failed, interrupted or ignored (not an image)."""
+    return {
+        "input": input_name,
+        "output": output,
+        "model": model,
+        "seconds": round(seconds, 3),
+        "status": status,
+        "error": error,
+    }
+
+
+def report_summary(out: Output, summary: BatchSummary, plan: BatchPlan) -> None:
+    """One line: what was written for a single image (a failure already said why), else the counts."""
+    left_out = len(plan.not_images) + len(plan.ignored)
+    if len(plan.jobs) == 1 and not left_out and not summary.interrupted:
+        if summary.count("done"):
+            out.info(f"wrote {plan.jobs[0].output_name} ({summary.seconds:.1f} s)")
+        return
+    counts = [f"{summary.count(status)} {status}" for status in ("done", "skipped", "failed")]
+    if left_out:
+        counts.append(f"{left_out} ignored" + ("" if plan.ignored else " (not images)"))
+    line = f"{', '.join(counts)} in {summary.seconds:.1f} s"
+    if summary.interrupted:
+        out.error(f"interrupted: {line}")
+    else:
+        out.info(line)

@@ -1,0 +1,265 @@
+"""The per-image work of a restoration command as one picklable value, and the runner that does it.
+
+A :class:`RestoreRecipe` holds everything a command decided before the first image (the model request,
+the :class:`~swinir_cli.pipeline.Restorer` settings, alpha handling, the output size and encoding); it is
+frozen and picklable, so worker processes and Ray actors receive the very same value. In any process,
+``recipe.runner(...)`` builds a :class:`RecipeRunner` that loads models lazily (once per process) and whose
+:meth:`RecipeRunner.run` reads a job's input, chooses and loads its model, restores, resizes and writes it
+atomically, returning the :class:`~swinir_cli.batch.JobResult` the serial command reports.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .batch import (
+    STDIO,
+    BatchSummary,
+    Job,
+    JobResult,
+    OutputOptions,
+    check_output_size,
+    output_pixel_limit,
+    output_size,
+    resize_image,
+    run_jobs,
+    run_one,
+)
+from .errors import UsageError
+from .imageio import _KEEPS_16_BIT, _KEEPS_ALPHA, LoadedImage, output_format
+
+if TYPE_CHECKING:
+    from .resolve import ModelChooser, ModelRequest
+
+__all__ = ["OutputSize", "RecipeRunner", "RestoreRecipe", "RestorerSettings", "RunProgress"]
+
+ALPHA_MODES = ("bicubic", "model")
+
+
+class RunProgress(Protocol):
+    """What a runner reports while it works (see :class:`~swinir_cli.cli.output.BatchProgress`)."""
+
+    def tiles(self, done: int, total: int) -> None: ...
+
+    def download(self, name: str, done: int, total: int | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class RestorerSettings:
+    """Keyword arguments of :class:`~swinir_cli.pipeline.Restorer` (see there for their meaning)."""
+
+    device: str = "auto"
+    tile: int | None = None
+    tile_overlap: int | None = None
+    batch: int = 1
+    precision: str = "auto"
+    tta: bool = False
+    engine: str = "auto"
+    tf32: bool = False
+
+    def keywords(self) -> dict[str, Any]:
+        """The Restorer's keywords; ``engine`` and ``tf32`` only when they differ from the default.
+
+        Raises:
+            UsageError: a non-default ``engine``/``tf32`` that this Restorer does not take.
+        """
+        from .pipeline import Restorer
+
+        keywords = asdict(self)
+        accepted = inspect.signature(Restorer).parameters
+        for key, default in (("engine", "auto"), ("tf32", False)):
+            if keywords[key] == default:
+                del keywords[key]
+            elif key not in accepted:
+                raise UsageError(f"--{key} is not supported by this build of swinir-cli")
+        return keywords
+
+
+@dataclass(frozen=True)
+class OutputSize:
+    """The final size asked for: ``outscale`` of the input size, or ``width``/``height`` (see
+    :func:`~swinir_cli.batch.output_size`); none of them: the model's own size."""
+
+    outscale: float | None = None
+    width: int | None = None
+    height: int | None = None
+
+    def __post_init__(self) -> None:
+        output_size((1, 1), **asdict(self))  # refuses bad combinations and sides
+
+    @property
+    def resizes(self) -> bool:
+        return any(value is not None for value in asdict(self).values())
+
+    def of(self, width: int, height: int, scale: int) -> tuple[int, int]:
+        """(width, height) of the output of a ``width`` x ``height`` input through a x``scale`` model."""
+        asked = output_size((width, height), **asdict(self))
+        return asked if asked is not None else (width * scale, height * scale)
+
+
+@dataclass(frozen=True)
+class RestoreRecipe:
+    """Everything decided before the first image; see the module docstring.
+
+    Raises:
+        UsageError: ``alpha`` is neither ``bicubic`` nor ``model``.
+    """
+
+    request: ModelRequest
+    restorer: RestorerSettings
+    writing: OutputOptions
+    size: OutputSize = field(default_factory=OutputSize)
+    alpha: str = "bicubic"
+    max_pixels: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.alpha not in ALPHA_MODES:
+            raise UsageError(f"--alpha must be bicubic or model, not {self.alpha!r}")
+
+    def runner(
+        self,
+        *,
+        on_warning: Callable[[str], None] | None = None,
+        progress: RunProgress | None = None,
+        notice: Callable[[str], None] | None = None,
+    ) -> RecipeRunner:
+        """A runner for this process (models load on first use)."""
+        return RecipeRunner(self, on_warning=on_warning, progress=progress, notice=notice)
+
+
+class RecipeRunner:
+    """Runs jobs by a :class:`RestoreRecipe`; models are loaded once and kept.
+
+    ``on_warning`` receives one line per kind of loss (alpha dropped, 16 bits into 8, frames ignored, colour
+    through a gray model) the first time it happens, and decoder warnings; ``notice`` the automatic model
+    choices; ``progress`` the tiles and downloads.
+    """
+
+    def __init__(
+        self,
+        recipe: RestoreRecipe,
+        *,
+        on_warning: Callable[[str], None] | None = None,
+        progress: RunProgress | None = None,
+        notice: Callable[[str], None] | None = None,
+    ) -> None:
+        self.recipe = recipe
+        self._warn = on_warning or (lambda message: None)
+        self._progress = progress
+        self._notice = notice
+        self._chooser: ModelChooser | None = None
+        self._models: dict[Job, str] = {}
+        self._warned: set[str] = set()
+
+    def run(self, job: Job, index: int = 0, on_start: Callable[[Job, int], None] | None = None) -> JobResult:
+        """Skip, or read, restore, resize and write ``job``; see :func:`~swinir_cli.batch.run_one`."""
+        recipe = self.recipe
+        result = run_one(job, index, self.restore, recipe.writing, recipe.max_pixels, on_start)
+        result.model = self._models.pop(job, None)
+        return result
+
+    def run_all(
+        self,
+        jobs: Sequence[Job],
+        on_start: Callable[[Job, int], None] | None = None,
+        on_result: Callable[[JobResult], None] | None = None,
+    ) -> BatchSummary:
+        """Every job in turn, as :func:`~swinir_cli.batch.run_jobs` runs them."""
+
+        def finished(result: JobResult) -> None:
+            result.model = self._models.pop(result.job, None)
+            if on_result is not None:
+                on_result(result)
+
+        recipe = self.recipe
+        return run_jobs(
+            jobs,
+            self.restore,
+            recipe.writing,
+            max_pixels=recipe.max_pixels,
+            on_start=on_start,
+            on_result=finished,
+        )
+
+    def prepare(self) -> str:
+        """Fetch and load the one model the recipe names (before the first image); returns its label.
+
+        Raises:
+            BatchStopError: the model cannot be had, or does not fit the request.
+        """
+        label, _ = self._model_chooser().fixed()
+        return label
+
+    def restore(self, image: LoadedImage, job: Job) -> LoadedImage:
+        """``image`` through the model it needs, resized as asked.
+
+        Raises:
+            ImageError: the output would be too large, or the level cannot be estimated from the image.
+            BatchStopError: the model cannot be had, or does not fit the request.
+        """
+        for message in dict.fromkeys(image.warnings):
+            self._warn(f"{image.name}: {message}")
+        label, restorer = self._model_chooser().restorer_for(image)
+        self._models[job] = label
+        size = self.recipe.size.of(image.width, image.height, restorer.scale)
+        check_output_size(size, output_pixel_limit(self.recipe.max_pixels), image.name)
+        self._warn_losses(image, job, label, restorer.channels)
+        tiles = None if self._progress is None else self._progress.tiles
+        restored = restorer.restore_image(image, progress=tiles, alpha=self.recipe.alpha)
+        return resize_image(restored, size) if self.recipe.size.resizes else restored
+
+    def _model_chooser(self) -> ModelChooser:
+        if self._chooser is None:
+            from .devices import select_device
+            from .resolve import ModelChooser
+
+            keywords = self.recipe.restorer.keywords()
+            keywords["device"] = select_device(keywords["device"])
+            self._chooser = ModelChooser(
+                self.recipe.request,
+                restorer_options={**keywords, "on_warning": self._warn},
+                download_progress=None if self._progress is None else self._progress.download,
+                notice=self._notice,
+            )
+        return self._chooser
+
+    def _warn_losses(self, image: LoadedImage, job: Job, label: str, model_channels: int) -> None:
+        fmt = _target_format(job, self.recipe.writing)
+        name = image.name
+        if image.alpha is not None and fmt not in _KEEPS_ALPHA:
+            self._warn_once("alpha", f"{name}: {fmt} has no alpha channel; the transparency is dropped")
+        if image.bit_depth == 16 and fmt not in _KEEPS_16_BIT:
+            self._warn_once("depth", f"{name}: {fmt} stores 8 bits per sample; the 16-bit depth is reduced")
+        if image.channels == 3 and model_channels == 1:
+            self._warn_once(
+                "gray",
+                f"{name}: {label} is a gray model, so the result is gray (a colour model keeps colour)",
+            )
+        frames = _frame_count(job.source) if job.source is not None else 1
+        if frames > 1:
+            self._warn_once("frames", f"{name}: has {frames} frames or pages; only the first is restored")
+
+    def _warn_once(self, kind: str, message: str) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            self._warn(message + " (said once per run)")
+
+
+def _target_format(job: Job, writing: OutputOptions) -> str:
+    target = job.target if job.target is not None else Path(STDIO)
+    return output_format(target, writing.format or ("png" if job.target is None else None))
+
+
+def _frame_count(path: Path) -> int:
+    """Frames or pages in the image file at ``path`` (1 when the format has no such notion)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as opened:
+            return int(getattr(opened, "n_frames", 1))
+    except (OSError, ValueError):
+        return 1  # read_image already decoded it; a header it cannot re-read has one frame

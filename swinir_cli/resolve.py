@@ -1,0 +1,253 @@
+"""Model resolution, once for every command: a name or a path, checked against the task, then fetched.
+
+:func:`check_request` settles, before any image is read or any model loaded, everything a request can be
+refused for (``--model`` with ``--weights``, an unknown name, a model of another task or another scale,
+a level no model has) and returns the :class:`ModelFacts` that planning needs (the factor that names the
+outputs, the window that tiles must fit). :class:`ModelChooser` then fetches, loads and caches the
+:class:`~swinir_cli.pipeline.Restorer` each image needs; :func:`open_restorer` does the same for a request
+that names one model (``swinir eval``).
+
+A model that cannot be had (offline, unreachable, refused, corrupt) raises :class:`ModelUnavailableError`:
+every later image would fail the same way, so the batch stops with that one error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import detect_config, load_model, read_state_dict
+from .download import verified_weights_path
+from .errors import ImageError, ModelNotFoundError, ModelUnavailableError, SwinIRError, UsageError
+from .estimate import (
+    choose_jpeg_model_quality,
+    choose_noise_model_sigma,
+    estimate_noise_sigma,
+    jpeg_quality_from_tables,
+)
+from .imageio import LoadedImage, to_8_bit
+from .pipeline import Restorer
+from .registry import ModelEntry, choose_model, get_model
+from .tasks import AUTO, TASKS, Task
+
+__all__ = ["ModelChooser", "ModelFacts", "ModelRequest", "check_request", "named_entry", "open_restorer"]
+
+#: The upscale factor used when neither --scale nor a model says one.
+DEFAULT_SCALE = 4
+#: Receives (model name, bytes done, bytes expected or None) while weights download.
+DownloadProgress = Callable[[str, int, int | None], None]
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """What a command asked for; the model itself may be chosen per image.
+
+    ``weights`` (a local checkpoint) or ``model`` (a registry name) fix the model; otherwise it is chosen
+    by ``task`` and level (``scale``/``sigma``/``quality``, the latter two may be ``"auto"``: estimated
+    from each image) and, for denoising and JPEG, by each image's channels.
+
+    Raises:
+        UsageError: both ``model`` and ``weights``, or an unknown task.
+    """
+
+    task: str
+    model: str | None = None
+    weights: Path | None = None
+    scale: int | None = None
+    sigma: int | str | None = None
+    quality: int | str | None = None
+    img_range: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.model is not None and self.weights is not None:
+            raise UsageError("--model and --weights both name the model; give one")
+        if self.task not in TASKS:
+            raise UsageError(f"unknown task {self.task!r}; expected one of {', '.join(TASKS)}")
+
+    @property
+    def kind(self) -> Task:
+        return TASKS[self.task]
+
+    def level(self) -> int | str | None:
+        """The task's requested level: the scale, sigma or quality (maybe ``auto`` or None)."""
+        return getattr(self, self.kind.level_key)
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What is known of the model before any image: ``label`` and ``channels`` are None when the model is
+    chosen per image; ``scale`` (1 for denoising and JPEG) and ``window`` are always known."""
+
+    scale: int
+    window: int
+    label: str | None = None
+    channels: int | None = None
+    entry: ModelEntry | None = None
+
+
+def named_entry(name: str) -> ModelEntry:
+    """The registry entry ``name``; an unknown name is a usage error (it suggests close names)."""
+    try:
+        return get_model(name)
+    except ModelNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def check_request(request: ModelRequest) -> ModelFacts:
+    """Refuse what a request cannot do, before any image or model is loaded (a checkpoint given with
+    ``--weights`` is read for its configuration, not built).
+
+    Raises:
+        UsageError: unknown model name, a model of another task or scale, a level no model has.
+        CheckpointError: the ``--weights`` file is not a readable SwinIR checkpoint.
+    """
+    task = request.kind
+    if request.weights is not None:
+        config = detect_config(read_state_dict(request.weights), request.img_range)
+        label = str(request.weights)
+        _check_factor(request, config.upscale, label)
+        return ModelFacts(config.upscale, config.window_size, label, config.in_chans)
+    if request.model is not None:
+        entry = named_entry(request.model)
+        if entry.task != task.name:
+            raise UsageError(
+                f"model '{entry.name}' is a {entry.task} model; use `swinir {entry.task}` to run it"
+            )
+        _check_factor(request, entry.scale or 1, f"model '{entry.name}'")
+        return ModelFacts(entry.scale or 1, task.window, entry.name, entry.channels, entry)
+    if task.upscales:
+        entry = choose_model(task.name, scale=request.scale or DEFAULT_SCALE)
+        return ModelFacts(entry.level, task.window, entry.name, entry.channels, entry)
+    level = request.level()
+    if level != AUTO:
+        choose_model(task.name, **{task.level_key: level})  # refuses a level no model has
+    return ModelFacts(1, task.window)
+
+
+def _check_factor(request: ModelRequest, factor: int, label: str) -> None:
+    if request.kind.upscales:
+        if factor == 1:
+            raise UsageError(f"{label} does not upscale (x1); use `swinir denoise` or `swinir dejpeg`")
+        if request.scale is not None and request.scale != factor:
+            raise UsageError(
+                f"{label} upscales x{factor}, not x{request.scale}; drop --scale or pick another"
+            )
+    elif factor != 1:
+        raise UsageError(f"{label} is a x{factor} upscaling model; use `swinir upscale` to run it")
+
+
+def open_restorer(
+    request: ModelRequest, restorer_options: dict[str, Any], progress: DownloadProgress | None = None
+) -> tuple[str, Restorer]:
+    """(label, restorer) of a request that fixes one model (``model``, ``weights`` or an upscale scale).
+
+    Raises:
+        UsageError: see :func:`check_request`; also a request that leaves the model to each image.
+        ModelUnavailableError: the model cannot be fetched or loaded.
+    """
+    facts = check_request(request)
+    if facts.label is None:
+        raise UsageError(f"name the {request.task} model (MODEL or --weights)")
+    chooser = ModelChooser(request, restorer_options=restorer_options, download_progress=progress)
+    return chooser.fixed()
+
+
+class ModelChooser:
+    """Picks, fetches, loads and caches the :class:`Restorer` each image needs.
+
+    Denoising and JPEG models come in gray and colour versions and in levels; without a named model the
+    one matching the image's channels (and its estimated noise or JPEG quality, with ``auto``) is used.
+
+    Args:
+        request: see :class:`ModelRequest`.
+        restorer_options: keyword arguments for :class:`Restorer` (device, tile, ...).
+        download_progress: see :data:`DownloadProgress`.
+        notice: receives one line whenever a model is chosen automatically.
+    """
+
+    def __init__(
+        self,
+        request: ModelRequest,
+        *,
+        restorer_options: dict[str, Any] | None = None,
+        download_progress: DownloadProgress | None = None,
+        notice: Callable[[str], None] | None = None,
+    ) -> None:
+        self.request = request
+        self.restorer_options = restorer_options or {}
+        self.download_progress = download_progress
+        self.notice = notice
+        self._loaded: dict[str, Restorer] = {}
+
+    def fixed(self) -> tuple[str, Restorer]:
+        """(label, restorer) of the one model the request names (no image needed)."""
+        request = self.request
+        if request.weights is not None:
+            return self._restorer(str(request.weights), request.weights)
+        entry = check_request(request).entry
+        assert entry is not None, "fixed() needs a request that names its model"
+        return self._restorer(entry.name, self._fetch(entry))
+
+    def restorer_for(self, image: LoadedImage) -> tuple[str, Restorer]:
+        """(model label, restorer) for ``image``.
+
+        Raises:
+            ImageError: the level is ``auto`` and cannot be estimated from this image.
+            UsageError: the model does not fit the request (task, scale).
+            ModelUnavailableError: the model cannot be fetched or loaded.
+        """
+        request = self.request
+        if request.weights is not None or request.model is not None or request.kind.upscales:
+            return self.fixed()
+        level = self._level(request.level(), image)
+        entry = choose_model(request.task, channels=image.channels, **{request.kind.level_key: level})
+        return self._restorer(entry.name, self._fetch(entry))
+
+    def _fetch(self, entry: ModelEntry) -> Path:
+        progress = self.download_progress
+        try:
+            return verified_weights_path(
+                entry,
+                progress=None if progress is None else lambda done, total: progress(entry.name, done, total),
+            )
+        except UsageError:
+            raise
+        except SwinIRError as exc:
+            raise ModelUnavailableError(str(exc)) from exc
+
+    def _restorer(self, label: str, path: Path) -> tuple[str, Restorer]:
+        if label not in self._loaded:
+            try:
+                restorer = Restorer(
+                    load_model(path, img_range=self.request.img_range), **self.restorer_options
+                )
+            except UsageError:
+                raise
+            except SwinIRError as exc:
+                raise ModelUnavailableError(str(exc)) from exc
+            _check_factor(self.request, restorer.scale, label)
+            self._loaded[label] = restorer
+        return label, self._loaded[label]
+
+    def _level(self, value: int | str | None, image: LoadedImage) -> int | None:
+        if value != AUTO:
+            return value  # type: ignore[return-value]
+        key = self.request.kind.level_key
+        if key == "quality":
+            estimated = jpeg_quality_from_tables(image.jpeg_quantization)
+            if estimated is None:
+                raise ImageError(
+                    f"{image.name}: cannot estimate the JPEG quality (not a JPEG file); "
+                    f"pass --quality {self.request.kind.levels_metavar}"
+                )
+            chosen = choose_jpeg_model_quality(estimated)
+            found = f"JPEG quality ~{estimated}"
+        else:
+            estimated_sigma = estimate_noise_sigma(to_8_bit(image.pixels))
+            chosen = choose_noise_model_sigma(estimated_sigma)
+            found = f"noise sigma ~{estimated_sigma:.1f}"
+        if self.notice is not None:
+            self.notice(f"{image.name}: {found}, using the {key} {chosen} model")
+        return chosen

@@ -1,0 +1,165 @@
+"""Shared test helpers for hostile conditions (not a test module): a loopback HTTP server for weight
+files that misbehaves on request, and a small tmpfs standing in for a full disk."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import REFERENCE
+
+TINY = REFERENCE / "tiny" / "sr_pixelshuffle_x2.pth"
+TINY_BYTES = TINY.read_bytes()
+TINY_SHA256 = hashlib.sha256(TINY_BYTES).hexdigest()
+FILE_NAME = "sr_pixelshuffle_x2.pth"
+
+
+def register(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, sha256: str | None = TINY_SHA256, **extra: int
+) -> None:
+    """Point SWINIR_REGISTRY at a file holding one entry, `tiny-x2`."""
+    lines = ["[models.tiny-x2]", 'task = "upscale"', "scale = 2", f'url = "{url}"', 'description = "tiny"']
+    if sha256:
+        lines.append(f'sha256 = "{sha256}"')
+    lines += [f"{key} = {value}" for key, value in extra.items()]
+    registry = tmp_path / "extra.toml"
+    registry.write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("SWINIR_REGISTRY", str(registry))
+
+
+class WeightServer:
+    """A loopback HTTP server for weight files, with switches for what a download must survive.
+
+    Per response, in order: ``statuses`` (error statuses answered first), ``hang_up_after`` (bytes sent
+    before closing). Always: ``ignore_range``, ``gate`` (held responses wait for it after the headers),
+    ``trickle_s`` (seconds between single bytes of the body), ``stall_after_headers`` (send the headers,
+    then nothing), ``no_content_length`` (close-delimited body), ``extra_body`` (bytes sent after the
+    file), ``html_page`` (answer every request 200 with an HTML page), ``content_range`` (a fixed,
+    possibly malformed ``Content-Range`` on every 206), ``raw_status_line`` (sent instead of a status
+    line and headers).
+    """
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.requests: list[tuple[str, str | None]] = []
+        self.hang_up_after: list[int] = []
+        self.statuses: list[int] = []
+        self.ignore_range = False
+        self.trickle_s: float | None = None
+        self.stall_after_headers = False
+        self.no_content_length = False
+        self.extra_body = b""
+        self.html_page: bytes | None = None
+        self.content_range: str | None = None
+        self.raw_status_line: bytes | None = None
+        self.gate = threading.Event()
+        self.gate.set()
+        self._stopped = threading.Event()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.gate.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.requests.append((self.path, self.headers.get("Range")))
+                if server.raw_status_line is not None:
+                    self.wfile.write(server.raw_status_line)
+                    return
+                if server.statuses:
+                    self.send_error(server.statuses.pop(0))
+                    return
+                if server.html_page is not None:
+                    self._send(200, server.html_page, {"Content-Type": "text/html"})
+                    return
+                if self.path not in server.files:
+                    self.send_error(404)
+                    return
+                data = server.files[self.path]
+                start = self._range_start()
+                headers = {}
+                if start:
+                    headers["Content-Range"] = (
+                        server.content_range or f"bytes {start}-{len(data) - 1}/{len(data)}"
+                    )
+                self._send(206 if start else 200, data[start:], headers)
+
+            def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                if server.no_content_length:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.flush()
+                server.gate.wait(timeout=60)
+                if server.stall_after_headers:
+                    server._stopped.wait(timeout=120)
+                    return
+                if server.hang_up_after:
+                    body = body[: server.hang_up_after.pop(0)]
+                body += server.extra_body
+                if server.trickle_s is None:
+                    self.wfile.write(body)
+                    return
+                for offset in range(len(body)):
+                    if server._stopped.wait(timeout=server.trickle_s):
+                        return
+                    self.wfile.write(body[offset : offset + 1])
+                    self.wfile.flush()
+
+            def _range_start(self) -> int:
+                header = self.headers.get("Range")
+                if server.ignore_range or not header:
+                    return 0
+                return int(header.removeprefix("bytes=").partition("-")[0])
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Keep test output quiet."""
+
+        return Handler
+
+
+@contextmanager
+def full_disk(directory: Path, size: str = "256k") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``directory`` (a real file system that fills up); the test is
+    skipped, with the reason, where mounting is not allowed (it needs root, as in CI)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"a full disk needs a small tmpfs, and mounting one failed: {mounted.stderr.strip()}")
+    try:
+        yield directory
+    finally:
+        for _ in range(50):
+            if subprocess.run(["umount", str(directory)], capture_output=True, check=False).returncode == 0:
+                break
+            time.sleep(0.1)
