@@ -13,10 +13,11 @@ doing read, restore, resize and atomic write, the same per-job semantics as the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
+import multiprocessing.connection
 import os
-import queue
 import signal
 import sys
 import time
@@ -59,7 +60,8 @@ STOP_GRACE_SECONDS = 30.0
 RESTARTS_PER_DEVICE = 3
 #: After Ctrl-C, how long a worker is given to stop by itself (the terminal signals the whole group).
 INTERRUPT_REACH_SECONDS = 1.0
-_POLL_SECONDS = 0.2
+#: How often the driver looks for workers that died without a word (their sentinel also wakes it).
+_POLL_SECONDS = 1.0
 
 
 class JobRunnerFactory(Protocol):
@@ -256,31 +258,31 @@ def threads_per_worker(devices: Sequence[str], cpus: int | None = None) -> int:
     return max(1, cpus // max(1, len(devices)))
 
 
-def _worker_main(
-    factory: JobRunnerFactory, device: str, threads: int, tasks: Any, events: Any, slot: int
-) -> None:
-    """A worker process: load lazily, then run jobs from ``tasks`` until None, reporting to ``events``."""
+def _worker_main(factory: JobRunnerFactory, device: str, threads: int, tasks: Any, events: Any) -> None:
+    """A worker process: load lazily, then run jobs received on ``tasks`` until None, reporting on
+    ``events`` (its own pipes: a worker killed mid-message breaks only its own)."""
     try:
         import torch
 
         torch.set_num_threads(threads)
         try:
             run = factory(device)
-            while (task := tasks.get()) is not None:
+            while (task := tasks.recv()) is not None:
                 index, job = task
-                events.put(("start", slot, index, None))
-                events.put(("result", slot, index, run(job)))
+                events.send(("start", index, None))
+                events.send(("result", index, run(job)))
         except SwinIRError as exc:  # run returns a job's failure: what it raises stops the batch
-            events.put(("stop", slot, None, exc))
-    except KeyboardInterrupt:
-        return  # the job in flight removed its temporary file; the driver reports it
+            events.send(("stop", None, exc))
+    except (KeyboardInterrupt, EOFError, BrokenPipeError):
+        return  # Ctrl-C (the job in flight removed its temporary file), or the driver is gone
 
 
 @dataclass
 class _Worker:
     device: str
     process: Any
-    tasks: Any
+    tasks: Any  # the driver's sending end
+    events: Any  # the driver's receiving end
     holding: tuple[int, Job] | None = None
     restarts: int = 0
 
@@ -292,29 +294,54 @@ class _Pool:
     factory: JobRunnerFactory
     threads: int
     context: Any
-    events: Any
     workers: dict[int, _Worker] = field(default_factory=dict)
     finished: dict[int, JobResult] = field(default_factory=dict)
     started: set[int] = field(default_factory=set)
 
     def start(self, slot: int, device: str, restarts: int = 0) -> None:
-        tasks = self.context.SimpleQueue()
+        task_reader, task_writer = self.context.Pipe(duplex=False)
+        event_reader, event_writer = self.context.Pipe(duplex=False)
         process = self.context.Process(
             target=_worker_main,
-            args=(self.factory, device, self.threads, tasks, self.events, slot),
+            args=(self.factory, device, self.threads, task_reader, event_writer),
             name=f"swinir-{device}-{slot}",
             daemon=True,
         )
         process.start()
-        self.workers[slot] = _Worker(device, process, tasks, restarts=restarts)
+        task_reader.close()
+        event_writer.close()
+        self.workers[slot] = _Worker(device, process, task_writer, event_reader, restarts=restarts)
 
     def give(self, slot: int, index: int, job: Job) -> None:
         worker = self.workers[slot]
         worker.holding = (index, job)
-        worker.tasks.put((index, job))
+        try:
+            worker.tasks.send((index, job))
+        except OSError:  # the worker is gone: reaped with the job it was given
+            worker.process.join(1.0)
 
     def idle(self) -> list[int]:
         return [slot for slot, worker in self.workers.items() if worker.holding is None]
+
+    def wait(self, timeout: float) -> list[tuple[int, tuple[str, int | None, Any]]]:
+        """Events that arrived within ``timeout`` (slot, event); workers whose process died are reaped."""
+        by_handle = {}
+        for slot, worker in self.workers.items():
+            by_handle[worker.events] = slot
+            by_handle[worker.process.sentinel] = slot
+        events = []
+        for ready in multiprocessing.connection.wait(list(by_handle), timeout):
+            slot = by_handle[ready]
+            worker = self.workers.get(slot)
+            if worker is None or ready is not worker.events:
+                continue
+            try:
+                while worker.events.poll():
+                    events.append((slot, worker.events.recv()))
+            except (EOFError, OSError):
+                worker.process.join(1.0)  # it died; reaped below
+        self.reap()
+        return events
 
     def reap(self) -> None:
         """Workers whose process died: the image each held fails (one line), and the worker restarts."""
@@ -322,6 +349,7 @@ class _Pool:
             if worker.process.is_alive():
                 continue
             del self.workers[slot]
+            worker.process.join()
             if worker.holding is not None:
                 index, job = worker.holding
                 code = worker.process.exitcode
@@ -341,7 +369,8 @@ class _Pool:
                 if worker.process.is_alive() and worker.process.pid is not None:
                     os.kill(worker.process.pid, signal.SIGINT)
             else:
-                worker.tasks.put(None)
+                with contextlib.suppress(OSError):  # a worker that already exited needs no goodbye
+                    worker.tasks.send(None)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         for worker in self.workers.values():
             worker.process.join(max(0.0, deadline - time.monotonic()))
@@ -349,8 +378,8 @@ class _Pool:
                 worker.process.kill()
                 worker.process.join()
 
-    def handle(self, event: tuple[str, int, int | None, Any]) -> None:
-        kind, slot, index, payload = event
+    def handle(self, slot: int, event: tuple[str, int | None, Any]) -> None:
+        kind, index, payload = event
         if kind == "stop":
             raise payload
         if kind == "start":
@@ -388,7 +417,7 @@ def run_on_devices(
         raise UsageError("worker processes read and write files: standard input and output need one device")
     started = time.perf_counter()
     context = multiprocessing.get_context("spawn")
-    pool = _Pool(factory, threads or threads_per_worker(devices), context, context.Queue())
+    pool = _Pool(factory, threads or threads_per_worker(devices), context)
     summary = BatchSummary()
     pending = list(enumerate(jobs))[::-1]
     reported = 0
@@ -418,14 +447,10 @@ def run_on_devices(
 
 
 def _wait_for_event(pool: _Pool, on_start: Callable[[Job, int], None] | None, jobs: Sequence[Job]) -> None:
-    try:
-        event = pool.events.get(timeout=_POLL_SECONDS)
-    except queue.Empty:
-        pool.reap()
-        return
-    pool.handle(event)
-    if event[0] == "start" and on_start is not None:
-        on_start(jobs[event[2]], event[2])
+    for slot, event in pool.wait(_POLL_SECONDS):
+        pool.handle(slot, event)
+        if event[0] == "start" and on_start is not None:
+            on_start(jobs[event[1]], event[1])
 
 
 def _fail_unstarted(pool: _Pool, pending: list[tuple[int, Job]], reason: str) -> None:
@@ -458,13 +483,13 @@ def _report_interrupted(
 
 
 def _drain(pool: _Pool) -> None:
-    while True:
-        try:
-            event = pool.events.get(timeout=0.05)
-        except queue.Empty:
-            return
-        if event[0] != "stop":
-            pool.handle(event)
+    """Results the stopped workers sent before they exited."""
+    for worker in pool.workers.values():
+        with contextlib.suppress(EOFError, OSError):
+            while worker.events.poll():
+                slot_event = worker.events.recv()
+                if slot_event[0] != "stop":
+                    pool.handle(-1, slot_event)
 
 
 # --------------------------------------------------------------------------------------------------
