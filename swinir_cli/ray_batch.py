@@ -34,7 +34,7 @@ __all__ = ["INSTALL_HINT", "RestoreBatch", "job_rows", "require_ray", "run_on_ra
 INSTALL_HINT = "--ray needs Ray Data, which is not installed: pip install 'swinir-cli[ray]'"
 #: The columns of a job row, and of the result row an actor returns for it.
 JOB_COLUMNS = ("index", "source", "target", "problem")
-RESULT_COLUMNS = ("index", "input", "output", "status", "seconds", "error", "model")
+RESULT_COLUMNS = ("index", "input", "output", "status", "seconds", "error", "model", "stop")
 
 
 def require_ray() -> ModuleType:
@@ -92,7 +92,8 @@ class RestoreBatch:
     ``index`` (kept, to match results to rows; default: the row's position in the batch). The result has
     :data:`RESULT_COLUMNS`: ``input``/``output`` as ``--json`` prints them (``output`` is ``""`` unless
     the image was done or skipped), ``status`` done/skipped/failed, ``seconds``, ``error`` and ``model``
-    (the model's name; ``""`` for none).
+    (the model's name), ``stop``: the class name of an error that would stop a local batch (a failed
+    download, a model that does not fit the command), whose row is ``failed``; ``""`` for none.
     """
 
     def __init__(
@@ -108,7 +109,15 @@ class RestoreBatch:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         count = len(batch["source"])
-        results = [self.run(_job(batch, row)) for row in range(count)]
+        results, stops = [], []
+        for row in range(count):
+            job = _job(batch, row)
+            try:
+                results.append(self.run(job))
+                stops.append("")
+            except SwinIRError as exc:  # stops a local batch; Ray would keep only its text, so name it
+                results.append(JobResult(job, "failed", 0.0, str(exc)))
+                stops.append(type(exc).__name__)
         kept = ("done", "skipped")
         return {
             "index": np.asarray(batch["index"] if "index" in batch else np.arange(count), dtype=np.int64),
@@ -120,6 +129,7 @@ class RestoreBatch:
             "seconds": np.array([r.seconds for r in results], dtype=np.float64),
             "error": np.array([r.error or "" for r in results], dtype=object),
             "model": np.array([r.model or "" for r in results], dtype=object),
+            "stop": np.array(stops, dtype=object),
         }
 
 
@@ -148,7 +158,8 @@ def run_on_ray(
     Raises:
         UsageError: Ray Data is not installed, a job uses standard input/output, or the batch failed in
             Ray (an actor that cannot start, for one).
-        SwinIRError: the error an actor's runner raised to stop the batch (such as a UsageError).
+        SwinIRError: the error an actor's runner raised to stop the batch (such as a UsageError), as
+            the same class.
     """
     ray = require_ray()
     rows = job_rows(jobs)
@@ -162,6 +173,8 @@ def run_on_ray(
     try:
         for batch in _results(ray, rows, factory, workers):
             for row in range(len(batch["index"])):
+                if batch["stop"][row]:
+                    raise _stop_error(str(batch["stop"][row]), str(batch["error"][row]))
                 index = int(batch["index"][row])
                 arrived[index] = _result(jobs[index], batch, row)
             while len(summary.results) in arrived:
@@ -220,9 +233,6 @@ def _results(
     try:
         yield from restored.iter_batches(batch_size=None, batch_format="numpy")
     except ray.exceptions.RayError as exc:
-        cause = getattr(exc, "cause", None)
-        if isinstance(cause, SwinIRError):  # a runner's error that stops the batch, as it does locally
-            raise cause from None
         raise UsageError(f"the Ray batch failed: {_last_line(exc)}") from None
 
 
@@ -231,6 +241,16 @@ def _result(job: Job, batch: dict[str, np.ndarray], row: int) -> JobResult:
     return JobResult(
         job, str(batch["status"][row]), float(batch["seconds"][row]), error or None, model or None
     )
+
+
+def _stop_error(name: str, message: str) -> SwinIRError:
+    """The error an actor's runner raised to stop the batch, by its class name in :mod:`swinir_cli.errors`."""
+    from . import errors
+
+    kind = getattr(errors, name, None)
+    if not (isinstance(kind, type) and issubclass(kind, SwinIRError)):
+        kind = errors.BatchStopError
+    return kind(message)
 
 
 def _last_line(error: BaseException) -> str:
