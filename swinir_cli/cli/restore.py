@@ -346,7 +346,7 @@ def run(recipe: RestoreRecipe, plan: BatchPlan, out: Output, *, fixed_model: boo
             _started(progress, job, index)
 
         def on_result(result: Any) -> None:
-            progress.finished(result.status)
+            progress.finished(result.status, result.seconds)
             report_result(out, result, single=single)
 
         if spread.ray or spread.devices:
