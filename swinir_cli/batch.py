@@ -38,6 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .durable import write_file_atomically
 from .errors import BatchStopError, ImageError, SwinIRError, UsageError
 from .imageio import (
     PILLOW_LIMIT,
@@ -549,12 +550,9 @@ def _record_source(job: Job) -> None:
     if job.source is None or job.target is None:
         return
     record = source_record_path(job.target)
-    temporary = record.with_name(f"{record.name}.{os.getpid()}.tmp")
     try:
-        temporary.write_text(json.dumps(_source_identity(job.source)), encoding="utf-8")
-        os.replace(temporary, record)
+        write_file_atomically(record, json.dumps(_source_identity(job.source)).encode("utf-8"))
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
         raise ImageError(
             f"{record}: cannot record the source of {job.target} ({exc.strerror or exc})"
         ) from None

@@ -7,6 +7,9 @@ of a device's available memory that :meth:`swinir_cli.pipeline.Restorer.auto_til
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from .errors import UsageError
@@ -18,6 +21,7 @@ __all__ = [
     "MEMORY_BUDGET_FRACTION",
     "PRECISIONS",
     "PRECISION_NAMES",
+    "cuda_tf32",
     "resolve_precision",
     "select_device",
     "tile_memory_budget",
@@ -78,6 +82,21 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if precision == "fp16" and device.type == "cpu":
         raise UsageError("fp16 is not used on the CPU; use fp32 (or bf16)")
     return PRECISIONS[precision]
+
+
+@contextlib.contextmanager
+def cuda_tf32(enabled: bool) -> Iterator[None]:
+    """Let CUDA run float32 matmuls and convolutions in TF32 (``enabled``) or strictly in fp32, for the
+    duration of the block; the previous settings come back after it (also on error).
+
+    TF32 keeps 10 mantissa bits of the inputs: faster on recent NVIDIA GPUs, but results change.
+    """
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def tile_memory_budget(device: torch.device) -> int:

@@ -23,9 +23,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from swinir_cli.errors import ImageError, UsageError
+from swinir_cli.tasks import DEJPEG, DENOISE
 
-RELEASED_JPEG_QUALITIES: tuple[int, ...] = (10, 20, 30, 40)
-RELEASED_NOISE_SIGMAS: tuple[int, ...] = (15, 25, 50)
+RELEASED_JPEG_QUALITIES: tuple[int, ...] = DEJPEG.levels
+RELEASED_NOISE_SIGMAS: tuple[int, ...] = DENOISE.levels
 
 # Standard quantization tables of the JPEG specification (Annex K), row-major 8x8, as Pillow lists them.
 _STANDARD_LUMINANCE = np.array(

@@ -544,6 +544,16 @@ def to_8_bit(values: np.ndarray) -> np.ndarray:
 # Writing
 
 
+def keeps_alpha(fmt: str) -> bool:
+    """Whether :func:`write_image` stores alpha in the Pillow format ``fmt`` (PNG, TIFF, WebP...)."""
+    return fmt in _KEEPS_ALPHA
+
+
+def keeps_16_bit(fmt: str) -> bool:
+    """Whether :func:`write_image` stores 16 bits per sample in the Pillow format ``fmt`` (PNG, TIFF)."""
+    return fmt in _KEEPS_16_BIT
+
+
 def output_format(path: Path, format: str | None = None) -> str:
     """Pillow's name of the format to write: ``format`` when given (``jpg``, ``tif`` accepted), else
     from the suffix of ``path``. Raises ImageError when it is unknown or cannot be written."""

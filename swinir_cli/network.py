@@ -5,7 +5,9 @@ Training machinery (dropout, drop-path, gradient checkpointing, absolute positio
 out; the released models use none of it at test time.
 
 The relative position bias of each attention layer and the shifted-window mask of each input size are
-computed once and cached, and attention runs through ``scaled_dot_product_attention``. Setting
+computed once per compute dtype and device and cached, and attention runs through
+``scaled_dot_product_attention`` (on CUDA with the head dimension zero-padded to a multiple of 8, which
+its fused kernels need; see :class:`WindowAttention`). Setting
 ``SwinIR.optimized = False`` restores the authors' computation order (bias and mask rebuilt on every call,
 explicit softmax), which the benchmark uses as its baseline.
 
@@ -31,6 +33,9 @@ RGB_MEAN = (0.4488, 0.4371, 0.4040)
 SHIFT_MASK_VALUE = -100.0
 #: Feature channels of the reconstruction heads of classical and real-world SR.
 HEAD_FEATURES = 64
+#: Head dimension multiple that CUDA's fused attention kernels (flash, memory-efficient) need with a float
+#: mask; SwinIR's head dimensions are 30 (M, L) and 10 (S).
+FUSED_HEAD_DIM_MULTIPLE = 8
 
 
 @dataclass(frozen=True)
@@ -123,8 +128,32 @@ def shift_window_mask(h: int, w: int, window: int, shift: int) -> torch.Tensor:
     return torch.zeros(differs.shape).masked_fill_(differs, SHIFT_MASK_VALUE)
 
 
+class FloatLayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` whose statistics and output are float32 under autocast, on every device.
+
+    CUDA's autocast already runs layer_norm in float32, but the CPU's keeps bf16 (statistics, output, and
+    with it the residual stream). Outside autocast it is plain ``nn.LayerNorm``. Same parameters, so
+    checkpoints load unchanged.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if autocast_dtype(x.device.type) is None:
+            return super().forward(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return F.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias, self.eps)
+
+
 class WindowAttention(nn.Module):
-    """Multi-head self-attention inside windows, with a learned relative position bias."""
+    """Multi-head self-attention inside windows, with a learned relative position bias.
+
+    ``pad_head_dim`` (a class attribute) says whether the fused path zero-pads q, k and v to a head
+    dimension that is a multiple of :data:`FUSED_HEAD_DIM_MULTIPLE` before ``scaled_dot_product_attention``,
+    with the scale of the real head dimension, and slices the output back: exact in arithmetic (the zero
+    columns add nothing to q·k, and give output columns that are dropped). None (default): on CUDA only,
+    where it lets the fused kernels run; True/False force it on or off (tests, ``benchmarks/gpu_check.py``).
+    """
+
+    pad_head_dim: bool | None = None
 
     def __init__(self, dim: int, window: int, num_heads: int) -> None:
         super().__init__()
@@ -137,15 +166,18 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self._bias_cache: tuple[tuple, torch.Tensor] | None = None
 
-    def position_bias(self, cached: bool = True) -> torch.Tensor:
-        """(heads, N, N) bias added to the attention logits, N = window². Rebuilt when the table changes."""
+    def position_bias(self, dtype: torch.dtype | None = None, cached: bool = True) -> torch.Tensor:
+        """(heads, N, N) bias added to the attention logits, N = window², in ``dtype`` (default: the
+        table's), on the table's device. Cached per dtype; rebuilt when the table changes."""
         table = self.relative_position_bias_table
+        dtype = table.dtype if dtype is None else dtype
         version = None if table.is_inference() else table._version  # in-place edits bump the version
-        key = (table.device, table.dtype, table.data_ptr(), version)
+        key = (table.device, dtype, table.data_ptr(), version)
         if cached and self._bias_cache is not None and self._bias_cache[0] == key:
             return self._bias_cache[1]
         n = self.window * self.window
-        bias = table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1).contiguous()
+        bias = table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+        bias = bias.to(dtype).contiguous()
         if cached:
             self._bias_cache = (key, bias)
         return bias
@@ -165,7 +197,7 @@ class WindowAttention(nn.Module):
         bw, n, c = x.shape
         heads, dim = self.num_heads, c // self.num_heads
         q, k, v = self.qkv(x).reshape(bw, n, 3, heads, dim).permute(2, 0, 3, 1, 4).unbind(0)
-        bias = self.position_bias(cached=optimized).to(q.dtype).unsqueeze(0)
+        bias = self.position_bias(q.dtype, cached=optimized).unsqueeze(0)
         if mask is None:
             out = self._attend(q, k, v, bias, optimized).transpose(1, 2).reshape(bw, n, c)
         else:
@@ -185,10 +217,15 @@ class WindowAttention(nn.Module):
     def _attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, optimized: bool
     ) -> torch.Tensor:
-        if optimized:
+        if not optimized:
+            attn = (q * self.scale) @ k.transpose(-2, -1) + bias
+            return attn.softmax(dim=-1) @ v
+        dim = q.shape[-1]
+        pad = -dim % FUSED_HEAD_DIM_MULTIPLE
+        if pad == 0 or not (q.is_cuda if self.pad_head_dim is None else self.pad_head_dim):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
-        attn = (q * self.scale) @ k.transpose(-2, -1) + bias
-        return attn.softmax(dim=-1) @ v
+        q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)[..., :dim]
 
 
 def _windows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, stop: int) -> list[torch.Tensor]:
@@ -214,9 +251,9 @@ class SwinTransformerBlock(nn.Module):
         super().__init__()
         self.window = window
         self.shift = shift
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = FloatLayerNorm(dim)
         self.attn = WindowAttention(dim, window, num_heads)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = FloatLayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor, size: tuple[int, int], windows: _WindowCache) -> torch.Tensor:
@@ -259,7 +296,10 @@ class _WindowLayout:
 
 
 class _WindowCache:
-    """Window layouts by (size, window, shift, device), shared by every block of a network.
+    """Window layouts by (size, window, shift, device, compute dtype), shared by every block of a network.
+
+    The compute dtype is autocast's on that device when autocast is on there, else float32: each tile
+    shape's shift mask is uploaded and converted once, not in every block.
 
     ``enabled = False`` switches the network to the authors' order of operations (no caches, explicit
     softmax attention), the baseline of the speed benchmark.
@@ -273,15 +313,34 @@ class _WindowCache:
         self._layouts.clear()
 
     def get(self, h: int, w: int, window: int, shift: int, device: torch.device) -> _WindowLayout:
-        key = (h, w, window, shift, device)
+        dtype = compute_dtype(device)
+        key = (h, w, window, shift, device, dtype)
         if key not in self._layouts:
             if len(self._layouts) >= 16:  # tiles come in a handful of shapes; whole images in one
                 self.clear()
-            self._layouts[key] = _window_layout(h, w, window, shift, device)
+            self._layouts[key] = _window_layout(h, w, window, shift, device, dtype)
         return self._layouts[key]
 
 
-def _window_layout(h: int, w: int, window: int, shift: int, device: torch.device) -> _WindowLayout:
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """The dtype matmuls run in on ``device`` now: autocast's when it is enabled there, else float32."""
+    return autocast_dtype(device.type) or torch.float32
+
+
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast computes in on ``device_type`` ("cpu", "cuda", ...), None when it is off there."""
+    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4: one query for every device type
+        return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+    if device_type == "cpu":
+        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+    if device_type == "cuda":
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+    return None
+
+
+def _window_layout(
+    h: int, w: int, window: int, shift: int, device: torch.device, dtype: torch.dtype
+) -> _WindowLayout:
     tokens = torch.arange(h * w).view(1, h, w, 1)
     if shift:
         tokens = torch.roll(tokens, shifts=(-shift, -shift), dims=(1, 2))
@@ -292,7 +351,7 @@ def _window_layout(h: int, w: int, window: int, shift: int, device: torch.device
         full_mask = shift_window_mask(h, w, window, shift)
         needs_mask = full_mask.ne(0).flatten(1).any(1)
         windows = torch.cat([windows[~needs_mask], windows[needs_mask]])
-        mask = full_mask[needs_mask].to(device)
+        mask = full_mask[needs_mask].to(device, dtype)
         unmasked = int((~needs_mask).sum())
     order = windows.reshape(-1)
     inverse = torch.empty_like(order)
@@ -351,7 +410,7 @@ class _PatchEmbedNorm(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(dim)
+        self.norm = FloatLayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x.flatten(2).transpose(1, 2))
@@ -393,7 +452,7 @@ class SwinIR(nn.Module):
         self.layers = nn.ModuleList(
             RSTB(config, heads, depth) for depth, heads in zip(config.depths, config.num_heads, strict=True)
         )
-        self.norm = nn.LayerNorm(dim)
+        self.norm = FloatLayerNorm(dim)
         self.conv_after_body = _conv_block(dim, config.resi_connection)
 
         up = config.upsampler

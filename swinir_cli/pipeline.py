@@ -8,6 +8,7 @@ same padded forward to the tiler for large images.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_model
-from .devices import PRECISION_NAMES, resolve_precision, select_device, tile_memory_budget
+from .devices import PRECISION_NAMES, cuda_tf32, resolve_precision, select_device, tile_memory_budget
 from .download import verified_weights_path
 from .ensemble import self_ensemble
 from .errors import UsageError
@@ -43,6 +44,10 @@ class Restorer:
             every tile is checked for inf/NaN and recomputed in fp32 when it has any.
         tta: average the eight flips/rotations of each tile (:mod:`swinir_cli.ensemble`), 8x slower.
         on_warning: receives one line when a tile had to shrink after running out of GPU memory.
+        tf32: on CUDA, run float32 matmuls and convolutions in TF32 (faster, changes results); off by
+            default, and then strictly fp32 while this restorer runs (see
+            :func:`swinir_cli.devices.cuda_tf32`). No effect on other devices, or on the fp16/bf16
+            matmuls of half precision.
     """
 
     def __init__(
@@ -56,8 +61,10 @@ class Restorer:
         precision: str = "auto",
         tta: bool = False,
         on_warning: Callable[[str], None] | None = None,
+        tf32: bool = False,
     ) -> None:
         self.tta = tta
+        self.tf32 = tf32
         self.device = device if isinstance(device, torch.device) else select_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self.model = model.eval().requires_grad_(False).to(self.device)
@@ -103,16 +110,25 @@ class Restorer:
         return self._forward(x)[..., : h * self.scale, : w * self.scale]
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The network in the chosen precision; a result with inf/NaN is recomputed in fp32."""
-        if self.dtype == torch.float32:
+        """The network in the chosen precision; a result with inf/NaN is recomputed in fp32.
+
+        Below fp32 it runs under autocast: matmuls and convolutions in fp16/bf16, LayerNorm in fp32
+        (:class:`swinir_cli.network.FloatLayerNorm`), softmax in fp32 inside the attention kernel.
+        """
+        with self._fp32_matmuls():
+            if self.dtype == torch.float32:
+                return self.model(x)
+            with torch.autocast(self.device.type, dtype=self.dtype):
+                y = self.model(x)
+            if torch.isfinite(y).all():
+                return y.float()
+            if self.on_warning is not None:
+                self.on_warning(f"{PRECISION_NAMES[self.dtype]} overflowed on a tile; recomputed it in fp32")
             return self.model(x)
-        with torch.autocast(self.device.type, dtype=self.dtype):
-            y = self.model(x)
-        if torch.isfinite(y).all():
-            return y.float()
-        if self.on_warning is not None:
-            self.on_warning(f"{PRECISION_NAMES[self.dtype]} overflowed on a tile; recomputed it in fp32")
-        return self.model(x)
+
+    def _fp32_matmuls(self) -> contextlib.AbstractContextManager:
+        """TF32 on or off as asked, on CUDA only; elsewhere the global settings stay as they are."""
+        return cuda_tf32(self.tf32) if self.device.type == "cuda" else contextlib.nullcontext()
 
     def restore_pixels(
         self, pixels: np.ndarray, progress: Callable[[int, int], None] | None = None
@@ -129,8 +145,10 @@ class Restorer:
         if pixels.dtype not in (np.uint8, np.uint16):
             raise UsageError(f"pixels must be uint8 or uint16, got {pixels.dtype}")
         max_value = 255 if pixels.dtype == np.uint8 else 65535
+        # the integer pixels travel to the device (a quarter of the float32 bytes for uint8) and become
+        # float there, in one buffer
         x = torch.from_numpy(np.require(pixels, requirements=["C", "W"])).to(self.device).permute(2, 0, 1)
-        return self.restore_tensor(x[None].float() / float(max_value), max_value=max_value, progress=progress)
+        return self.restore_tensor(x[None].float().div_(max_value), max_value=max_value, progress=progress)
 
     @torch.inference_mode()
     def restore_tensor(

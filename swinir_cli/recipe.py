@@ -30,9 +30,10 @@ from .batch import (
     run_one,
 )
 from .errors import UsageError
-from .imageio import _KEEPS_16_BIT, _KEEPS_ALPHA, LoadedImage, output_format
+from .imageio import LoadedImage, keeps_16_bit, keeps_alpha, output_format
 
 if TYPE_CHECKING:
+    from .download import DownloadEvent
     from .resolve import ModelChooser, ModelRequest
 
 __all__ = ["OutputSize", "RecipeRunner", "RestoreRecipe", "RestorerSettings", "RunProgress"]
@@ -45,7 +46,7 @@ class RunProgress(Protocol):
 
     def tiles(self, done: int, total: int) -> None: ...
 
-    def download(self, name: str, done: int, total: int | None) -> None: ...
+    def download(self, event: DownloadEvent) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,7 @@ class RecipeRunner:
             self._chooser = ModelChooser(
                 self.recipe.request,
                 restorer_options={**keywords, "on_warning": self._warn},
-                download_progress=None if self._progress is None else self._progress.download,
+                download_events=None if self._progress is None else self._progress.download,
                 notice=self._notice,
             )
         return self._chooser
@@ -230,9 +231,9 @@ class RecipeRunner:
     def _warn_losses(self, image: LoadedImage, job: Job, label: str, model_channels: int) -> None:
         fmt = _target_format(job, self.recipe.writing)
         name = image.name
-        if image.alpha is not None and fmt not in _KEEPS_ALPHA:
+        if image.alpha is not None and not keeps_alpha(fmt):
             self._warn_once("alpha", f"{name}: {fmt} has no alpha channel; the transparency is dropped")
-        if image.bit_depth == 16 and fmt not in _KEEPS_16_BIT:
+        if image.bit_depth == 16 and not keeps_16_bit(fmt):
             self._warn_once("depth", f"{name}: {fmt} stores 8 bits per sample; the 16-bit depth is reduced")
         if image.channels == 3 and model_channels == 1:
             self._warn_once(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import detect_config, load_model, read_state_dict
-from .download import verified_weights_path
+from .download import DownloadListener, verified_weights_path
 from .errors import ImageError, ModelNotFoundError, ModelUnavailableError, SwinIRError, UsageError
 from .estimate import (
     choose_jpeg_model_quality,
@@ -36,8 +36,6 @@ __all__ = ["ModelChooser", "ModelFacts", "ModelRequest", "check_request", "named
 
 #: The upscale factor used when neither --scale nor a model says one.
 DEFAULT_SCALE = 4
-#: Receives (model name, bytes done, bytes expected or None) while weights download.
-DownloadProgress = Callable[[str, int, int | None], None]
 
 
 @dataclass(frozen=True)
@@ -139,7 +137,7 @@ def _check_factor(request: ModelRequest, factor: int, label: str) -> None:
 
 
 def open_restorer(
-    request: ModelRequest, restorer_options: dict[str, Any], progress: DownloadProgress | None = None
+    request: ModelRequest, restorer_options: dict[str, Any], events: DownloadListener | None = None
 ) -> tuple[str, Restorer]:
     """(label, restorer) of a request that fixes one model (``model``, ``weights`` or an upscale scale).
 
@@ -150,7 +148,7 @@ def open_restorer(
     facts = check_request(request)
     if facts.label is None:
         raise UsageError(f"name the {request.task} model (MODEL or --weights)")
-    chooser = ModelChooser(request, restorer_options=restorer_options, download_progress=progress)
+    chooser = ModelChooser(request, restorer_options=restorer_options, download_events=events)
     return chooser.fixed()
 
 
@@ -163,7 +161,8 @@ class ModelChooser:
     Args:
         request: see :class:`ModelRequest`.
         restorer_options: keyword arguments for :class:`Restorer` (device, tile, ...).
-        download_progress: see :data:`DownloadProgress`.
+        download_events: receives the bytes, retries and waits of a download
+            (:data:`swinir_cli.download.DownloadEvent`).
         notice: receives one line whenever a model is chosen automatically.
     """
 
@@ -172,12 +171,12 @@ class ModelChooser:
         request: ModelRequest,
         *,
         restorer_options: dict[str, Any] | None = None,
-        download_progress: DownloadProgress | None = None,
+        download_events: DownloadListener | None = None,
         notice: Callable[[str], None] | None = None,
     ) -> None:
         self.request = request
         self.restorer_options = restorer_options or {}
-        self.download_progress = download_progress
+        self.download_events = download_events
         self.notice = notice
         self._loaded: dict[str, Restorer] = {}
 
@@ -206,12 +205,8 @@ class ModelChooser:
         return self._restorer(entry.name, self._fetch(entry))
 
     def _fetch(self, entry: ModelEntry) -> Path:
-        progress = self.download_progress
         try:
-            return verified_weights_path(
-                entry,
-                progress=None if progress is None else lambda done, total: progress(entry.name, done, total),
-            )
+            return verified_weights_path(entry, events=self.download_events)
         except UsageError:
             raise
         except SwinIRError as exc:

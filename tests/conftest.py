@@ -52,10 +52,15 @@ def reference() -> Path:
 
 
 def run_swinir(
-    *args: str | Path, cwd: Path | None = None, stdin: bytes | None = None, timeout: float = 120
+    *args: str | Path,
+    cwd: Path | None = None,
+    stdin: bytes | None = None,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run the installed ``swinir`` console script; stdout and stderr are captured as bytes."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    """Run the installed ``swinir`` console script on one thread (``env`` added to this environment);
+    stdout and stderr are captured as bytes."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     env.pop("SWINIR_DEBUG", None)
     return subprocess.run(
         [str(SWINIR), *map(str, args)],

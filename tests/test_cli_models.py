@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REFERENCE, official_models
-from hostile import WeightServer
+from conftest import REFERENCE, official_models, run_swinir, save_rgb, stderr_lines
+from hostile import FILE_NAME, TINY_BYTES, TINY_SHA256, WeightServer, register
 from PIL import Image
-from test_download import FILE_NAME, TINY_BYTES, TINY_SHA256, register
 
 from swinir_cli.cli import main
+from swinir_cli.registry import load_registry
 
 
 @pytest.fixture
@@ -196,3 +196,42 @@ def test_upscale_offline_with_nothing_cached_is_a_clear_error_without_network(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "swinir download tiny-x2" in err
     assert server.requests == []
+
+
+def test_a_model_that_cannot_be_had_is_one_error_for_the_whole_batch(tmp_path: Path) -> None:
+    """Offline with an empty cache: the first image that needs the model stops the batch (fixed or chosen
+    per image alike), with one line saying how to get it."""
+    for name in ("a.png", "b.png", "c.png"):
+        save_rgb(tmp_path / name)
+    env = {"SWINIR_OFFLINE": "1", "SWINIR_CACHE_DIR": str(tmp_path / "cache")}
+    for command in (["denoise", "--sigma", "15"], ["upscale", "-s", "2"]):
+        result = run_swinir(*command, "a.png", "b.png", "c.png", cwd=tmp_path, env=env)
+        assert result.returncode == 1, result.stderr
+        errors = [line for line in stderr_lines(result) if line.startswith("error:")]
+        assert len(errors) == 1 and "swinir download" in errors[0], stderr_lines(result)
+        assert "Traceback" not in result.stderr.decode()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".png") == ["a.png", "b.png", "c.png"]
+
+
+def test_models_shows_every_name_whole_at_80_columns(tmp_path: Path) -> None:
+    result = run_swinir("models", env={"COLUMNS": "80", "SWINIR_CACHE_DIR": str(tmp_path)})
+    assert result.returncode == 0
+    lines = result.stdout.decode().splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    shown = {
+        line.split()[0] for line in lines if line.strip() and not line.startswith(("SwinIR", " name", " ─"))
+    }
+    assert set(load_registry()) <= shown
+
+
+def test_a_retried_download_during_a_restore_is_named_with_its_model(
+    tmp_path, monkeypatch, server: WeightServer, cache: Path, tiny_image, capsys
+) -> None:
+    image, _ = tiny_image
+    register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", size=len(TINY_BYTES))
+    server.statuses = [503]  # the first request fails, the retry succeeds
+    code = main(["upscale", str(image), "--model", "tiny-x2", "--tile", "0", "-o", str(tmp_path / "out.png")])
+    err = capsys.readouterr().err
+    assert code == 0 and (tmp_path / "out.png").is_file()
+    retry = [line for line in err.splitlines() if "retrying" in line]
+    assert len(retry) == 1 and "tiny-x2: attempt 1 failed (HTTP 503" in retry[0]

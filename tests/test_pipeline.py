@@ -183,3 +183,20 @@ def test_chooser_refuses_a_model_of_another_task_or_scale(local_registry: Path) 
         ).restorer_for(image)
     with pytest.raises(UsageError, match="available scales: 2, 3, 4, 8"):
         ModelChooser(ModelRequest("upscale", scale=5)).restorer_for(image)
+
+
+def test_tf32_restorer_leaves_the_cpu_alone() -> None:
+    """tf32 is a CUDA setting: on the CPU the flags are untouched and the pixels are the default ones."""
+    data = np.load(TINY / "dn_color.npz")
+    seen: list[tuple[bool, bool]] = []
+    restorers = [
+        Restorer.from_weights(TINY / "dn_color.pth", device="cpu", tile=0, tf32=on) for on in (False, True)
+    ]
+    restorers[1].model.register_forward_hook(
+        lambda *_: seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+    )
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    plain, tf32 = (restorer.restore_pixels(data["image_u8"]) for restorer in restorers)
+    assert restorers[1].tf32 and not restorers[0].tf32
+    assert seen == [before]
+    assert np.array_equal(plain, tf32)

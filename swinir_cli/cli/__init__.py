@@ -12,7 +12,7 @@ import sys
 
 import typer
 from typer import Abort
-from typer._click.exceptions import ClickException
+from typer.core import TyperArgument
 
 from ..errors import SwinIRError
 from . import evaluate, models, restore
@@ -50,6 +50,23 @@ models.register(app)
 
 EXIT_INTERRUPTED = 130
 
+# The usage errors the app raises are click's: the click package's before typer 0.26, typer's private
+# copy of it since. typer exports neither's ClickException, but its public BadParameter descends from
+# the one in use, so this names it on every typer version without importing a private module.
+_ClickException = next(kind for kind in typer.BadParameter.__mro__ if kind.__name__ == "ClickException")
+
+
+def _command() -> typer.core.TyperGroup:
+    """The Click command of :data:`app`, its arguments shown by their metavar alone in help (Typer would
+    add their Python type, such as ``<list[str]>``)."""
+    command = typer.main.get_command(app)
+    groups = [command, *getattr(command, "commands", {}).values()]
+    for group in groups:
+        for param in group.params:
+            if isinstance(param, TyperArgument):
+                param.display_type_rich = lambda ctx: None  # type: ignore[attr-defined]
+    return command
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns (and exits with) 0 on success, 1 on failure, 2 on usage errors,
@@ -58,13 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     console = Output()
     args = sys.argv[1:] if argv is None else argv
     try:
-        code = app(args=list(args) or ["--help"], prog_name="swinir", standalone_mode=False)
+        code = _command().main(args=list(args) or ["--help"], prog_name="swinir", standalone_mode=False)
     except SwinIRError as exc:
         if debug:
             raise
         console.error(str(exc))
         code = exc.exit_code
-    except ClickException as exc:
+    except _ClickException as exc:
         if debug:
             raise
         hint = ""

@@ -5,13 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from ..download import (
     CacheCheck,
-    DownloadEvent,
-    DownloadRetry,
-    DownloadWaiting,
     cached_path,
     is_cached,
     verified_weights_path,
@@ -55,7 +53,7 @@ def models_command(
         records = [_record(entry, checks.get(name)) for name, entry in registry.items()]
         output.result({"cache_dir": str(cache_dir()), "models": records})
     else:
-        output.out.print(_table(registry, checks, verify))
+        output.out.print(_table(registry, checks, verify, output.out.width))
         output.info(f"cache: {cache_dir()}")
     corrupt = [name for name, check in checks.items() if check.problem]
     if corrupt:
@@ -102,46 +100,47 @@ def download_command(
 def _download_one(entry: ModelEntry, output: Output) -> None:
     was_cached = is_cached(entry)
     with output.progress(entry.name, entry.size, unit="bytes") as task:
-        verified_weights_path(entry, progress=task.update, events=lambda event: _report_event(output, event))
+        verified_weights_path(entry, progress=task.update, events=output.download_notice)
     path = cached_path(entry)
     done = "was already downloaded" if was_cached else f"downloaded {_megabytes(path.stat().st_size)}"
     output.info(f"{entry.name}: {done} and verified ({path})")
 
 
-def _report_event(output: Output, event: DownloadEvent) -> None:
-    """A retry or a wait for another process, one line each (bytes go to the progress display)."""
-    if isinstance(event, DownloadRetry):
-        output.warning(
-            f"{event.model}: attempt {event.attempt} failed ({event.reason}); retrying in "
-            f"{event.wait_s:.1f} s (giving up {event.deadline_s:g} s after the start)"
-        )
-    elif isinstance(event, DownloadWaiting):
-        output.info(f"{event.model}: waiting for another process {event.doing} {event.path}")
+#: Below this many columns the table leaves out the descriptions (``--json`` has them), so that every
+#: name, which is what users type, stays whole.
+WIDE_TABLE = 120
 
 
-def _table(registry: dict[str, ModelEntry], checks: dict[str, CacheCheck], verify: bool) -> Table:
-    table = Table(title="SwinIR models", title_justify="left")
-    for header in ("name", "task", "setting", "images", "params", "size", "downloaded", "pinned"):
-        justify = "right" if header in ("params", "size") else "left"
-        table.add_column(header, justify=justify, no_wrap=True)
+def _table(registry: dict[str, ModelEntry], checks: dict[str, CacheCheck], verify: bool, width: int) -> Table:
+    wide = width >= WIDE_TABLE
+    headers = ["name", "task", "setting", "images", "size", "downloaded"]
+    if wide:
+        headers[4:4] = ["params"]
+        headers.append("pinned")
     if verify:
-        table.add_column("verified", no_wrap=True)
-    table.add_column("description", overflow="fold", min_width=12)
+        headers.append("verified")
+    table = Table(
+        title="SwinIR models", title_justify="left", box=box.SIMPLE_HEAD if not wide else box.HEAVY_HEAD
+    )
+    for header in headers:
+        table.add_column(header, justify="right" if header in ("params", "size") else "left", no_wrap=True)
+    if wide:
+        table.add_column("description", overflow="fold", min_width=12)
     for name, entry in registry.items():
-        row = [
-            name,
-            entry.task,
-            entry.level_label,
-            "gray" if entry.channels == 1 else "color",
-            f"{entry.parameters / 1e6:.1f}M" if entry.parameters else "?",
-            _megabytes(entry.size) if entry.size else "?",
-            "yes" if is_cached(entry) else "-",
-            "yes" if entry.pinned else "[yellow]unpinned[/]",
-        ]
+        cells = {
+            "name": name,
+            "task": entry.task,
+            "setting": entry.level_label,
+            "images": "gray" if entry.channels == 1 else "color",
+            "params": f"{entry.parameters / 1e6:.1f}M" if entry.parameters else "?",
+            "size": _megabytes(entry.size) if entry.size else "?",
+            "downloaded": "yes" if is_cached(entry) else "-",
+            "pinned": "yes" if entry.pinned else "[yellow]unpinned[/]",
+        }
         if verify:
-            row.append(_verified_label(checks[name]))
-        row.append(entry.description)
-        table.add_row(*row)
+            cells["verified"] = _verified_label(checks[name])
+        row = [cells[header] for header in headers]
+        table.add_row(*row, *([entry.description] if wide else []))
     return table
 
 

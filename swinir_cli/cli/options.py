@@ -46,7 +46,7 @@ Inputs = Annotated[
     list[str],
     typer.Argument(
         help="Image files, folders or glob patterns; '-' reads one image from standard input.",
-        metavar="INPUT...",
+        metavar="INPUT",
         show_default=False,
     ),
 ]
@@ -234,7 +234,7 @@ Quiet = Annotated[bool, _option("--quiet", "-q", help="Print errors only.")]
 # --- swinir eval ------------------------------------------------------------------------------------
 EvalModel = Annotated[
     str | None,
-    typer.Argument(metavar="[MODEL]", help="Registry model name (see `swinir models`).", show_default=False),
+    typer.Argument(metavar="MODEL", help="Registry model name (see `swinir models`).", show_default=False),
 ]
 GroundTruth = Annotated[Path, _option("--gt", metavar="DIR", help="Folder of ground-truth images.")]
 Degraded = Annotated[
@@ -287,9 +287,7 @@ Verify = Annotated[
 ]
 ModelNames = Annotated[
     list[str] | None,
-    typer.Argument(
-        metavar="[NAME]...", help="Model names, as `swinir models` lists them.", show_default=False
-    ),
+    typer.Argument(metavar="NAME", help="Model names, as `swinir models` lists them.", show_default=False),
 ]
 DownloadAll = Annotated[bool, _option("--all", help="Download every model of the registry.")]
 

@@ -7,6 +7,7 @@ bars are drawn only on a terminal and never when quiet; elsewhere long work repo
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -29,6 +30,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from ..download import DownloadEvent, DownloadProgress, DownloadRetry, DownloadWaiting
+
 #: Seconds between two plain progress lines when stderr is not a terminal.
 PLAIN_PROGRESS_INTERVAL = 5.0
 
@@ -38,9 +41,10 @@ PIPE_WIDTH = 160
 
 
 def _console(*, stderr: bool) -> Console:
-    """A console for stdout or stderr; on a file or pipe it is wide, so tables are not squeezed."""
+    """A console for stdout or stderr; on a file or pipe it is wide (``$COLUMNS`` when set), so tables are
+    not squeezed."""
     console = Console(stderr=stderr, highlight=False, soft_wrap=True)
-    if not console.is_terminal:
+    if not console.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
         console = Console(stderr=stderr, highlight=False, soft_wrap=True, width=PIPE_WIDTH)
     return console
 
@@ -70,6 +74,17 @@ class Output:
     def warning(self, message: str) -> None:
         if not self.quiet:
             self.err.print(f"[yellow]warning:[/] {escape(message)}")
+
+    def download_notice(self, event: DownloadEvent) -> None:
+        """A download's retry (a warning) or its wait for another process (a line); bytes are left to
+        the progress displays."""
+        if isinstance(event, DownloadRetry):
+            self.warning(
+                f"{event.model}: attempt {event.attempt} failed ({event.reason}); retrying in "
+                f"{event.wait_s:.1f} s (giving up {event.deadline_s:g} s after the start)"
+            )
+        elif isinstance(event, DownloadWaiting):
+            self.info(f"{event.model}: waiting for another process {event.doing} {event.path}")
 
     def error(self, message: str) -> None:
         self.err.print(f"[bold red]error:[/] {escape(message)}")
@@ -232,8 +247,12 @@ class BatchProgress:
         """``done`` of ``total`` tiles of the current image are restored."""
         self._update(done, total, "tiles", f"{self._name}: {done}/{total} tiles")
 
-    def download(self, name: str, done: int, total: int | None) -> None:
-        """``done`` of ``total`` bytes of the weights of model ``name`` have arrived."""
+    def download(self, event: DownloadEvent) -> None:
+        """Bytes of a model's weights have arrived (the live bar), or a retry or a wait (one line)."""
+        if not isinstance(event, DownloadProgress):
+            self._output.download_notice(event)
+            return
+        name, done, total = event.model, event.done, event.total
         self._update(
             done, total, "bytes", f"downloading {name}: {_megabytes(done, total)}", f"downloading {name}"
         )
