@@ -56,6 +56,7 @@ __all__ = [
     "BatchSummary",
     "Job",
     "JobResult",
+    "JobSteps",
     "OutputOptions",
     "check_output_size",
     "output_pixel_limit",
@@ -356,25 +357,34 @@ def run_jobs(
     max_pixels: int | None = None,
     on_start: Callable[[Job, int], None] | None = None,
     on_result: Callable[[JobResult], None] | None = None,
+    overlap: bool = True,
 ) -> BatchSummary:
     """Read, restore and write each job; a job that fails is reported and the batch goes on.
 
     ``restore(image, job) -> image`` does the work (a :class:`~swinir_cli.pipeline.Restorer` method with
     progress attached). ``on_start(job, index)`` is called before a job that is not skipped runs, and
-    ``on_result(result)`` after every job. ``max_pixels`` refuses larger images (None: Pillow's limit).
-    Ctrl-C (KeyboardInterrupt) stops the batch: the job in flight leaves no partial file, is reported
-    as ``interrupted`` and :attr:`BatchSummary.interrupted` is set.
+    ``on_result(result)`` after every job, in the jobs' order. ``max_pixels`` refuses larger images (None:
+    Pillow's limit). With ``overlap`` (and more than one job), the next image is decoded and the previous
+    result encoded and written on threads beside ``restore`` (:func:`swinir_cli.parallel.run_overlapped`);
+    results, files and errors are the same as in series. Ctrl-C (KeyboardInterrupt) stops the batch: the
+    job in flight leaves no partial file, is reported as ``interrupted`` and
+    :attr:`BatchSummary.interrupted` is set.
 
     Raises:
         BatchStopError: a job hit an error that every other job would hit too (a model of the wrong
             scale, a model that cannot be downloaded); the batch stops.
     """
+    steps = JobSteps(restore, options, max_pixels)
+    if overlap and len(jobs) > 1:
+        from .parallel import run_overlapped  # parallel builds on this module's types
+
+        return run_overlapped(jobs, steps, on_start=on_start, on_result=on_result)
     summary = BatchSummary()
     started = time.perf_counter()
     for index, job in enumerate(jobs):
         job_started = time.perf_counter()
         try:
-            result = run_one(job, index, restore, options, max_pixels, on_start)
+            result = steps.run(job, index, on_start)
         except KeyboardInterrupt:
             result = JobResult(job, "interrupted", time.perf_counter() - job_started, "interrupted")
             summary.interrupted = True
@@ -397,34 +407,85 @@ def run_one(
 ) -> JobResult:
     """One job of :func:`run_jobs` (``index`` is its place in the batch): skipped when its output exists
     and was made from this input, else read, restored and written; a failure is returned, not raised.
+    The stages are :class:`JobSteps`.
 
     Raises:
         BatchStopError: see :func:`run_jobs`.
     """
-    if job.problem is not None:
-        return JobResult(job, "failed", error=job.problem)
-    if job.target is not None and job.target.exists() and not options.overwrite:
-        clash = _made_from_another(job)
-        return JobResult(job, "skipped") if clash is None else JobResult(job, "failed", error=clash)
-    if on_start is not None:
-        on_start(job, index)
-    started = time.perf_counter()
-    limit = PILLOW_LIMIT if max_pixels is None else max_pixels
-    try:
+    return JobSteps(restore, options, max_pixels).run(job, index, on_start)
+
+
+#: Errors that fail only the job they happen in, except those of :data:`BATCH_STOP_ERRORS`.
+JOB_ERRORS = (SwinIRError, MemoryError)
+#: Errors that stop the batch: every other job would fail the same way.
+BATCH_STOP_ERRORS = (BatchStopError,)
+
+
+def job_failure(job: Job, error: BaseException, seconds: float) -> JobResult:
+    """The ``failed`` result for one of :data:`JOB_ERRORS`.
+
+    Raises:
+        BatchStopError: ``error`` itself (one of :data:`BATCH_STOP_ERRORS`), re-raised.
+    """
+    if isinstance(error, BATCH_STOP_ERRORS):
+        raise error
+    message = f"{job.input_name}: out of memory" if isinstance(error, MemoryError) else str(error)
+    return JobResult(job, "failed", seconds, message)
+
+
+@dataclass(frozen=True)
+class JobSteps:
+    """One job's work as separable stages: :meth:`settled` (no work needed), :meth:`read`, :meth:`restore`,
+    :meth:`write`. :meth:`run` chains them in series; :mod:`swinir_cli.parallel` runs the same stages on
+    threads. Each stage raises one of :data:`JOB_ERRORS` when the job fails.
+
+    ``restore(image, job) -> image`` is the model's work; ``max_pixels`` refuses larger images (None:
+    Pillow's limit).
+    """
+
+    restore_image: Callable[[LoadedImage, Job], LoadedImage]
+    options: OutputOptions
+    max_pixels: int | None = None
+
+    def settled(self, job: Job) -> JobResult | None:
+        """The result of a job that needs no work: it failed in planning, or its output exists, skipped
+        when made from this input as it is now, failed when made from another."""
+        if job.problem is not None:
+            return JobResult(job, "failed", error=job.problem)
+        if job.target is not None and job.target.exists() and not self.options.overwrite:
+            clash = _made_from_another(job)
+            return JobResult(job, "skipped") if clash is None else JobResult(job, "failed", error=clash)
+        return None
+
+    def read(self, job: Job) -> LoadedImage:
+        """The job's decoded input (standard input when ``job.source`` is None)."""
+        limit = PILLOW_LIMIT if self.max_pixels is None else self.max_pixels
         if job.source is None:
-            image = read_image(_read_stdin(), max_pixels=limit)
-        else:
-            image = read_image(job.source, max_pixels=limit)
-        restored = restore(image, job)
-        _write(job, restored, options)
+            return read_image(_read_stdin(), max_pixels=limit)
+        return read_image(job.source, max_pixels=limit)
+
+    def restore(self, image: LoadedImage, job: Job) -> LoadedImage:
+        return self.restore_image(image, job)
+
+    def write(self, job: Job, image: LoadedImage) -> None:
+        """Write the result atomically to ``job.target`` (standard output when None), then the record of
+        the input it was made from beside it."""
+        _write(job, image, self.options)
         _record_source(job)
-    except BatchStopError:
-        raise
-    except SwinIRError as exc:
-        return JobResult(job, "failed", time.perf_counter() - started, str(exc))
-    except MemoryError:
-        return JobResult(job, "failed", time.perf_counter() - started, f"{job.input_name}: out of memory")
-    return JobResult(job, "done", time.perf_counter() - started)
+
+    def run(self, job: Job, index: int = 0, on_start: Callable[[Job, int], None] | None = None) -> JobResult:
+        """The job's result, its stages in series; ``on_start(job, index)`` before a job that has work."""
+        settled = self.settled(job)
+        if settled is not None:
+            return settled
+        if on_start is not None:
+            on_start(job, index)
+        started = time.perf_counter()
+        try:
+            self.write(job, self.restore(self.read(job), job))
+        except JOB_ERRORS as exc:
+            return job_failure(job, exc, time.perf_counter() - started)
+        return JobResult(job, "done", time.perf_counter() - started)
 
 
 def _read_stdin() -> bytes:

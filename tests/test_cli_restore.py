@@ -189,11 +189,12 @@ def test_alpha_through_the_model(tmp_path: Path) -> None:
 
 def test_quiet_prints_nothing_and_plain_lines_name_each_image(tmp_path: Path) -> None:
     first, second = save_rgb(tmp_path / "first.png"), save_rgb(tmp_path / "second.png", seed=1)
+    third = save_rgb(tmp_path / "third.png", seed=2)
     common = ["--weights", SR_X2, "--device", "cpu", "--tile", "0", "--scale", "2"]
     quiet, plain = run_many(
         [
             ["upscale", first, "-o", f"{tmp_path}/quiet/", "--quiet", *common],
-            ["upscale", first, second, "-o", tmp_path / "plain", *common],
+            ["upscale", first, second, third, "-o", tmp_path / "plain", *common],
         ]
     )
     assert quiet.returncode == 0 and quiet.stderr == b"" and quiet.stdout == b""
@@ -202,11 +203,13 @@ def test_quiet_prints_nothing_and_plain_lines_name_each_image(tmp_path: Path) ->
     text = plain.stderr.decode()
     assert "\x1b" not in text and "\r" not in text  # no terminal control codes when stderr is a pipe
     lines = text.splitlines()
-    assert lines[0] == f"[1/2] {first} -> {tmp_path / 'plain' / 'first_x2.png'}"
-    assert lines[1].startswith(f"[2/2] {second} -> {tmp_path / 'plain' / 'second_x2.png'} (")
-    assert lines[1].endswith(" left)")  # from the second image on, the time the batch has left
-    assert lines[2].startswith("2 done, 0 skipped, 0 failed in ") and lines[2].endswith(" s")
-    assert len(lines) == 3
+    assert lines[0] == f"[1/3] {first} -> {tmp_path / 'plain' / 'first_x2.png'}"
+    # the first image is written while the second is restored (overlapped I/O): no time left to show yet
+    assert lines[1].startswith(f"[2/3] {second} -> {tmp_path / 'plain' / 'second_x2.png'}")
+    assert lines[2].startswith(f"[3/3] {third} -> {tmp_path / 'plain' / 'third_x2.png'} (")
+    assert lines[2].endswith(" left)")  # once an image is written, the time the batch has left
+    assert lines[3].startswith("3 done, 0 skipped, 0 failed in ") and lines[3].endswith(" s")
+    assert len(lines) == 4
 
 
 def test_decoder_warnings_are_shown_once_per_file(tmp_path: Path) -> None:

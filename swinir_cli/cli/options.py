@@ -160,7 +160,24 @@ Batch = Annotated[
     int, _option("--batch", min=1, metavar="N", help="Tiles per forward pass.", show_default=True)
 ]
 Device = Annotated[
-    str, _option("--device", metavar="auto|cpu|cuda|cuda:N|mps", help="Where to compute.", show_default=True)
+    str,
+    _option(
+        "--device",
+        metavar="auto|cpu|cuda|cuda:N|mps|LIST",
+        help="Where to compute; a comma-separated list (cuda:0,cuda:1, cuda:all, cpu,cpu) runs one worker "
+        "process per device.",
+        show_default=True,
+    ),
+]
+RayOption = Annotated[
+    bool,
+    _option("--ray", help="Run the batch on a Ray cluster: RAY_ADDRESS, else a local one (the ray extra)."),
+]
+RayWorkers = Annotated[
+    int | None,
+    _option(
+        "--ray-workers", min=1, metavar="N", help="Ray actors (default: one per GPU, else one per node)."
+    ),
 ]
 PrecisionOption = Annotated[
     Precision,

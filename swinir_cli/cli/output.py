@@ -214,7 +214,7 @@ class BatchProgress:
 
     Rates and times left count only restoring: a download has its own rate, and the batch's time left
     is the mean time of the images restored so far (skipped and failed ones do not count) times the images
-    left, shown from the second image on.
+    left, shown once an image is written (with overlapped I/O, the first is written while the second runs).
     """
 
     def __init__(self, output: Output, bar: Progress | None, total_images: int) -> None:
@@ -257,11 +257,12 @@ class BatchProgress:
             done, total, "bytes", f"downloading {name}: {_megabytes(done, total)}", f"downloading {name}"
         )
 
-    def finished(self, status: str = "done") -> None:
-        """One more image is ``done``, ``skipped`` or ``failed``."""
+    def finished(self, status: str = "done", seconds: float | None = None) -> None:
+        """One more image is ``done``, ``skipped`` or ``failed``; ``seconds``: its work time (default: since
+        it started; with overlapped I/O the next image starts before this one is written)."""
         self._finished += 1
         if status == "done":
-            self._restored.append(time.monotonic() - self._image_started)
+            self._restored.append(time.monotonic() - self._image_started if seconds is None else seconds)
         if self._bar is not None:
             self._bar.update(self._images, advance=1, eta=self.batch_eta())
             self._bar.update(self._work, visible=False)

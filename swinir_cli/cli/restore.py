@@ -44,6 +44,8 @@ class RestoreOptions:
     tile_overlap: int | None
     batch: int
     device: str
+    ray: bool
+    ray_workers: int | None
     precision: str
     engine: str
     tf32: bool
@@ -79,6 +81,8 @@ class RestoreOptions:
             tile_overlap=values["tile_overlap"],
             batch=values["batch"],
             device=values["device"],
+            ray=values["ray"],
+            ray_workers=values["ray_workers"],
             precision=str(values["precision"]),
             engine=str(values["engine"]),
             tf32=values["tf32"],
@@ -122,6 +126,8 @@ _SHARED = [
     ("tile_overlap", o.TileOverlap, None),
     ("batch", o.Batch, 1),
     ("device", o.Device, "auto"),
+    ("ray", o.RayOption, False),
+    ("ray_workers", o.RayWorkers, None),
     ("precision", o.PrecisionOption, o.Precision.auto),
     ("engine", o.EngineOption, o.Engine.auto),
     ("tf32", o.Tf32, False),
@@ -223,7 +229,7 @@ def restore(options: RestoreOptions) -> None:
     recipe = RestoreRecipe(
         options.request(), options.restorer(), writing, options.size, options.alpha, options.max_pixels
     )
-    exit_code = run(recipe, plan, out, fixed_model=facts.label is not None)
+    exit_code = run(recipe, plan, out, fixed_model=facts.label is not None, spread=_spread(options))
     if exit_code:
         raise typer.Exit(exit_code)
 
@@ -248,10 +254,28 @@ def validate(options: RestoreOptions) -> ModelFacts:
     facts = check_request(options.request())
     from ..devices import resolve_precision, select_device  # loads PyTorch: not at import
 
-    resolve_precision(options.precision, select_device(options.device))
+    for device in _devices(options):
+        resolve_precision(options.precision, select_device(device))
     options.restorer().keywords()  # refuses an engine or tf32 this build does not take
     o.check_tiling(options.tile, options.tile_overlap, facts.window)
     return facts
+
+
+def _devices(options: RestoreOptions) -> list[str]:
+    """The ``--device`` list (one entry without a comma); refuses ``--ray`` combined with a list.
+
+    Raises:
+        UsageError: a bad entry, ``--ray`` with a device list, ``--ray-workers`` without ``--ray``.
+    """
+    from ..parallel import expand_devices
+
+    listed = "," in options.device or options.device == "cuda:all"
+    devices = expand_devices(options.device) if listed else []
+    if options.ray and devices:
+        raise UsageError("--ray places its workers itself; drop the --device list (--ray-workers N)")
+    if options.ray_workers is not None and not options.ray:
+        raise UsageError("--ray-workers is for --ray")
+    return devices or [options.device]
 
 
 def _check_output(options: RestoreOptions) -> None:
@@ -299,21 +323,48 @@ def output_options(options: RestoreOptions, facts: ModelFacts) -> OutputOptions:
     )
 
 
-def run(recipe: RestoreRecipe, plan: BatchPlan, out: Output, *, fixed_model: bool) -> int:
+@dataclass(frozen=True)
+class Spread:
+    """Where a batch runs: in this process (one device), one worker process per device, or on Ray."""
+
+    devices: tuple[str, ...] = ()
+    ray: bool = False
+    ray_workers: int | None = None
+
+
+def _spread(options: RestoreOptions) -> Spread:
+    devices = _devices(options)
+    return Spread(tuple(devices) if len(devices) > 1 else (), options.ray, options.ray_workers)
+
+
+def run(recipe: RestoreRecipe, plan: BatchPlan, out: Output, *, fixed_model: bool, spread: Spread) -> int:
     """Restore every job of ``plan`` (a fixed model is fetched first); returns the batch's exit code."""
     single = len(plan.jobs) == 1
     with out.batch_progress(len(plan.jobs)) as progress:
-        runner = recipe.runner(on_warning=out.warning, progress=progress, notice=out.info)
-        if fixed_model:
-            runner.prepare()
-        summary = runner.run_all(
-            plan.jobs,
-            on_start=lambda job, index: _started(progress, job, index),
-            on_result=lambda result: (
-                progress.finished(result.status),
-                report_result(out, result, single=single),
-            ),
-        )
+
+        def on_start(job: Any, index: int) -> None:
+            _started(progress, job, index)
+
+        def on_result(result: Any) -> None:
+            progress.finished(result.status, result.seconds)
+            report_result(out, result, single=single)
+
+        if spread.ray or spread.devices:
+            from ..parallel import RecipeRunnerFactory, run_on_devices
+            from ..ray_batch import run_on_ray
+
+            factory = RecipeRunnerFactory(recipe)
+            if spread.ray:
+                summary = run_on_ray(plan.jobs, factory, workers=spread.ray_workers, on_start=on_start,
+                                     on_result=on_result)  # fmt: skip
+            else:
+                summary = run_on_devices(plan.jobs, factory, spread.devices, on_start=on_start,
+                                         on_result=on_result)  # fmt: skip
+        else:
+            runner = recipe.runner(on_warning=out.warning, progress=progress, notice=out.info)
+            if fixed_model:
+                runner.prepare()
+            summary = runner.run_all(plan.jobs, on_start=on_start, on_result=on_result)
     report_summary(out, summary, plan)
     return summary.exit_code
 

@@ -1,0 +1,191 @@
+"""Images per second of a batch, as ratios measured in one run: serial vs overlapped I/O, 1 vs 2 CPU worker
+processes, plain vs Ray (one local Ray actor).
+
+Two batches, written to a fresh folder for every run (outputs are PNG, as by default):
+
+* I/O-bound: ``--io-images`` PNGs of ``--io-size`` pixels through a stand-in for a model on a fast GPU:
+  a Lanczos x2 resize, then a wait as long as encoding one output takes (measured first), during which
+  the CPU is idle, as it is while a GPU computes (the issue's premise: a 2048x2048 PNG encode costs about
+  a SwinIR-S tile batch on a fast GPU). On this CPU even the tiny reference SwinIRs take seconds for
+  512x512, so no real model here is I/O-bound.
+* compute-bound: ``--compute-images`` images of ``--compute-size`` pixels through SwinIR-S x4
+  (``shared/reference/swinir_s_x4_random.pth``: the released architecture, random weights).
+
+The configurations run alternately, ``--rounds`` times; the best round of each is reported. Model loading,
+worker start-up and (for Ray) actor start-up are inside the timed run, as a user meets them; starting the
+local Ray itself is timed separately. Run from the repository root:
+``OMP_NUM_THREADS=2 python benchmarks/throughput.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from swinir_cli.batch import BatchSummary, Job, JobSteps, OutputOptions, plan_jobs, resize_image, run_jobs
+from swinir_cli.imageio import read_image, write_image
+from swinir_cli.parallel import CheckpointRunnerFactory, run_on_devices, run_overlapped
+from swinir_cli.pipeline import Restorer
+
+SWINIR_S_X4 = Path(__file__).resolve().parents[2] / "shared" / "reference" / "swinir_s_x4_random.pth"
+OUTPUT = OutputOptions(suffix="_out")
+RESTORER = (("tile", 0),)
+
+Runner = Callable[[list[Job]], BatchSummary]
+
+
+def make_images(folder: Path, count: int, size: int) -> Path:
+    """Photo-like images (smooth random fields, so PNG compresses them as it does photos)."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        coarse = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8)
+        Image.fromarray(coarse).resize((size, size), Image.BICUBIC).save(folder / f"{index:03d}.png")
+    return folder
+
+
+def images_per_second(run: Runner, folder: Path, scratch: Path) -> float:
+    out = scratch / "out"
+    jobs = plan_jobs([str(folder)], str(out), OUTPUT).jobs
+    started = time.perf_counter()
+    summary = run(jobs)
+    seconds = time.perf_counter() - started
+    assert summary.count("done") == len(jobs), [r.error for r in summary.results if r.error]
+    shutil.rmtree(out)
+    return len(jobs) / seconds
+
+
+class FastDeviceStandIn:
+    """``restore(image, job)``: a Lanczos x2 resize, then ``wait`` seconds with the CPU idle (device time)."""
+
+    def __init__(self, wait: float) -> None:
+        self.wait = wait
+
+    def __call__(self, image, job):
+        restored = resize_image(image, (image.width * 2, image.height * 2))
+        time.sleep(self.wait)
+        return restored
+
+
+def encode_seconds(folder: Path, scratch: Path) -> float:
+    """How long writing the x2 result of the first image of ``folder`` takes (median of 3)."""
+    image = read_image(sorted(folder.iterdir())[0])
+    restored = resize_image(image, (image.width * 2, image.height * 2))
+    times = []
+    for index in range(3):
+        started = time.perf_counter()
+        write_image(scratch / f"calibration_{index}.png", restored)
+        times.append(time.perf_counter() - started)
+    return sorted(times)[1]
+
+
+class SwinIRSmall:
+    """``restore(image, job)`` with SwinIR-S x4; :meth:`load` starts each run, as a user's run loads it."""
+
+    def __init__(self) -> None:
+        self.restorer: Restorer | None = None
+
+    def load(self) -> None:
+        self.restorer = Restorer.from_weights(SWINIR_S_X4, device="cpu", tile=0)
+
+    def __call__(self, image, job):
+        return self.restorer.restore_image(image)
+
+
+def in_process(restore: Callable, *, overlap: bool, load: Callable[[], None] | None = None) -> Runner:
+    def run(jobs: list[Job]) -> BatchSummary:
+        if load is not None:
+            load()
+        steps = JobSteps(restore, OUTPUT)
+        if overlap:
+            return run_overlapped(jobs, steps)
+        return run_jobs(jobs, restore, OUTPUT, overlap=False)
+
+    return run
+
+
+def on_workers(devices: list[str], threads: int) -> Runner:
+    factory = CheckpointRunnerFactory(SWINIR_S_X4, OUTPUT, RESTORER)
+    return lambda jobs: run_on_devices(jobs, factory, devices, threads=threads)
+
+
+def on_ray() -> Runner:
+    from swinir_cli.ray_batch import run_on_ray
+
+    factory = CheckpointRunnerFactory(SWINIR_S_X4, OUTPUT, RESTORER)
+    return lambda jobs: run_on_ray(jobs, factory, workers=1)
+
+
+def measure(configs: dict[str, tuple[Runner, Path]], rounds: int, scratch: Path) -> dict[str, float]:
+    best: dict[str, float] = {}
+    for round_index in range(rounds):
+        for name, (run, folder) in configs.items():
+            rate = images_per_second(run, folder, scratch)
+            best[name] = max(best.get(name, 0.0), rate)
+            print(f"  round {round_index + 1}: {name:<34} {rate:7.2f} images/s", flush=True)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--io-images", type=int, default=32)
+    parser.add_argument("--io-size", type=int, default=512)
+    parser.add_argument("--compute-images", type=int, default=6)
+    parser.add_argument("--compute-size", type=int, default=48)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--no-ray", action="store_true", help="skip plain vs Ray")
+    args = parser.parse_args()
+    cores = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        io_folder = make_images(scratch / "io", args.io_images, args.io_size)
+        compute_folder = make_images(scratch / "compute", args.compute_images, args.compute_size)
+        model = SwinIRSmall()
+        fast_device = FastDeviceStandIn(encode_seconds(io_folder, scratch))
+        configs: dict[str, tuple[Runner, Path]] = {
+            "io-bound serial": (in_process(fast_device, overlap=False), io_folder),
+            "io-bound overlapped": (in_process(fast_device, overlap=True), io_folder),
+            "compute-bound serial": (in_process(model, overlap=False, load=model.load), compute_folder),
+            "compute-bound overlapped (plain)": (
+                in_process(model, overlap=True, load=model.load),
+                compute_folder,
+            ),
+            "compute-bound 1 CPU worker": (on_workers(["cpu"], cores), compute_folder),
+            "compute-bound 2 CPU workers": (on_workers(["cpu", "cpu"], max(1, cores // 2)), compute_folder),
+        }
+        if not args.no_ray:
+            import ray
+
+            started = time.perf_counter()
+            ray.init(num_cpus=cores, include_dashboard=False, logging_level="ERROR")
+            print(f"local Ray started in {time.perf_counter() - started:.1f} s (not in the figures below)")
+            configs["compute-bound Ray, 1 actor"] = (on_ray(), compute_folder)
+        print(f"{args.rounds} rounds, {cores} PyTorch threads; io: {args.io_images} x {args.io_size}px "
+              f"(device stand-in waits {fast_device.wait:.3f} s, one encode), "
+              f"compute: {args.compute_images} x {args.compute_size}px SwinIR-S x4")  # fmt: skip
+        best = measure(configs, args.rounds, scratch)
+    print("\nbest of the rounds, images/s:")
+    for name, rate in best.items():
+        print(f"  {name:<34} {rate:7.2f}")
+    print("\nratios:")
+    ratios = [
+        ("overlapped / serial, io-bound", "io-bound overlapped", "io-bound serial"),
+        ("overlapped / serial, compute-bound", "compute-bound overlapped (plain)", "compute-bound serial"),
+        ("2 CPU workers / 1, compute-bound", "compute-bound 2 CPU workers", "compute-bound 1 CPU worker"),
+        ("Ray / plain, compute-bound", "compute-bound Ray, 1 actor", "compute-bound overlapped (plain)"),
+    ]
+    for label, numerator, denominator in ratios:
+        if numerator in best:
+            print(f"  {label:<36} {best[numerator] / best[denominator]:.3f}x")
+
+
+if __name__ == "__main__":
+    main()

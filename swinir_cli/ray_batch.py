@@ -1,0 +1,258 @@
+"""A batch on a Ray cluster (``--ray``): Ray Data actors that each hold a model, read, restore and write.
+
+The driver plans the jobs as a local run does (:func:`swinir_cli.batch.plan_jobs`), hands them to Ray Data
+as rows (``index``, ``source``, ``target``, ``problem``), and reports the rows that come back (the
+:class:`~swinir_cli.batch.JobResult` fields) in the jobs' order, as a local run reports them. Each actor
+(:class:`RestoreBatch`, the callable class given to ``Dataset.map_batches``) builds one runner from a
+picklable :class:`~swinir_cli.parallel.JobRunnerFactory` on its device (one GPU per actor where the
+cluster has GPUs) and writes every result atomically itself, so inputs and outputs must be on a file
+system every node sees. Ray restarts an actor whose process dies and retries its rows.
+
+The cluster is the one ``RAY_ADDRESS`` names (Ray's own convention), else a local one started for the
+batch. Ray is optional: ``pip install 'swinir-cli[ray]'``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from .batch import BatchSummary, Job, JobResult
+from .errors import SwinIRError, UsageError
+from .parallel import JobRunnerFactory
+
+__all__ = ["INSTALL_HINT", "RestoreBatch", "job_rows", "require_ray", "run_on_ray"]
+
+INSTALL_HINT = "--ray needs Ray Data, which is not installed: pip install 'swinir-cli[ray]'"
+#: The columns of a job row, and of the result row an actor returns for it.
+JOB_COLUMNS = ("index", "source", "target", "problem")
+RESULT_COLUMNS = ("index", "input", "output", "status", "seconds", "error", "model", "stop")
+
+
+def require_ray() -> ModuleType:
+    """The ``ray`` module with Ray Data imported.
+
+    Raises:
+        UsageError: Ray Data is not installed (the message says how to install it).
+    """
+    try:
+        import ray
+        import ray.data  # Ray Data is a separate extra of Ray
+    except ImportError:
+        raise UsageError(INSTALL_HINT) from None
+    return ray
+
+
+def job_rows(jobs: Sequence[Job]) -> list[dict[str, Any]]:
+    """One row per job (paths as strings; ``""`` for no problem), numbered by ``index``.
+
+    Raises:
+        UsageError: a job reads standard input or writes standard output, which actors cannot reach.
+    """
+    if any(job.source is None or job.target is None for job in jobs):
+        raise UsageError("--ray reads and writes files: standard input and output are not supported")
+    return [
+        {"index": index, "source": str(job.source), "target": str(job.target), "problem": job.problem or ""}
+        for index, job in enumerate(jobs)
+    ]
+
+
+def _job(batch: dict[str, np.ndarray], row: int) -> Job:
+    problem = str(batch["problem"][row]) if "problem" in batch else ""
+    return Job(Path(str(batch["source"][row])), Path(str(batch["target"][row])), problem or None)
+
+
+def _actor_device() -> str:
+    import ray
+
+    return "cuda" if ray.get_gpu_ids() else "cpu"  # Ray limits CUDA_VISIBLE_DEVICES to the actor's GPU
+
+
+class RestoreBatch:
+    """The callable class for ``Dataset.map_batches``: each actor holds one runner (one model, loaded on
+    its first image) and turns a batch of job rows into result rows.
+
+    Args:
+        factory: a :class:`~swinir_cli.parallel.JobRunnerFactory`, such as
+            :class:`~swinir_cli.parallel.CheckpointRunnerFactory`.
+        device: the actor's device; default ``cuda`` when Ray gave the actor a GPU, else ``cpu``.
+        threads: PyTorch threads of the actor (default: PyTorch's own choice, which follows the
+            ``OMP_NUM_THREADS`` Ray sets from the actor's ``num_cpus``).
+
+    A batch (``batch_format="numpy"``) has the columns ``source`` and ``target`` (paths on a file system
+    the actor sees), optionally ``problem`` (a reason to fail the row without work, ``""`` for none) and
+    ``index`` (kept, to match results to rows; default: the row's position in the batch). The result has
+    :data:`RESULT_COLUMNS`: ``input``/``output`` as ``--json`` prints them (``output`` is ``""`` unless
+    the image was done or skipped), ``status`` done/skipped/failed, ``seconds``, ``error`` and ``model``
+    (the model's name), ``stop``: the class name of an error that would stop a local batch (a failed
+    download, a model that does not fit the command), whose row is ``failed``; ``""`` for none.
+    """
+
+    def __init__(
+        self, factory: JobRunnerFactory, device: str | None = None, threads: int | None = None
+    ) -> None:
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        # Ray stops actors with SIGTERM: raising lets an atomic write in progress remove its temporary file.
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        self.run = factory(device or _actor_device())
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        count = len(batch["source"])
+        results, stops = [], []
+        for row in range(count):
+            job = _job(batch, row)
+            try:
+                results.append(self.run(job))
+                stops.append("")
+            except SwinIRError as exc:  # stops a local batch; Ray would keep only its text, so name it
+                results.append(JobResult(job, "failed", 0.0, str(exc)))
+                stops.append(type(exc).__name__)
+        kept = ("done", "skipped")
+        return {
+            "index": np.asarray(batch["index"] if "index" in batch else np.arange(count), dtype=np.int64),
+            "input": np.array([r.job.input_name for r in results], dtype=object),
+            "output": np.array(
+                [r.job.output_name if r.status in kept else "" for r in results], dtype=object
+            ),
+            "status": np.array([r.status for r in results], dtype=object),
+            "seconds": np.array([r.seconds for r in results], dtype=np.float64),
+            "error": np.array([r.error or "" for r in results], dtype=object),
+            "model": np.array([r.model or "" for r in results], dtype=object),
+            "stop": np.array(stops, dtype=object),
+        }
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_on_ray(
+    jobs: Sequence[Job],
+    factory: JobRunnerFactory,
+    *,
+    workers: int | None = None,
+    on_start: Callable[[Job, int], None] | None = None,
+    on_result: Callable[[JobResult], None] | None = None,
+) -> BatchSummary:
+    """Run ``jobs`` on Ray Data actors (:class:`RestoreBatch`), ``workers`` of them (default: one per GPU
+    of the cluster, else one per node), one GPU each where the cluster has GPUs, else the cluster's CPUs
+    split between them. Connects to ``RAY_ADDRESS`` or starts a local Ray, unless Ray is already
+    initialised in this process.
+
+    Results are reported in the jobs' order as they arrive (``on_start`` just before each one's
+    ``on_result``: the driver does not see when an actor starts). Ctrl-C stops the batch: results that
+    arrived are reported, :attr:`BatchSummary.interrupted` is set, Ray is shut down (its actors remove
+    their temporary files on SIGTERM).
+
+    Raises:
+        UsageError: Ray Data is not installed, a job uses standard input/output, or the batch failed in
+            Ray (an actor that cannot start, for one).
+        SwinIRError: the error an actor's runner raised to stop the batch (such as a UsageError), as
+            the same class.
+    """
+    ray = require_ray()
+    rows = job_rows(jobs)
+    started = time.perf_counter()
+    summary = BatchSummary()
+    owned = not ray.is_initialized()
+    if owned:  # RAY_ADDRESS names a cluster to join; without it a local Ray starts, without its dashboard
+        local = {} if os.environ.get("RAY_ADDRESS") else {"include_dashboard": False}
+        ray.init(logging_level=logging.WARNING, **local)
+    arrived: dict[int, JobResult] = {}
+    try:
+        for batch in _results(ray, rows, factory, workers):
+            for row in range(len(batch["index"])):
+                if batch["stop"][row]:
+                    raise _stop_error(str(batch["stop"][row]), str(batch["error"][row]))
+                index = int(batch["index"][row])
+                arrived[index] = _result(jobs[index], batch, row)
+            while len(summary.results) in arrived:
+                index = len(summary.results)
+                _report(summary, index, arrived.pop(index), on_start, on_result)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        for index in sorted(arrived):  # done beyond an image still in flight: reported all the same
+            _report(summary, index, arrived[index], on_start, on_result)
+    finally:
+        if owned:
+            ray.shutdown()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _report(
+    summary: BatchSummary,
+    index: int,
+    result: JobResult,
+    on_start: Callable[[Job, int], None] | None,
+    on_result: Callable[[JobResult], None] | None,
+) -> None:
+    if on_start is not None:
+        on_start(result.job, index)
+    summary.results.append(result)
+    if on_result is not None:
+        on_result(result)
+
+
+def _results(
+    ray: ModuleType, rows: list[dict[str, Any]], factory: JobRunnerFactory, workers: int | None
+) -> Any:
+    """The result batches of ``rows`` (one row per block, so idle actors take the next image)."""
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    if workers is None:
+        workers = gpus or max(1, sum(node["Alive"] for node in ray.nodes()))
+    cpus = 1.0 if gpus else max(1.0, float(resources.get("CPU", 1)) // workers)
+    import torch
+
+    threads = max(1, min(int(cpus), torch.get_num_threads()))  # no more than this process would use
+    dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
+    restored = dataset.map_batches(
+        RestoreBatch,
+        fn_constructor_kwargs={"factory": factory, "threads": None if gpus else threads},
+        batch_size=1,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=cpus,
+        num_gpus=1 if gpus else 0,
+    )
+    try:
+        yield from restored.iter_batches(batch_size=None, batch_format="numpy")
+    except ray.exceptions.RayError as exc:
+        raise UsageError(f"the Ray batch failed: {_last_line(exc)}") from None
+
+
+def _result(job: Job, batch: dict[str, np.ndarray], row: int) -> JobResult:
+    error, model = str(batch["error"][row]), str(batch["model"][row])
+    return JobResult(
+        job, str(batch["status"][row]), float(batch["seconds"][row]), error or None, model or None
+    )
+
+
+def _stop_error(name: str, message: str) -> SwinIRError:
+    """The error an actor's runner raised to stop the batch, by its class name in :mod:`swinir_cli.errors`."""
+    from . import errors
+
+    kind = getattr(errors, name, None)
+    if not (isinstance(kind, type) and issubclass(kind, SwinIRError)):
+        kind = errors.BatchStopError
+    return kind(message)
+
+
+def _last_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__

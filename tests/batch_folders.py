@@ -1,0 +1,77 @@
+"""Helpers for the throughput tests (parallel, Ray): a folder of good and bad images, the jobs a plain run
+plans for it, and what a run left in its output folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+from conftest import DN_COLOR, TINY, save_rgb
+
+from swinir_cli.batch import BatchSummary, Job, OutputOptions, plan_jobs
+from swinir_cli.imageio import read_image
+from swinir_cli.parallel import CheckpointRunnerFactory
+
+SR_X2 = TINY / "sr_pixelshuffle_x2.pth"
+OUTPUT = OutputOptions(suffix="_out")
+#: Whole images on one thread: the same float sums in every process, so outputs compare bit for bit.
+RESTORER = (("tile", 0),)
+
+
+def make_good_and_bad_folder(folder: Path, good: int = 4) -> Path:
+    """``good`` random PNGs of different sizes, a corrupt one, a truncated one and a text file."""
+    folder.mkdir(parents=True)
+    for index in range(good):
+        save_rgb(folder / f"good_{index}.png", height=16 + 4 * index, width=24 - 2 * index, seed=index)
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    whole = (folder / "good_0.png").read_bytes()
+    (folder / "truncated.png").write_bytes(whole[: len(whole) // 2])
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def plan(folder: Path, out: Path) -> list[Job]:
+    return plan_jobs([str(folder)], str(out), OUTPUT).jobs
+
+
+def factory(weights: Path = DN_COLOR) -> CheckpointRunnerFactory:
+    return CheckpointRunnerFactory(weights, OUTPUT, RESTORER)
+
+
+def outputs(folder: Path) -> dict[str, np.ndarray]:
+    """The images a run left in ``folder``, name -> pixels; a temporary file left behind fails the test
+    (hidden source records, ``.<output>.source.json``, are the only hidden files a run leaves)."""
+    names = sorted(os.listdir(folder))
+    hidden = [name for name in names if name.startswith(".")]
+    assert all(name.endswith(".source.json") for name in hidden), hidden
+    return {name: read_image(folder / name).pixels for name in names if not name.startswith(".")}
+
+
+def resume_from(folder: Path, out: Path, name: str) -> None:
+    """``out`` as an interrupted batch left it: the output of ``folder/name`` already made."""
+    source = folder / name
+    (job,) = plan_jobs([str(source)], str(out / f"{source.stem}{OUTPUT.suffix}.png"), OUTPUT).jobs
+    assert factory()("cpu")(job).status == "done"
+
+
+def statuses(summary: BatchSummary) -> list[tuple[str, str]]:
+    return [(Path(result.job.input_name).name, result.status) for result in summary.results]
+
+
+def assert_same_outputs(produced: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
+    assert list(produced) == list(expected)
+    for name, pixels in expected.items():
+        assert np.array_equal(produced[name], pixels), name
+
+
+def cli_records(result: subprocess.CompletedProcess[bytes]) -> list[tuple]:
+    """The ``--json`` records of a run, the output folder left out: (input, output name, status, error,
+    model)."""
+    records = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    return [
+        (r["input"], r["output"] and Path(r["output"]).name, r["status"], r["error"], r["model"])
+        for r in records
+    ]

@@ -1,0 +1,236 @@
+"""--ray's engine: Ray Data actors give a plain run's files, names, statuses and exit code; a worker process
+that dies mid-batch is retried and the batch completes; Ctrl-C of the driver leaves nothing partial; the
+map_batches entry point works on a Dataset of one's own; without Ray, one line says how to install it.
+
+A local Ray with 2 CPUs (started once for the module) stands in for a cluster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from batch_folders import (
+    DN_COLOR,
+    OUTPUT,
+    SR_X2,
+    assert_same_outputs,
+    cli_records,
+    factory,
+    make_good_and_bad_folder,
+    outputs,
+    plan,
+    resume_from,
+    save_rgb,
+    statuses,
+)
+from conftest import SWINIR, run_swinir
+
+from swinir_cli.batch import Job, JobResult, run_jobs
+from swinir_cli.errors import UsageError
+from swinir_cli.parallel import CheckpointRunnerFactory
+from swinir_cli.pipeline import Restorer
+from swinir_cli.ray_batch import INSTALL_HINT, RestoreBatch, job_rows, run_on_ray
+
+ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    tests = str(Path(__file__).parent)  # the actors unpickle this module's factories
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": tests}})
+    yield
+    ray.shutdown()
+
+
+def serial_run(jobs: list[Job]):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each actor runs (2 CPUs split between 2 actors): bit-for-bit sums
+    try:
+        restorer = Restorer.from_weights(DN_COLOR, device="cpu", tile=0)
+        return run_jobs(jobs, lambda image, job: restorer.restore_image(image), OUTPUT, overlap=False)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_ray_gives_a_plain_runs_files_names_statuses_and_exit_code(tmp_path: Path) -> None:
+    folder = make_good_and_bad_folder(tmp_path / "in", good=3)
+    for out in (tmp_path / "ray", tmp_path / "plain"):  # resumed: an existing output is skipped
+        resume_from(folder, out, "good_2.png")
+    plain = serial_run(plan(folder, tmp_path / "plain"))
+    reported: list[JobResult] = []
+    started: list[int] = []
+    on_ray = run_on_ray(
+        plan(folder, tmp_path / "ray"),
+        factory(),
+        workers=2,
+        on_start=lambda job, index: started.append(index),
+        on_result=reported.append,
+    )
+    assert statuses(on_ray) == statuses(plain)
+    assert ("good_2.png", "skipped") in statuses(plain) and ("truncated.png", "failed") in statuses(plain)
+    assert [r.error for r in on_ray.results] == [r.error for r in plain.results]
+    assert reported == on_ray.results and started == list(range(len(plain.results)))
+    assert on_ray.exit_code == plain.exit_code == 1
+    assert_same_outputs(outputs(tmp_path / "ray"), outputs(tmp_path / "plain"))
+
+
+@dataclasses.dataclass(frozen=True)
+class DiesOnceFactory(CheckpointRunnerFactory):
+    """Its worker process is killed (SIGKILL) the first time it starts an image named ``victim*``; the
+    ``marker`` file remembers that it happened (a real kill of the actor's process, from inside it)."""
+
+    marker: Path = Path()
+
+    def __call__(self, device: str) -> Callable[[Job], JobResult]:
+        run = super().__call__(device)
+
+        def run_or_die(job: Job) -> JobResult:
+            if job.source is not None and job.source.name.startswith("victim") and not self.marker.exists():
+                self.marker.write_text(str(os.getpid()))
+                os.kill(os.getpid(), signal.SIGKILL)
+            return run(job)
+
+        return run_or_die
+
+
+def test_a_worker_killed_mid_batch_is_retried_and_every_image_completes(tmp_path: Path) -> None:
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "victim.png", "z.png"):
+        save_rgb(folder / name, seed=len(name))
+    dies_once = DiesOnceFactory(DN_COLOR, OUTPUT, (("tile", 0),), marker=tmp_path / "killed")
+    summary = run_on_ray(plan(folder, out), dies_once, workers=2)
+    assert (tmp_path / "killed").exists()  # the worker really died
+    assert statuses(summary) == [(n, "done") for n in ("a.png", "b.png", "victim.png", "z.png")]
+    assert summary.exit_code == 0
+    assert_same_outputs(outputs(out), outputs_of_plain_run(folder, tmp_path / "plain"))
+
+
+def outputs_of_plain_run(folder: Path, out: Path):
+    serial_run(plan(folder, out))
+    return outputs(out)
+
+
+def test_restore_batch_is_a_map_batches_entry_point_for_a_dataset_of_paths(tmp_path: Path) -> None:
+    sources = [save_rgb(tmp_path / f"{name}.png", seed=index) for index, name in enumerate("abc")]
+    rows = [{"source": str(p), "target": str(tmp_path / "out" / f"{p.stem}_x2.png")} for p in sources]
+    rows.append({"source": str(tmp_path / "missing.png"), "target": str(tmp_path / "out" / "missing.png")})
+    restored = ray.data.from_items(rows).map_batches(
+        RestoreBatch,
+        fn_constructor_kwargs={"factory": CheckpointRunnerFactory(SR_X2, OUTPUT, (("tile", 0),))},
+        batch_size=2,
+        concurrency=1,
+    )
+    records = sorted(restored.take_all(), key=lambda record: record["input"])
+    assert [(Path(r["input"]).name, r["status"]) for r in records] == [
+        ("a.png", "done"),
+        ("b.png", "done"),
+        ("c.png", "done"),
+        ("missing.png", "failed"),
+    ]
+    assert records[0]["output"] == str(tmp_path / "out" / "a_x2.png") and records[3]["output"] == ""
+    assert "missing.png" in records[3]["error"]
+    assert outputs(tmp_path / "out")["b_x2.png"].shape == (40, 48, 3)
+
+
+def test_an_error_that_stops_a_local_batch_stops_the_ray_batch(tmp_path: Path) -> None:
+    folder = make_good_and_bad_folder(tmp_path / "in", good=1)
+    fp16_on_cpu = CheckpointRunnerFactory(DN_COLOR, OUTPUT, (("precision", "fp16"),))
+    with pytest.raises(UsageError, match="fp16 is not used on the CPU"):
+        run_on_ray(plan(folder, tmp_path / "out"), fp16_on_cpu, workers=1)
+
+
+def test_standard_input_and_output_are_refused() -> None:
+    with pytest.raises(UsageError, match="standard input and output are not supported"):
+        job_rows([Job(None, None)])
+
+
+def test_without_ray_the_error_says_how_to_install_it() -> None:
+    script = (
+        "import sys; sys.modules['ray'] = None\n"  # as if the extra were not installed
+        "from swinir_cli.ray_batch import require_ray\n"
+        "from swinir_cli.errors import UsageError\n"
+        "try:\n    require_ray()\nexcept UsageError as exc:\n    print(exc); sys.exit(exc.exit_code)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stdout.strip() == INSTALL_HINT
+    assert "pip install 'swinir-cli[ray]'" in INSTALL_HINT
+
+
+INTERRUPTED_DRIVER = """
+import json, sys
+from pathlib import Path
+import ray
+from swinir_cli.batch import OutputOptions, plan_jobs
+from swinir_cli.parallel import CheckpointRunnerFactory
+from swinir_cli.ray_batch import run_on_ray
+
+ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+output = OutputOptions(suffix="_out")
+jobs = plan_jobs([sys.argv[1]], sys.argv[2], output).jobs
+factory = CheckpointRunnerFactory(Path(sys.argv[3]), output, (("tile", 16), ("tile_overlap", 8)))
+report = lambda result: print(json.dumps([result.job.input_name, result.status]), flush=True)
+summary = run_on_ray(jobs, factory, workers=2, on_result=report)
+ray.shutdown()
+sys.exit(summary.exit_code)
+"""
+
+
+def test_ctrl_c_of_the_driver_exits_130_and_leaves_nothing_partial(tmp_path: Path) -> None:
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    save_rgb(folder / "a_small.png", height=16, width=16)
+    for name in ("b_large.png", "c_large.png", "d_large.png"):
+        save_rgb(folder / name, height=160, width=160)
+    command = [sys.executable, "-c", INTERRUPTED_DRIVER, str(folder), str(out), str(SR_X2)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = process.stdout.readline()  # the small image is done: the large ones are in flight
+        process.send_signal(signal.SIGINT)
+        rest, errors = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    records = [json.loads(line) for line in (first + rest).decode().splitlines()]
+    assert process.returncode == 130, errors.decode()
+    assert records[0] == [str(folder / "a_small.png"), "done"]
+    assert len(records) < 4
+    # Nothing partial: no hidden temporary file, and every output is a whole image. An actor may finish
+    # the image it held while Ray shuts down (its write is atomic); every image reported done is there.
+    left = outputs(out)
+    assert all(not name.startswith(".") for name in left)
+    assert all(pixels.shape == (320, 320, 3) for name, pixels in left.items() if "large" in name)
+    assert {Path(name).stem + "_out.png" for name, status in records if status == "done"} <= set(left)
+
+
+def test_cli_ray_gives_a_plain_runs_outputs_records_and_exit_code(tmp_path: Path) -> None:
+    folder = make_good_and_bad_folder(tmp_path / "in", good=3)
+    command = ["denoise", folder, "--sigma", "15", "--weights", DN_COLOR, "--tile", "0", "--suffix", "_out",
+               "--json", "--quiet", "--device", "cpu"]  # fmt: skip
+    plain = run_swinir(*command, "-o", tmp_path / "plain")
+    on_ray = run_swinir(*command, "-o", tmp_path / "ray", "--ray", "--ray-workers", "2", timeout=300)
+    assert on_ray.returncode == plain.returncode == 1, on_ray.stderr.decode()
+    assert cli_records(on_ray) == cli_records(plain)
+    assert_same_outputs(outputs(tmp_path / "ray"), outputs(tmp_path / "plain"))
+
+
+def test_cli_ray_without_ray_says_how_to_install_it(tmp_path: Path) -> None:
+    hidden = tmp_path / "no_ray"  # a 'ray' package that fails to import, as when the extra is missing
+    (hidden / "ray").mkdir(parents=True)
+    (hidden / "ray" / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    image = save_rgb(tmp_path / "a.png")
+    env = {**os.environ, "PYTHONPATH": str(hidden)}
+    command = [str(SWINIR), "denoise", str(image), "--sigma", "15", "--weights", str(DN_COLOR), "--ray"]
+    result = subprocess.run(command, capture_output=True, env=env, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == f"error: {INSTALL_HINT}"
+    assert not (tmp_path / "a_denoised.png").exists()
