@@ -46,6 +46,7 @@ from .imageio import (
     encode_image,
     is_probably_image,
     output_format,
+    pillow_pixel_limit,
     read_image,
     write_image,
 )
@@ -585,10 +586,12 @@ DEFAULT_OUTPUT_PIXEL_FACTOR = 16
 
 
 def output_pixel_limit(max_pixels: int | None) -> int:
-    """The most pixels an output may have: ``--max-pixels`` when given, else 16x Pillow's input limit."""
-    from PIL import Image
-
-    return max_pixels if max_pixels is not None else DEFAULT_OUTPUT_PIXEL_FACTOR * int(Image.MAX_IMAGE_PIXELS)
+    """The most pixels an output may have: ``--max-pixels`` when given, else 16x Pillow's input limit
+    (with Pillow's limit switched off: the largest image of :data:`MAX_OUTPUT_SIDE` sides)."""
+    if max_pixels is not None:
+        return max_pixels
+    input_limit = pillow_pixel_limit()
+    return MAX_OUTPUT_SIDE**2 if input_limit is None else DEFAULT_OUTPUT_PIXEL_FACTOR * input_limit
 
 
 def check_output_size(size: tuple[int, int], limit: int, label: str) -> None:

@@ -232,7 +232,7 @@ def read_image(
     Raises ImageError for an unreadable source (missing, not a regular file, permissions), an empty file,
     contents no reader recognises, corrupt or truncated data, too many pixels and unsupported modes.
     """
-    limit = Image.MAX_IMAGE_PIXELS if isinstance(max_pixels, _PillowLimit) else max_pixels
+    limit = pillow_pixel_limit() if isinstance(max_pixels, _PillowLimit) else max_pixels
     caught: list[warnings.WarningMessage] = []
     if isinstance(source, bytes):
         label = name or "<stdin>"
@@ -245,6 +245,16 @@ def read_image(
     with _pillow_reading(caught):
         image = _decode(data, label, limit)
     return dataclasses.replace(image, warnings=tuple(_one_line(w.message) for w in caught))
+
+
+def pillow_pixel_limit() -> int | None:
+    """Pillow's ``Image.MAX_IMAGE_PIXELS`` as this process set it (None: no limit).
+
+    Reads swap Pillow's limit off while they decode (see :func:`_pillow_reading`); this takes the same
+    lock, so a thread reading an image at the same time never makes the limit look absent.
+    """
+    with _PILLOW_LOCK:
+        return Image.MAX_IMAGE_PIXELS
 
 
 @contextlib.contextmanager

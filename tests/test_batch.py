@@ -11,6 +11,7 @@ import os
 import signal
 import struct
 import subprocess
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -33,6 +34,7 @@ from PIL import Image
 from swinir_cli.batch import (
     Job,
     OutputOptions,
+    output_pixel_limit,
     output_size,
     plan_jobs,
     resize_image,
@@ -448,3 +450,24 @@ def test_special_files_through_globs_and_symlinks_are_skipped(tmp_path: Path) ->
     assert b"pipe.png: a FIFO, not a regular file, ignored" in globbed.stderr
     named = run_swinir("upscale", "link.png", "-w", SR_X2, cwd=tmp_path, timeout=120)
     assert named.returncode == 1 and b"link.png: a FIFO, not a regular file" in named.stderr
+
+
+def test_the_output_pixel_limit_holds_while_another_thread_reads_images(tmp_path: Path) -> None:
+    """Reads switch Pillow's own limit off while they decode; the overlapped batch reads the next image on
+    a thread while the model thread checks the output size, which once saw no limit at all (a crash)."""
+    image = tmp_path / "small.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    stop = threading.Event()
+
+    def read_forever() -> None:
+        while not stop.is_set():
+            read_image(image)
+
+    reader = threading.Thread(target=read_forever)
+    reader.start()
+    try:
+        limits = {output_pixel_limit(None) for _ in range(20000)}
+    finally:
+        stop.set()
+        reader.join()
+    assert limits == {16 * Image.MAX_IMAGE_PIXELS}

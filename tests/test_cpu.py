@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -78,10 +79,16 @@ print(json.dumps({"applied": applied, "faults": faults() - before}))
 def test_tuned_allocator_keeps_freed_blocks_instead_of_faulting_them_back() -> None:
     def second_allocation(mode: str) -> dict:
         done = subprocess.run(
-            [sys.executable, "-c", ALLOCATION_FAULTS, mode], check=True, capture_output=True, text=True
+            [sys.executable, "-c", ALLOCATION_FAULTS, mode],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "2"},
         )
         return json.loads(done.stdout)
 
+    # Two threads, as a CPU run has by default. With OMP_NUM_THREADS=1 this probe saw the tuned block
+    # faulted back in as well (2026-12-02, not understood yet), so the gain is not claimed for one thread.
     plain, tuned = second_allocation("plain"), second_allocation("tuned")
     pages = 100 * 2**20 // 4096
     assert tuned["applied"]
