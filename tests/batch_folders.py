@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -75,3 +76,26 @@ def cli_records(result: subprocess.CompletedProcess[bytes]) -> list[tuple]:
         (r["input"], r["output"] and Path(r["output"]).name, r["status"], r["error"], r["model"])
         for r in records
     ]
+
+
+def make_small_then_large_folder(folder: Path) -> Path:
+    """One 16x16 image that finishes first, then three 160x160 ones still in flight when it is done."""
+    folder.mkdir(parents=True)
+    save_rgb(folder / "a_small.png", height=16, width=16)
+    for name in ("b_large.png", "c_large.png", "d_large.png"):
+        save_rgb(folder / name, height=160, width=160)
+    return folder
+
+
+def interrupt_after_first_result(command: list[str], timeout: float) -> tuple[int, list[list[str]], str]:
+    """Run a driver that prints one JSON ``[input, status]`` line per result, send it SIGINT once the first
+    line is out, and return (exit code, every record, its stderr)."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = process.stdout.readline()  # the small image is done: the large ones are in flight
+        process.send_signal(signal.SIGINT)
+        rest, errors = process.communicate(timeout=timeout)
+    finally:
+        process.kill()
+    records = [json.loads(line) for line in (first + rest).decode().splitlines()]
+    return process.returncode, records, errors.decode()

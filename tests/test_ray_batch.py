@@ -8,7 +8,6 @@ A local Ray with 2 CPUs (started once for the module) stands in for a cluster.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -25,7 +24,9 @@ from batch_folders import (
     assert_same_outputs,
     cli_records,
     factory,
+    interrupt_after_first_result,
     make_good_and_bad_folder,
+    make_small_then_large_folder,
     outputs,
     plan,
     resume_from,
@@ -187,21 +188,10 @@ sys.exit(summary.exit_code)
 
 
 def test_ctrl_c_of_the_driver_exits_130_and_leaves_nothing_partial(tmp_path: Path) -> None:
-    folder, out = tmp_path / "in", tmp_path / "out"
-    folder.mkdir()
-    save_rgb(folder / "a_small.png", height=16, width=16)
-    for name in ("b_large.png", "c_large.png", "d_large.png"):
-        save_rgb(folder / name, height=160, width=160)
+    folder, out = make_small_then_large_folder(tmp_path / "in"), tmp_path / "out"
     command = [sys.executable, "-c", INTERRUPTED_DRIVER, str(folder), str(out), str(SR_X2)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        first = process.stdout.readline()  # the small image is done: the large ones are in flight
-        process.send_signal(signal.SIGINT)
-        rest, errors = process.communicate(timeout=120)
-    finally:
-        process.kill()
-    records = [json.loads(line) for line in (first + rest).decode().splitlines()]
-    assert process.returncode == 130, errors.decode()
+    code, records, errors = interrupt_after_first_result(command, timeout=120)
+    assert code == 130, errors
     assert records[0] == [str(folder / "a_small.png"), "done"]
     assert len(records) < 4
     # Nothing partial: no hidden temporary file, and every output is a whole image. An actor may finish
