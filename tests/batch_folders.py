@@ -78,24 +78,33 @@ def cli_records(result: subprocess.CompletedProcess[bytes]) -> list[tuple]:
     ]
 
 
+#: Side of the large images of :func:`make_small_then_large_folder`: still in flight when SIGINT comes.
+LARGE_SIDE = 320
+
+
 def make_small_then_large_folder(folder: Path) -> Path:
-    """One 16x16 image that finishes first, then three 160x160 ones still in flight when it is done."""
+    """One 16x16 image that finishes first, then three of :data:`LARGE_SIDE` still in flight when it is
+    done."""
     folder.mkdir(parents=True)
     save_rgb(folder / "a_small.png", height=16, width=16)
     for name in ("b_large.png", "c_large.png", "d_large.png"):
-        save_rgb(folder / name, height=160, width=160)
+        save_rgb(folder / name, height=LARGE_SIDE, width=LARGE_SIDE)
     return folder
 
 
 def interrupt_after_first_result(command: list[str], timeout: float) -> tuple[int, list[list[str]], str]:
     """Run a driver that prints one JSON ``[input, status]`` line per result, send it SIGINT once the first
-    line is out, and return (exit code, every record, its stderr)."""
+    such line is out, and return (exit code, every record, its stderr). Other stdout lines (Ray logs some
+    there) are not records and are left out."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        first = process.stdout.readline()  # the small image is done: the large ones are in flight
-        process.send_signal(signal.SIGINT)
+        lines = [process.stdout.readline()]
+        while lines[-1] and not lines[-1].startswith(b"["):
+            lines.append(process.stdout.readline())
+        process.send_signal(signal.SIGINT)  # the small image is done: the large ones are in flight
         rest, errors = process.communicate(timeout=timeout)
     finally:
         process.kill()
-    records = [json.loads(line) for line in (first + rest).decode().splitlines()]
+    output = (b"".join(lines) + rest).decode().splitlines()
+    records = [json.loads(line) for line in output if line.startswith("[")]
     return process.returncode, records, errors.decode()

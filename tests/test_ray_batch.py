@@ -19,6 +19,7 @@ import pytest
 import torch
 from batch_folders import (
     DN_COLOR,
+    LARGE_SIDE,
     OUTPUT,
     SR_X2,
     assert_same_outputs,
@@ -198,7 +199,8 @@ def test_ctrl_c_of_the_driver_exits_130_and_leaves_nothing_partial(tmp_path: Pat
     # the image it held while Ray shuts down (its write is atomic); every image reported done is there.
     left = outputs(out)
     assert all(not name.startswith(".") for name in left)
-    assert all(pixels.shape == (320, 320, 3) for name, pixels in left.items() if "large" in name)
+    whole = (2 * LARGE_SIDE, 2 * LARGE_SIDE, 3)  # the x2 model's output
+    assert all(pixels.shape == whole for name, pixels in left.items() if "large" in name)
     assert {Path(name).stem + "_out.png" for name, status in records if status == "done"} <= set(left)
 
 
