@@ -231,7 +231,8 @@ def _results(
         num_gpus=1 if gpus else 0,
     )
     try:
-        yield from restored.iter_batches(batch_size=None, batch_format="numpy")
+        # no prefetching: it would hold each result back until the next one is done (progress, Ctrl-C)
+        yield from restored.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0)
     except ray.exceptions.RayError as exc:
         raise UsageError(f"the Ray batch failed: {_last_line(exc)}") from None
 

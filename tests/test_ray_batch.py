@@ -122,6 +122,21 @@ def outputs_of_plain_run(folder: Path, out: Path):
     return outputs(out)
 
 
+def test_each_result_is_reported_as_soon_as_its_actor_has_it(tmp_path: Path) -> None:
+    folder, out = make_small_then_large_folder(tmp_path / "in"), tmp_path / "out"
+    seen_when_reported: dict[str, set[str]] = {}
+
+    def note_outputs(result: JobResult) -> None:
+        seen_when_reported[result.job.input_name] = {p.name for p in out.glob("*.png")}
+
+    slow = CheckpointRunnerFactory(SR_X2, OUTPUT, (("tile", 16), ("tile_overlap", 8)))
+    summary = run_on_ray(plan(folder, out), slow, workers=1, on_result=note_outputs)
+    assert summary.exit_code == 0
+    # one actor works in order: the small image is reported while the first large one is still in work
+    # (Ray Data's prefetching would hold each result back until the next one was done)
+    assert seen_when_reported[str(folder / "a_small.png")] == {"a_small_out.png"}
+
+
 def test_restore_batch_is_a_map_batches_entry_point_for_a_dataset_of_paths(tmp_path: Path) -> None:
     sources = [save_rgb(tmp_path / f"{name}.png", seed=index) for index, name in enumerate("abc")]
     rows = [{"source": str(p), "target": str(tmp_path / "out" / f"{p.stem}_x2.png")} for p in sources]
