@@ -13,8 +13,11 @@ Two batches, written to a fresh folder for every run (outputs are PNG, as by def
 
 The configurations run alternately, ``--rounds`` times; the best round of each is reported. Model loading,
 worker start-up and (for Ray) actor start-up are inside the timed run, as a user meets them; starting the
-local Ray itself is timed separately. Run from the repository root:
-``OMP_NUM_THREADS=2 python benchmarks/throughput.py``.
+local Ray itself is timed separately (a cluster that ``RAY_ADDRESS`` names is already running). Besides
+images per second of the whole batch, each configuration's *start-up* (seconds to its first result) and
+*steady* rate (images per second after the first result) are printed, so that a fixed cost (worker or
+actor start-up) and a cost per image can be told apart: a batch's ratio moves towards the steady ratio as
+it grows. Run from the repository root: ``OMP_NUM_THREADS=2 python benchmarks/throughput.py``.
 """
 
 from __future__ import annotations
@@ -24,13 +27,23 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from swinir_cli.batch import BatchSummary, Job, JobSteps, OutputOptions, plan_jobs, resize_image, run_jobs
+from swinir_cli.batch import (
+    BatchSummary,
+    Job,
+    JobResult,
+    JobSteps,
+    OutputOptions,
+    plan_jobs,
+    resize_image,
+    run_jobs,
+)
 from swinir_cli.imageio import read_image, write_image
 from swinir_cli.parallel import CheckpointRunnerFactory, run_on_devices, run_overlapped
 from swinir_cli.pipeline import Restorer
@@ -39,7 +52,8 @@ SWINIR_S_X4 = Path(__file__).resolve().parents[2] / "shared" / "reference" / "sw
 OUTPUT = OutputOptions(suffix="_out")
 RESTORER = (("tile", 0),)
 
-Runner = Callable[[list[Job]], BatchSummary]
+#: ``run(jobs, on_result)``: one batch, ``on_result`` called for each result as the user would see it.
+Runner = Callable[[list[Job], Callable[[JobResult], None]], BatchSummary]
 
 
 def make_images(folder: Path, count: int, size: int) -> Path:
@@ -52,15 +66,27 @@ def make_images(folder: Path, count: int, size: int) -> Path:
     return folder
 
 
-def images_per_second(run: Runner, folder: Path, scratch: Path) -> float:
+@dataclass(frozen=True)
+class Rate:
+    """One timed batch: images per second of the whole, seconds to the first result, and images per
+    second from the first result to the last."""
+
+    whole: float
+    first_result: float
+    steady: float
+
+
+def time_batch(run: Runner, folder: Path, scratch: Path) -> Rate:
     out = scratch / "out"
     jobs = plan_jobs([str(folder)], str(out), OUTPUT).jobs
+    arrivals: list[float] = []
     started = time.perf_counter()
-    summary = run(jobs)
+    summary = run(jobs, lambda result: arrivals.append(time.perf_counter() - started))
     seconds = time.perf_counter() - started
     assert summary.count("done") == len(jobs), [r.error for r in summary.results if r.error]
     shutil.rmtree(out)
-    return len(jobs) / seconds
+    steady = (len(arrivals) - 1) / max(arrivals[-1] - arrivals[0], 1e-9) if len(arrivals) > 1 else 0.0
+    return Rate(len(jobs) / seconds, arrivals[0], steady)
 
 
 class FastDeviceStandIn:
@@ -101,45 +127,58 @@ class SwinIRSmall:
 
 
 def in_process(restore: Callable, *, overlap: bool, load: Callable[[], None] | None = None) -> Runner:
-    def run(jobs: list[Job]) -> BatchSummary:
+    def run(jobs: list[Job], on_result: Callable[[JobResult], None]) -> BatchSummary:
         if load is not None:
             load()
         steps = JobSteps(restore, OUTPUT)
         if overlap:
-            return run_overlapped(jobs, steps)
-        return run_jobs(jobs, restore, OUTPUT, overlap=False)
+            return run_overlapped(jobs, steps, on_result=on_result)
+        return run_jobs(jobs, restore, OUTPUT, overlap=False, on_result=on_result)
 
     return run
 
 
 def on_workers(devices: list[str], threads: int) -> Runner:
     factory = CheckpointRunnerFactory(SWINIR_S_X4, OUTPUT, RESTORER)
-    return lambda jobs: run_on_devices(jobs, factory, devices, threads=threads)
+
+    def run(jobs: list[Job], on_result: Callable[[JobResult], None]) -> BatchSummary:
+        return run_on_devices(jobs, factory, devices, threads=threads, on_result=on_result)
+
+    return run
 
 
 def on_ray() -> Runner:
     from swinir_cli.ray_batch import run_on_ray
 
     factory = CheckpointRunnerFactory(SWINIR_S_X4, OUTPUT, RESTORER)
-    return lambda jobs: run_on_ray(jobs, factory, workers=1)
+    return lambda jobs, on_result: run_on_ray(jobs, factory, workers=1, on_result=on_result)
 
 
-def measure(configs: dict[str, tuple[Runner, Path]], rounds: int, scratch: Path) -> dict[str, float]:
-    best: dict[str, float] = {}
+def measure(configs: dict[str, tuple[Runner, Path]], rounds: int, scratch: Path) -> dict[str, Rate]:
+    """The best round (by the whole batch's rate) of each configuration, the configurations alternating."""
+    best: dict[str, Rate] = {}
     for round_index in range(rounds):
         for name, (run, folder) in configs.items():
-            rate = images_per_second(run, folder, scratch)
-            best[name] = max(best.get(name, 0.0), rate)
-            print(f"  round {round_index + 1}: {name:<34} {rate:7.2f} images/s", flush=True)
+            rate = time_batch(run, folder, scratch)
+            if name not in best or rate.whole > best[name].whole:
+                best[name] = rate
+            print(f"  round {round_index + 1}: {name:<34} {describe(rate)}", flush=True)
     return best
+
+
+def describe(rate: Rate) -> str:
+    return (
+        f"{rate.whole:7.2f} images/s (first result after {rate.first_result:5.1f} s, "
+        f"then {rate.steady:6.2f} images/s)"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--io-images", type=int, default=32)
     parser.add_argument("--io-size", type=int, default=512)
-    parser.add_argument("--compute-images", type=int, default=6)
-    parser.add_argument("--compute-size", type=int, default=48)
+    parser.add_argument("--compute-images", type=int, default=24)
+    parser.add_argument("--compute-size", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-ray", action="store_true", help="skip plain vs Ray")
     args = parser.parse_args()
@@ -172,10 +211,10 @@ def main() -> None:
               f"(device stand-in waits {fast_device.wait:.3f} s, one encode), "
               f"compute: {args.compute_images} x {args.compute_size}px SwinIR-S x4")  # fmt: skip
         best = measure(configs, args.rounds, scratch)
-    print("\nbest of the rounds, images/s:")
+    print("\nbest of the rounds:")
     for name, rate in best.items():
-        print(f"  {name:<34} {rate:7.2f}")
-    print("\nratios:")
+        print(f"  {name:<34} {describe(rate)}")
+    print("\nratios (whole batch; steady: after each one's first result):")
     ratios = [
         ("overlapped / serial, io-bound", "io-bound overlapped", "io-bound serial"),
         ("overlapped / serial, compute-bound", "compute-bound overlapped (plain)", "compute-bound serial"),
@@ -184,7 +223,8 @@ def main() -> None:
     ]
     for label, numerator, denominator in ratios:
         if numerator in best:
-            print(f"  {label:<36} {best[numerator] / best[denominator]:.3f}x")
+            top, bottom = best[numerator], best[denominator]
+            print(f"  {label:<36} {top.whole / bottom.whole:.3f}x   steady {top.steady / bottom.steady:.3f}x")
 
 
 if __name__ == "__main__":
