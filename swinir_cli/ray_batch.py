@@ -151,7 +151,9 @@ def run_on_ray(
     initialised in this process.
 
     Results are reported in the jobs' order as they arrive (``on_start`` just before each one's
-    ``on_result``: the driver does not see when an actor starts). Ctrl-C stops the batch: results that
+    ``on_result``: the driver does not see when an actor starts). An image whose actor died after its
+    write and before its answer is retried by Ray and finds its output: it is reported done, not
+    skipped, when that output did not exist as the batch began. Ctrl-C stops the batch: results that
     arrived are reported, :attr:`BatchSummary.interrupted` is set, Ray is shut down (its actors remove
     their temporary files on SIGTERM).
 
@@ -164,6 +166,7 @@ def run_on_ray(
     ray = require_ray()
     rows = job_rows(jobs)
     started = time.perf_counter()
+    new_outputs = {i for i, job in enumerate(jobs) if job.target is not None and not job.target.exists()}
     summary = BatchSummary()
     owned = not ray.is_initialized()
     if owned:  # RAY_ADDRESS names a cluster to join; without it a local Ray starts, without its dashboard
@@ -176,7 +179,7 @@ def run_on_ray(
                 if batch["stop"][row]:
                     raise _stop_error(str(batch["stop"][row]), str(batch["error"][row]))
                 index = int(batch["index"][row])
-                arrived[index] = _result(jobs[index], batch, row)
+                arrived[index] = _result(jobs[index], batch, row, written_in_this_batch=index in new_outputs)
             while len(summary.results) in arrived:
                 index = len(summary.results)
                 _report(summary, index, arrived.pop(index), on_start, on_result)
@@ -237,11 +240,13 @@ def _results(
         raise UsageError(f"the Ray batch failed: {_last_line(exc)}") from None
 
 
-def _result(job: Job, batch: dict[str, np.ndarray], row: int) -> JobResult:
-    error, model = str(batch["error"][row]), str(batch["model"][row])
-    return JobResult(
-        job, str(batch["status"][row]), float(batch["seconds"][row]), error or None, model or None
-    )
+def _result(job: Job, batch: dict[str, np.ndarray], row: int, *, written_in_this_batch: bool) -> JobResult:
+    """The row's result; ``skipped`` becomes ``done`` when the output was written in this batch (by an
+    attempt of this row that Ray retried after its actor died)."""
+    status, error, model = str(batch["status"][row]), str(batch["error"][row]), str(batch["model"][row])
+    if status == "skipped" and written_in_this_batch:
+        status = "done"
+    return JobResult(job, status, float(batch["seconds"][row]), error or None, model or None)
 
 
 def _stop_error(name: str, message: str) -> SwinIRError:

@@ -87,30 +87,43 @@ def test_ray_gives_a_plain_runs_files_names_statuses_and_exit_code(tmp_path: Pat
 
 @dataclasses.dataclass(frozen=True)
 class DiesOnceFactory(CheckpointRunnerFactory):
-    """Its worker process is killed (SIGKILL) the first time it starts an image named ``victim*``; the
-    ``marker`` file remembers that it happened (a real kill of the actor's process, from inside it)."""
+    """Its worker process is killed (SIGKILL) the first time it starts an image named ``victim*`` (or,
+    with ``after_write``, once it has written that image's output and before it answers); the ``marker``
+    file remembers that it happened (a real kill of the actor's process, from inside it)."""
 
     marker: Path = Path()
+    after_write: bool = False
 
     def __call__(self, device: str) -> Callable[[Job], JobResult]:
         run = super().__call__(device)
 
-        def run_or_die(job: Job) -> JobResult:
+        def die_once(job: Job) -> None:
             if job.source is not None and job.source.name.startswith("victim") and not self.marker.exists():
                 self.marker.write_text(str(os.getpid()))
                 os.kill(os.getpid(), signal.SIGKILL)
-            return run(job)
+
+        def run_or_die(job: Job) -> JobResult:
+            if not self.after_write:
+                die_once(job)
+            result = run(job)
+            if self.after_write:
+                die_once(job)
+            return result
 
         return run_or_die
 
 
-def test_a_worker_killed_mid_batch_is_retried_and_every_image_completes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("after_write", [False, True], ids=["before-its-write", "after-its-write"])
+def test_a_worker_killed_mid_batch_is_retried_and_every_image_completes(
+    tmp_path: Path, after_write: bool
+) -> None:
     folder, out = tmp_path / "in", tmp_path / "out"
     folder.mkdir()
     for name in ("a.png", "b.png", "victim.png", "z.png"):
         save_rgb(folder / name, seed=len(name))
-    dies_once = DiesOnceFactory(DN_COLOR, OUTPUT, (("tile", 0),), marker=tmp_path / "killed")
-    summary = run_on_ray(plan(folder, out), dies_once, workers=2)
+    marker = tmp_path / "killed"
+    dies_once = DiesOnceFactory(DN_COLOR, OUTPUT, (("tile", 0),), marker=marker, after_write=after_write)
+    summary = run_on_ray(plan(folder, out), dies_once, workers=2)  # a retry after the write is done too
     assert (tmp_path / "killed").exists()  # the worker really died
     assert statuses(summary) == [(n, "done") for n in ("a.png", "b.png", "victim.png", "z.png")]
     assert summary.exit_code == 0
