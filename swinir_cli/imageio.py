@@ -166,7 +166,8 @@ class LoadedImage:
     ``format`` is the Pillow name of the source format (``"PNG"``, ``"JPEG"``...) or None for an image
     made in memory; ``name`` is used in messages; ``warnings`` holds what the decoder complained about
     without failing; ``jpeg_quantization`` holds a JPEG source's quantization tables (for estimating the
-    quality it was saved at), None for other sources.
+    quality it was saved at), None for other sources; ``frames`` counts the source's frames or pages (an
+    animated GIF or PNG, a multi-page TIFF), of which ``pixels`` holds the first.
     """
 
     pixels: np.ndarray
@@ -176,6 +177,7 @@ class LoadedImage:
     name: str = "<image>"
     warnings: tuple[str, ...] = ()
     jpeg_quantization: tuple[tuple[int, ...], ...] | None = None
+    frames: int = 1
 
     def __post_init__(self) -> None:
         pixels = self.pixels
@@ -350,6 +352,7 @@ def _decode(data: bytes, label: str, limit: int | None) -> LoadedImage:
             )
         source_format = opened.format
         quantization = _quantization_tables(opened)
+        frames = int(getattr(opened, "n_frames", 1))
     pixels, alpha = _apply_orientation(pixels, alpha, orientation)
     return LoadedImage(
         pixels=pixels,
@@ -358,6 +361,7 @@ def _decode(data: bytes, label: str, limit: int | None) -> LoadedImage:
         metadata=metadata,
         name=label,
         jpeg_quantization=quantization,
+        frames=frames,
     )
 
 

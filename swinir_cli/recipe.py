@@ -226,9 +226,10 @@ class RecipeRunner:
                 "gray",
                 f"{name}: {label} is a gray model, so the result is gray (a colour model keeps colour)",
             )
-        frames = _frame_count(job.source) if job.source is not None else 1
-        if frames > 1:
-            self._warn_once("frames", f"{name}: has {frames} frames or pages; only the first is restored")
+        if image.frames > 1:
+            self._warn_once(
+                "frames", f"{name}: has {image.frames} frames or pages; only the first is restored"
+            )
 
     def _warn_once(self, kind: str, message: str) -> None:
         if kind not in self._warned:
@@ -239,14 +240,3 @@ class RecipeRunner:
 def _target_format(job: Job, writing: OutputOptions) -> str:
     target = job.target if job.target is not None else Path(STDIO)
     return output_format(target, writing.format or ("png" if job.target is None else None))
-
-
-def _frame_count(path: Path) -> int:
-    """Frames or pages in the image file at ``path`` (1 when the format has no such notion)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as opened:
-            return int(getattr(opened, "n_frames", 1))
-    except (OSError, ValueError):
-        return 1  # read_image already decoded it; a header it cannot re-read has one frame

@@ -353,6 +353,8 @@ def test_lossy_outputs_are_warned_once(tmp_path: Path) -> None:
     warnings = [line for line in stderr_lines(result) if line.startswith("warning:")]
     assert len([w for w in warnings if "transparency is dropped" in w]) == 1
     assert len([w for w in warnings if "2 frames" in w and "only the first" in w]) == 1
+    piped = run_swinir("upscale", "-", "-w", SR_X2, stdin=(tmp_path / "anim.gif").read_bytes())
+    assert piped.returncode == 0 and b"<stdin>: has 2 frames or pages; only the first" in piped.stderr
     Image.fromarray(np.full((12, 14), 40000, np.uint16)).save(tmp_path / "deep.png")
     deep = run_swinir("upscale", "deep.png", "-w", SR_X2, "-f", "jpg", "-o", "d/", cwd=tmp_path)
     assert deep.returncode == 0 and b"16-bit depth is reduced" in deep.stderr

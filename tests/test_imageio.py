@@ -212,6 +212,27 @@ def test_gif_gray_key_and_one_bit_images(tmp_path: Path) -> None:
     assert read_image(tmp_path / "anim.gif").channels == 3
 
 
+@pytest.mark.parametrize("fmt", ["GIF", "PNG", "TIFF"])  # animated GIF, APNG, multi-page TIFF
+def test_frames_are_counted_and_the_first_is_read(tmp_path: Path, fmt: str) -> None:
+    pages = [np.full((6, 5, 3), value, np.uint8) for value in (0, 255, 128)]
+    stream = io.BytesIO()
+    Image.fromarray(pages[0]).save(
+        stream, fmt, save_all=True, append_images=[Image.fromarray(p) for p in pages[1:]]
+    )
+    for source in (stream.getvalue(), write_bytes(tmp_path / f"pages.{fmt.lower()}", stream.getvalue())):
+        image = read_image(source)
+        assert image.frames == 3
+        assert int(image.pixels.max()) == 0  # the first frame
+    single = io.BytesIO()
+    Image.fromarray(pages[1]).save(single, fmt)
+    assert read_image(single.getvalue()).frames == 1
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
 def test_cmyk_jpeg_becomes_rgb(tmp_path: Path) -> None:
     cmyk = Image.fromarray(random_pixels(16, 16, 3)).convert("CMYK")
     cmyk.save(tmp_path / "cmyk.jpg", quality=95)
