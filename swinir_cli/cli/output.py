@@ -131,14 +131,15 @@ class Output:
             yield ProgressTask(bar, task_id, description, self, unit)
 
     @contextmanager
-    def batch_progress(self, total_images: int) -> Iterator[BatchProgress]:
+    def batch_progress(self, total_images: int, *, workers: int = 1) -> Iterator[BatchProgress]:
         """Progress of a batch: images done with ETA, and the current image's tiles (or a download).
 
         On a terminal: two live bars. Otherwise: a line as each image starts and a line now and then while
-        a long image runs. Nothing when quiet.
+        a long image runs. Nothing when quiet. ``workers``: images restored at once (worker processes
+        or actors), which divides the time left.
         """
         if not self.interactive:
-            yield BatchProgress(self, None, total_images)
+            yield BatchProgress(self, None, total_images, workers)
             return
         columns = [
             TextColumn("{task.description}"),
@@ -148,7 +149,7 @@ class Output:
             EtaColumn(),
         ]
         with Progress(*columns, console=self.err, transient=True) as bar:
-            yield BatchProgress(self, bar, total_images)
+            yield BatchProgress(self, bar, total_images, workers)
 
 
 class AmountColumn(ProgressColumn):
@@ -214,13 +215,17 @@ class BatchProgress:
 
     Rates and times left count only restoring: a download has its own rate, and the batch's time left
     is the mean time of the images restored so far (skipped and failed ones do not count) times the images
-    left, shown once an image is written (with overlapped I/O, the first is written while the second runs).
+    left, divided by ``workers`` (images restored at once), shown once an image is written (with
+    overlapped I/O, the first is written while the second runs).
     """
 
-    def __init__(self, output: Output, bar: Progress | None, total_images: int) -> None:
+    def __init__(self, output: Output, bar: Progress | None, total_images: int, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
         self._output = output
         self._bar = bar
         self._total = total_images
+        self._workers = workers
         self._name = ""
         self._unit = "tiles"
         self._last_line = self._work_started = self._image_started = time.monotonic()
@@ -271,7 +276,8 @@ class BatchProgress:
         """Seconds the images left should take, once an image was restored; None before."""
         if not self._restored:
             return None
-        return sum(self._restored) / len(self._restored) * (self._total - self._finished)
+        mean = sum(self._restored) / len(self._restored)
+        return mean * (self._total - self._finished) / self._workers
 
     def _update(
         self, done: float, total: float | None, unit: str, line: str, label: str | None = None

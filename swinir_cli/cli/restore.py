@@ -331,6 +331,11 @@ class Spread:
     ray: bool = False
     ray_workers: int | None = None
 
+    @property
+    def workers(self) -> int:
+        """Images restored at once: one per device, ``--ray-workers`` (Ray's own default counts as 1)."""
+        return (self.ray_workers or 1) if self.ray else max(1, len(self.devices))
+
 
 def _spread(options: RestoreOptions) -> Spread:
     devices = _devices(options)
@@ -340,7 +345,7 @@ def _spread(options: RestoreOptions) -> Spread:
 def run(recipe: RestoreRecipe, plan: BatchPlan, out: Output, *, fixed_model: bool, spread: Spread) -> int:
     """Restore every job of ``plan`` (a fixed model is fetched first); returns the batch's exit code."""
     single = len(plan.jobs) == 1
-    with out.batch_progress(len(plan.jobs)) as progress:
+    with out.batch_progress(len(plan.jobs), workers=spread.workers) as progress:
 
         def on_start(job: Any, index: int) -> None:
             _started(progress, job, index)
