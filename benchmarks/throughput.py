@@ -13,7 +13,9 @@ Two batches, written to a fresh folder for every run (outputs are PNG, as by def
 
 The configurations run alternately, ``--rounds`` times; the best round of each is reported. Model loading,
 worker start-up and (for Ray) actor start-up are inside the timed run, as a user meets them; starting the
-local Ray itself is timed separately (a cluster that ``RAY_ADDRESS`` names is already running). Besides
+local Ray itself is not (a cluster that ``RAY_ADDRESS`` names is already running): it is started before each
+Ray run and stopped after it, so the other configurations run without Ray on the machine and the Ray run
+pays for its daemons, as a user's does. Besides
 images per second of the whole batch, each configuration's *start-up* (seconds to its first result) and
 *steady* rate (images per second after the first result) are printed, so that a fixed cost (worker or
 actor start-up) and a cost per image can be told apart: a batch's ratio moves towards the steady ratio as
@@ -23,11 +25,12 @@ it grows. Run from the repository root: ``OMP_NUM_THREADS=2 python benchmarks/th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -154,12 +157,36 @@ def on_ray() -> Runner:
     return lambda jobs, on_result: run_on_ray(jobs, factory, workers=1, on_result=on_result)
 
 
-def measure(configs: dict[str, tuple[Runner, Path]], rounds: int, scratch: Path) -> dict[str, Rate]:
+@contextlib.contextmanager
+def local_ray(cpus: int) -> Iterator[None]:
+    """A local Ray for one timed run (its start is printed, not timed), stopped after it."""
+    import ray
+
+    started = time.perf_counter()
+    ray.init(num_cpus=cpus, include_dashboard=False, logging_level="ERROR")
+    print(f"  (local Ray started in {time.perf_counter() - started:.1f} s, not timed)", flush=True)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@dataclass(frozen=True)
+class Config:
+    """One configuration: its runner, its input folder, and what must be running around a timed run."""
+
+    run: Runner
+    folder: Path
+    around: Callable[[], contextlib.AbstractContextManager[None]] = field(default=contextlib.nullcontext)
+
+
+def measure(configs: dict[str, Config], rounds: int, scratch: Path) -> dict[str, Rate]:
     """The best round (by the whole batch's rate) of each configuration, the configurations alternating."""
     best: dict[str, Rate] = {}
     for round_index in range(rounds):
-        for name, (run, folder) in configs.items():
-            rate = time_batch(run, folder, scratch)
+        for name, config in configs.items():
+            with config.around():
+                rate = time_batch(config.run, config.folder, scratch)
             if name not in best or rate.whole > best[name].whole:
                 best[name] = rate
             print(f"  round {round_index + 1}: {name:<34} {describe(rate)}", flush=True)
@@ -189,24 +216,20 @@ def main() -> None:
         compute_folder = make_images(scratch / "compute", args.compute_images, args.compute_size)
         model = SwinIRSmall()
         fast_device = FastDeviceStandIn(encode_seconds(io_folder, scratch))
-        configs: dict[str, tuple[Runner, Path]] = {
-            "io-bound serial": (in_process(fast_device, overlap=False), io_folder),
-            "io-bound overlapped": (in_process(fast_device, overlap=True), io_folder),
-            "compute-bound serial": (in_process(model, overlap=False, load=model.load), compute_folder),
-            "compute-bound overlapped (plain)": (
-                in_process(model, overlap=True, load=model.load),
-                compute_folder,
+        configs: dict[str, Config] = {
+            "io-bound serial": Config(in_process(fast_device, overlap=False), io_folder),
+            "io-bound overlapped": Config(in_process(fast_device, overlap=True), io_folder),
+            "compute-bound serial": Config(in_process(model, overlap=False, load=model.load), compute_folder),
+            "compute-bound overlapped (plain)": Config(
+                in_process(model, overlap=True, load=model.load), compute_folder
             ),
-            "compute-bound 1 CPU worker": (on_workers(["cpu"], cores), compute_folder),
-            "compute-bound 2 CPU workers": (on_workers(["cpu", "cpu"], max(1, cores // 2)), compute_folder),
+            "compute-bound 1 CPU worker": Config(on_workers(["cpu"], cores), compute_folder),
+            "compute-bound 2 CPU workers": Config(
+                on_workers(["cpu", "cpu"], max(1, cores // 2)), compute_folder
+            ),
         }
         if not args.no_ray:
-            import ray
-
-            started = time.perf_counter()
-            ray.init(num_cpus=cores, include_dashboard=False, logging_level="ERROR")
-            print(f"local Ray started in {time.perf_counter() - started:.1f} s (not in the figures below)")
-            configs["compute-bound Ray, 1 actor"] = (on_ray(), compute_folder)
+            configs["compute-bound Ray, 1 actor"] = Config(on_ray(), compute_folder, lambda: local_ray(cores))
         print(f"{args.rounds} rounds, {cores} PyTorch threads; io: {args.io_images} x {args.io_size}px "
               f"(device stand-in waits {fast_device.wait:.3f} s, one encode), "
               f"compute: {args.compute_images} x {args.compute_size}px SwinIR-S x4")  # fmt: skip
