@@ -208,6 +208,9 @@ def main() -> None:
     parser.add_argument("--compute-size", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-ray", action="store_true", help="skip plain vs Ray")
+    parser.add_argument(
+        "--only", nargs="+", metavar="TEXT", help="run only the configurations whose name contains a TEXT"
+    )
     args = parser.parse_args()
     cores = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
@@ -230,6 +233,8 @@ def main() -> None:
         }
         if not args.no_ray:
             configs["compute-bound Ray, 1 actor"] = Config(on_ray(), compute_folder, lambda: local_ray(cores))
+        if args.only:
+            configs = {name: c for name, c in configs.items() if any(text in name for text in args.only)}
         print(f"{args.rounds} rounds, {cores} PyTorch threads; io: {args.io_images} x {args.io_size}px "
               f"(device stand-in waits {fast_device.wait:.3f} s, one encode), "
               f"compute: {args.compute_images} x {args.compute_size}px SwinIR-S x4")  # fmt: skip
@@ -245,7 +250,7 @@ def main() -> None:
         ("Ray / plain, compute-bound", "compute-bound Ray, 1 actor", "compute-bound overlapped (plain)"),
     ]
     for label, numerator, denominator in ratios:
-        if numerator in best:
+        if numerator in best and denominator in best:
             top, bottom = best[numerator], best[denominator]
             print(f"  {label:<36} {top.whole / bottom.whole:.3f}x   steady {top.steady / bottom.steady:.3f}x")
 
