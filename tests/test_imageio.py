@@ -219,18 +219,15 @@ def test_frames_are_counted_and_the_first_is_read(tmp_path: Path, fmt: str) -> N
     Image.fromarray(pages[0]).save(
         stream, fmt, save_all=True, append_images=[Image.fromarray(p) for p in pages[1:]]
     )
-    for source in (stream.getvalue(), write_bytes(tmp_path / f"pages.{fmt.lower()}", stream.getvalue())):
+    path = tmp_path / f"pages.{fmt.lower()}"
+    path.write_bytes(stream.getvalue())
+    for source in (stream.getvalue(), path):
         image = read_image(source)
         assert image.frames == 3
         assert int(image.pixels.max()) == 0  # the first frame
     single = io.BytesIO()
     Image.fromarray(pages[1]).save(single, fmt)
     assert read_image(single.getvalue()).frames == 1
-
-
-def write_bytes(path: Path, data: bytes) -> Path:
-    path.write_bytes(data)
-    return path
 
 
 def test_cmyk_jpeg_becomes_rgb(tmp_path: Path) -> None:
