@@ -27,6 +27,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -102,7 +103,7 @@ LIGHT_S = dict(
 CASES = {
     "m192": [
         Case(
-            "SwinIR-M x4 real-SR 192x192, whole image",
+            "SwinIR-M x4 real-SR 192x192, whole image; each side reads, restores and writes one image",
             "real_sr",
             "params_ema",
             REAL_M,
@@ -113,7 +114,8 @@ CASES = {
     ],
     "s512": [
         Case(
-            "SwinIR-S x4 512x512, default tile vs their whole image",
+            "SwinIR-S x4 512x512, default tile vs their whole image; one image each, theirs also reads a "
+            "ground truth and computes PSNR/SSIM on it",
             "lightweight_sr",
             "params",
             LIGHT_S,
@@ -122,7 +124,8 @@ CASES = {
             (),
         ),
         Case(
-            "SwinIR-S x4 512x512, default tile vs their --tile 256",
+            "SwinIR-S x4 512x512, default tile vs their --tile 256; one image each, theirs also reads a "
+            "ground truth and computes PSNR/SSIM on it",
             "lightweight_sr",
             "params",
             LIGHT_S,
@@ -177,18 +180,21 @@ def make_checkpoint(case: Case, authors: Path | None, folder: Path, env: dict[st
     return path
 
 
-def make_images(case: Case, folder: Path) -> tuple[Path, Path]:
-    """(input folder, ground-truth folder): one photo, area-resized to the case's size; the ground truth
-    (lightweight SR needs one) is its bicubic x4, named as their script looks it up."""
+def make_images(case: Case, folder: Path) -> tuple[Path, Path, Path]:
+    """(our input, the authors' --folder_lq, their --folder_gt): one photo, area-resized to the case's size,
+    in folders of this case alone, so that both sides restore exactly one image. Real-SR reads every file of
+    --folder_lq; lightweight SR reads every file of --folder_gt (a ground truth it insists on: the photo's
+    bicubic x4) and the input ``<name>x4<ext>`` from --folder_lq."""
     photo = cv2.imread(str(sorted((SHARED / "testsets" / "McMaster").glob("*.tif"))[0]), cv2.IMREAD_COLOR)
     small = cv2.resize(photo, (case.size, case.size), interpolation=cv2.INTER_AREA)
-    lq, gt = folder / f"lq{case.size}", folder / f"gt{case.size}"
+    lq, gt = folder / f"{case.task}{case.size}_lq", folder / f"{case.task}{case.size}_gt"
     lq.mkdir(exist_ok=True)
     gt.mkdir(exist_ok=True)
-    cv2.imwrite(str(lq / "photo.png"), small)
-    cv2.imwrite(str(lq / "photox4.png"), small)  # the name their lightweight task reads
-    cv2.imwrite(str(gt / "photo.png"), cv2.resize(small, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC))
-    return lq, gt
+    name = "photox4.png" if case.task == "lightweight_sr" else "photo.png"
+    cv2.imwrite(str(lq / name), small)
+    if case.task == "lightweight_sr":
+        cv2.imwrite(str(gt / "photo.png"), cv2.resize(small, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC))
+    return lq / name, lq, gt
 
 
 def timed(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float]:
@@ -209,7 +215,9 @@ def compare(ours: Path, theirs: Path) -> str:
 
 
 def run_case(case: Case, authors: Path | None, folder: Path, repeats: int) -> None:
-    lq, gt = make_images(case, folder)
+    our_input, lq, gt = make_images(case, folder)
+    their_folder = gt if case.task == "lightweight_sr" else lq
+    assert len(list(their_folder.iterdir())) == 1, f"the authors' script would restore {their_folder}'s files"
     env = authors_env(authors, folder) if authors else None
     checkpoint = make_checkpoint(case, authors, folder, env)
     swinir = str(Path(sys.executable).with_name("swinir"))
@@ -218,7 +226,7 @@ def run_case(case: Case, authors: Path | None, folder: Path, repeats: int) -> No
         return [
             swinir,
             "upscale",
-            str(lq / "photo.png"),
+            str(our_input),
             "-o",
             str(output),
             "--weights",
@@ -239,8 +247,8 @@ def run_case(case: Case, authors: Path | None, folder: Path, repeats: int) -> No
             ["--folder_gt", str(gt)] if case.task == "lightweight_sr" else []
         )
         other = [sys.executable, *other]
-        other_out = folder / "results" / f"swinir_{case.task}_x4" / "photo_SwinIR.png"
-        label = "authors"
+        results = folder / "results" / f"swinir_{case.task}_x4"
+        other_out, label = results / "photo_SwinIR.png", "authors"
     else:
         other_out, label = folder / f"whole{case.size}.png", "ours --tile 0"
         other = our_command(other_out, ("--tile", "0"))
@@ -250,7 +258,11 @@ def run_case(case: Case, authors: Path | None, folder: Path, repeats: int) -> No
         seconds, peak = timed(ours, folder)
         times["ours"].append(seconds)
         peaks.append(peak)
+        if authors:
+            shutil.rmtree(results, ignore_errors=True)
         times[label].append(timed(other, folder, env)[0])
+        if authors:  # one image restored on each side, every time
+            assert [p.name for p in results.iterdir()] == [other_out.name], sorted(results.iterdir())
     ours_s, other_s = statistics.median(times["ours"]), statistics.median(times[label])
     print(f"{case.name}\n  ours   {' '.join(ours[1:])}\n  {label} {' '.join(other[1:])}")
     print(
