@@ -150,10 +150,11 @@ class Budget:
 
 
 class Report:
-    """The sections' results, written as JSON and Markdown after every section."""
+    """The sections' results, written as ``<name>.json`` and ``<name>.md`` after every section."""
 
-    def __init__(self, out: Path, meta: dict) -> None:
+    def __init__(self, out: Path, meta: dict, name: str = "gpu_check") -> None:
         self.out = out
+        self.name = name
         self.data: dict = {"meta": meta, "sections": {}}
         out.mkdir(parents=True, exist_ok=True)
 
@@ -180,8 +181,8 @@ class Report:
         self.write()
 
     def write(self) -> None:
-        (self.out / "gpu_check.json").write_text(json.dumps(self.data, indent=1, default=str))
-        (self.out / "gpu_check.md").write_text(markdown(self.data))
+        (self.out / f"{self.name}.json").write_text(json.dumps(self.data, indent=1, default=str))
+        (self.out / f"{self.name}.md").write_text(markdown(self.data, self.name))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -698,9 +699,9 @@ def compile_row(
 # --------------------------------------------------------------------------------------------------
 
 
-def markdown(data: dict) -> str:
+def markdown(data: dict, title: str) -> str:
     meta = data["meta"]
-    lines = [f"# gpu_check — {meta.get('device_name')} — {meta.get('date')}", ""]
+    lines = [f"# {title} — {meta.get('device_name')} — {meta.get('date')}", ""]
     lines += [f"- {key}: {value}" for key, value in meta.items()]
     for name, entry in data["sections"].items():
         lines += ["", f"## {name}: {entry['status']} ({entry.get('seconds', 0)} s)"]
