@@ -52,7 +52,8 @@ import torch
 import torch.nn.functional as F
 
 from swinir_cli.checkpoint import load_model
-from swinir_cli.devices import cuda_tf32
+from swinir_cli.devices import check_cpu_precision, cuda_tf32, resolve_precision
+from swinir_cli.errors import UsageError
 from swinir_cli.network import SwinIR, SwinIRConfig, WindowAttention, autocast_dtype, shift_window_mask
 from swinir_cli.pipeline import Restorer
 from swinir_cli.tiling import estimate_peak_bytes
@@ -149,10 +150,11 @@ class Budget:
 
 
 class Report:
-    """The sections' results, written as JSON and Markdown after every section."""
+    """The sections' results, written as ``<name>.json`` and ``<name>.md`` after every section."""
 
-    def __init__(self, out: Path, meta: dict) -> None:
+    def __init__(self, out: Path, meta: dict, name: str = "gpu_check") -> None:
         self.out = out
+        self.name = name
         self.data: dict = {"meta": meta, "sections": {}}
         out.mkdir(parents=True, exist_ok=True)
 
@@ -179,8 +181,8 @@ class Report:
         self.write()
 
     def write(self) -> None:
-        (self.out / "gpu_check.json").write_text(json.dumps(self.data, indent=1, default=str))
-        (self.out / "gpu_check.md").write_text(markdown(self.data))
+        (self.out / f"{self.name}.json").write_text(json.dumps(self.data, indent=1, default=str))
+        (self.out / f"{self.name}.md").write_text(markdown(self.data, self.name))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -240,9 +242,14 @@ def quantised(y: torch.Tensor) -> np.ndarray:
 
 
 def unavailable_precision(precision: str, device: torch.device) -> str | None:
-    """Why ``precision`` is not run on ``device``, or None."""
-    if precision == "fp16" and device.type == "cpu":
-        return "fp16 is not run on the CPU (the Restorer refuses it)"
+    """Why the Restorer refuses ``precision`` on ``device`` (fp16 on the CPU, bf16 on a CPU without
+    native bf16), or None."""
+    try:
+        dtype = resolve_precision(precision, device)
+        if device.type == "cpu":
+            check_cpu_precision(dtype)
+    except UsageError as refusal:
+        return str(refusal)
     return None
 
 
@@ -582,6 +589,10 @@ def run_memory(entry: dict, plan: Plan, budget: Budget) -> None:
         )
     model = random_model(plan.models["SwinIR-M x4"], 0, plan.device)
     for precision in ("fp32", "bf16"):
+        reason = unavailable_precision(precision, plan.device)
+        if reason:
+            entry["rows"].append({"model": "SwinIR-M x4", "precision": precision, "skipped": reason})
+            continue
         warned: list[str] = []
         restorer = Restorer(model, device=plan.device, precision=precision, on_warning=warned.append)
         for size in plan.memory_sizes:
@@ -688,9 +699,9 @@ def compile_row(
 # --------------------------------------------------------------------------------------------------
 
 
-def markdown(data: dict) -> str:
+def markdown(data: dict, title: str) -> str:
     meta = data["meta"]
-    lines = [f"# gpu_check — {meta.get('device_name')} — {meta.get('date')}", ""]
+    lines = [f"# {title} — {meta.get('device_name')} — {meta.get('date')}", ""]
     lines += [f"- {key}: {value}" for key, value in meta.items()]
     for name, entry in data["sections"].items():
         lines += ["", f"## {name}: {entry['status']} ({entry.get('seconds', 0)} s)"]
@@ -777,6 +788,22 @@ def run_sections(report: Report, plan: Plan, reference: Path, budget: Budget, co
             steps[name](entry)
 
 
+def run_device(spec: str | None, dry_run: bool) -> torch.device:
+    """The run's device: ``spec``, else CUDA (the CPU for a dry run); CUDA always with its index, which
+    per-device calls such as ``torch.cuda.set_per_process_memory_fraction`` require (plain ``cuda`` is
+    refused there).
+
+    Raises:
+        SystemExit: CUDA is asked for and there is none.
+    """
+    device = torch.device(spec or ("cpu" if dry_run else "cuda"))
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        raise SystemExit(f"{Path(sys.argv[0]).stem}: no CUDA GPU here; use --dry-run (CPU) or --device cpu")
+    return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "gpu_check_out"))
@@ -787,9 +814,7 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile section")
     args = parser.parse_args()
     args.budget = args.budget or (50.0 if args.dry_run else 300.0)
-    device = torch.device(args.device or ("cpu" if args.dry_run else "cuda"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("gpu_check: no CUDA GPU here; use --dry-run (CPU) or --device cpu")
+    device = run_device(args.device, args.dry_run)
     reference = reference_dir(args.shared)
     plan = Plan.for_run(args.dry_run, device)
     budget = Budget(args.budget, plan.time_scale)

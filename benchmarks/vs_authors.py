@@ -10,10 +10,11 @@ the architecture from ``--task`` (``real_sr`` without ``--large_model``: SwinIR-
 weights from ``--model_path``. Their lightweight-SR task insists on a ground truth and computes PSNR/SSIM
 on it: that is part of their time here, as it is when a user runs it.
 
-Their network imports three helpers from ``timm`` (DropPath, to_2tuple, trunc_normal_); where timm is not
-installed, a stand-in package with those three (DropPath is the identity at test time) is put on their
-path. Without ``--authors-code`` only this project's own baseline runs: the default command against
-``--tile 0``.
+Their network imports three helpers from ``timm`` (DropPath, to_2tuple, trunc_normal_) and their script
+imports ``requests`` (only to download a missing checkpoint); where either is not installed, a stand-in is
+put on their path (:data:`STAND_INS`: DropPath is the identity at test time; the ``requests`` stand-in
+refuses to download). Without ``--authors-code`` only this project's own baseline runs: the default
+command against ``--tile 0``.
 
 With ``--cases forward`` the two networks run in this process instead, on the same random weights.
 
@@ -28,6 +29,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -55,11 +57,26 @@ class DropPath(nn.Module):
     def forward(self, x):
         return x
 """
+REQUESTS_STAND_IN = """
+def get(url, **kwargs):
+    raise OSError(f"stand-in for requests: no download of {url}")
+"""
+#: Modules their code imports, and the files of a stand-in for each where it is not installed.
+STAND_INS = {
+    "timm": {"timm/__init__.py": "", "timm/models/__init__.py": "", "timm/models/layers.py": TIMM_STAND_IN},
+    "requests": {"requests.py": REQUESTS_STAND_IN},
+}
+#: Runs a command, prints its seconds and the peak resident KiB of its processes; its stderr's end is
+#: passed on, and a failure exits with the command's code.
 PROBE = (
     "import resource, subprocess, sys, time\n"
     "start = time.perf_counter()\n"
-    "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
-    "print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    "done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)\n"
+    "seconds = time.perf_counter() - start\n"
+    "sys.stderr.buffer.write(done.stderr[-4000:])\n"
+    "if done.returncode:\n"
+    "    sys.exit(done.returncode)\n"
+    "print(seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
 )
 
 
@@ -137,23 +154,44 @@ CASES = {
 }
 
 
-def authors_env(authors: Path, folder: Path) -> dict[str, str]:
-    """Environment for their code: their folder first, and the timm stand-in where timm is missing."""
+def authors_env(authors: Path, folder: Path, *, cuda: bool = False) -> dict[str, str]:
+    """Environment for their code: their folder first, then stand-ins (in ``folder``) for the modules of
+    :data:`STAND_INS` that are not installed; the GPU hidden unless ``cuda`` (their script takes CUDA
+    wherever it sees one)."""
     paths = [str(authors)]
-    if importlib.util.find_spec("timm") is None:
-        stand_in = folder / "timm_stand_in"
-        (stand_in / "timm" / "models").mkdir(parents=True, exist_ok=True)
-        (stand_in / "timm" / "__init__.py").write_text("")
-        (stand_in / "timm" / "models" / "__init__.py").write_text("")
-        (stand_in / "timm" / "models" / "layers.py").write_text(TIMM_STAND_IN)
-        paths.append(str(stand_in))
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "CUDA_VISIBLE_DEVICES": ""}
+    stand_in = folder / "stand_ins"
+    for module, files in STAND_INS.items():
+        if importlib.util.find_spec(module) is None:
+            for name, text in files.items():
+                (stand_in / name).parent.mkdir(parents=True, exist_ok=True)
+                (stand_in / name).write_text(text)
+            paths.append(str(stand_in))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+    return env if cuda else {**env, "CUDA_VISIBLE_DEVICES": ""}
 
 
-def make_checkpoint(case: Case, authors: Path | None, folder: Path, env: dict[str, str] | None) -> Path:
-    """Random weights of the case's shape, from their own class (without their code: from this project's,
-    whose tensor names are theirs), saved as they save theirs."""
-    path = folder / f"{case.task}_x4.pth"
+def authors_command(
+    authors: Path,
+    task: str,
+    checkpoint: Path,
+    lq: Path,
+    gt: Path | None = None,
+    options: tuple[str, ...] = (),
+) -> list[str]:
+    """Their ``main_test_swinir.py`` at x4 on the images of ``lq`` (and the ground truth of ``gt``, which
+    their SR tasks other than real-SR require); its results go to ``results/swinir_<task>_x4/`` below the
+    folder it runs in."""
+    command = [sys.executable, str(authors / "main_test_swinir.py"), "--task", task, "--scale", "4"]
+    command += ["--model_path", str(checkpoint), "--folder_lq", str(lq), *options]
+    return command + (["--folder_gt", str(gt)] if gt is not None else [])
+
+
+def make_checkpoint(
+    config: dict, param_key: str, path: Path, authors: Path | None, env: dict[str, str] | None
+) -> Path:
+    """Random weights of ``config``'s shape at ``path`` (kept if it exists), from their own class (without
+    their code: from this project's, whose tensor names are theirs), saved as they save theirs
+    (``{param_key: state_dict}``)."""
     if path.exists():
         return path
     network = (
@@ -170,12 +208,13 @@ def make_checkpoint(case: Case, authors: Path | None, folder: Path, env: dict[st
         "    p.data.add_(torch.randn_like(p) * 0.02)\n"
         "torch.save({sys.argv[2]: model.state_dict()}, sys.argv[3])\n"
     )
-    config = case.config if authors else {k: v for k, v in case.config.items() if k != "img_size"}
+    config = config if authors else {k: v for k, v in config.items() if k != "img_size"}
     subprocess.run(
-        [sys.executable, "-c", script, json.dumps(config), case.param_key, str(path)],
+        [sys.executable, "-c", script, json.dumps(config), param_key, str(path)],
         check=True,
         env=env,
-        cwd=authors or folder,
+        cwd=authors or path.parent,
+        timeout=600,
     )
     return path
 
@@ -197,12 +236,33 @@ def make_images(case: Case, folder: Path) -> tuple[Path, Path, Path]:
     return lq / name, lq, gt
 
 
-def timed(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float]:
-    """(seconds, peak resident MiB) of one fresh process running ``command``."""
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, *command], check=True, capture_output=True, text=True, cwd=cwd, env=env
-    )
-    seconds, kib = done.stdout.split()
+def timed(
+    command: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float | None = None
+) -> tuple[float, float]:
+    """(seconds, peak resident MiB) of one fresh process running ``command``.
+
+    Raises:
+        subprocess.TimeoutExpired: it ran past ``timeout`` seconds; it and its children were killed.
+        subprocess.CalledProcessError: it failed (``stderr`` holds the end of its error output).
+    """
+    with subprocess.Popen(
+        [sys.executable, "-c", PROBE, *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,  # its own process group, so that a timeout ends the command too
+    ) as probe:
+        try:
+            out, err = probe.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(probe.pid, signal.SIGKILL)
+            probe.communicate()
+            raise
+    if probe.returncode:
+        raise subprocess.CalledProcessError(probe.returncode, command, out, err)
+    seconds, kib = out.split()
     return float(seconds), int(kib) / 1024
 
 
@@ -219,7 +279,7 @@ def run_case(case: Case, authors: Path | None, folder: Path, repeats: int) -> No
     their_folder = gt if case.task == "lightweight_sr" else lq
     assert len(list(their_folder.iterdir())) == 1, f"the authors' script would restore {their_folder}'s files"
     env = authors_env(authors, folder) if authors else None
-    checkpoint = make_checkpoint(case, authors, folder, env)
+    checkpoint = make_checkpoint(case.config, case.param_key, folder / f"{case.task}_x4.pth", authors, env)
     swinir = str(Path(sys.executable).with_name("swinir"))
 
     def our_command(output: Path, options: tuple[str, ...]) -> list[str]:
@@ -241,12 +301,8 @@ def run_case(case: Case, authors: Path | None, folder: Path, repeats: int) -> No
     ours_out = folder / f"ours{case.size}.png"
     ours = our_command(ours_out, case.ours)
     if authors:
-        script = str(authors / "main_test_swinir.py")
-        other = [script, "--task", case.task, "--scale", "4", "--model_path", str(checkpoint), *case.authors]
-        other += ["--folder_lq", str(lq)] + (
-            ["--folder_gt", str(gt)] if case.task == "lightweight_sr" else []
-        )
-        other = [sys.executable, *other]
+        truth = gt if case.task == "lightweight_sr" else None
+        other = authors_command(authors, case.task, checkpoint, lq, truth, case.authors)
         results = folder / "results" / f"swinir_{case.task}_x4"
         other_out, label = results / "photo_SwinIR.png", "authors"
     else:
