@@ -363,9 +363,8 @@ def degraded_input(pair: ImagePair, gt: np.ndarray, settings: EvalSettings, chan
     ``v / 255`` plus noise where it is the authors' unrounded noisy image.
 
     Raises:
-        UsageError: synthesis needs a level (``sigma``/``quality``) that is not set, or ``gt``'s sides are
-            smaller than the scale.
-        ImageError: the input file cannot be read.
+        UsageError: synthesis needs a level (``sigma``/``quality``) that is not set.
+        ImageError: the input file cannot be read, or ``gt`` is smaller than the scale.
     """
     if pair.other is not None:
         return fit_channels(read_u8(pair.other), channels, settings.task)

@@ -326,13 +326,16 @@ def test_jpeg_evaluation_matches_the_procedure_and_reports_psnrb(tmp_path: Path)
     restorer = Restorer.from_weights(weights, device="cpu", tile=0)
     assert infer_task(restorer.model.config) == "dejpeg"
     settings = EvalSettings("dejpeg", quality=10)
-    results = evaluate_model(restorer, pair_lq_images(gt_dir, None, 1), settings)
+    results = evaluate_model(restorer, pair_lq_images(gt_dir, None, 1), settings, save_lq_dir=tmp_path / "lq")
 
     for result in results:
         gt = cv2.imread(str(gt_dir / result.name))
         _, encoded = cv2.imencode(".jpg", gt, [int(cv2.IMWRITE_JPEG_QUALITY), 10])
-        lq = cv2.imdecode(encoded, 1).astype(np.float32) / 255.0
-        expected = authors_figures(authors_restore(restorer.model, lq, 1), gt, border=0, jpeg=True)
+        decoded = cv2.imdecode(encoded, 1)
+        np.testing.assert_array_equal(cv2.imread(str(tmp_path / "lq" / result.name)), decoded)  # --save-lq
+        expected = authors_figures(
+            authors_restore(restorer.model, decoded.astype(np.float32) / 255.0, 1), gt, border=0, jpeg=True
+        )
         assert result.metrics == pytest.approx(expected, abs=1e-6)
         assert result.metrics["psnrb"] is not None and result.metrics["psnrb_y"] is not None
 
