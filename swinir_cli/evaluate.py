@@ -11,8 +11,11 @@ What the authors' test script does, and what this module reproduces step by step
   denoising adds ``np.random.normal(0, sigma / 255, shape)`` drawn right after ``np.random.seed(0)`` (per
   image, in the BGR channel order the authors' arrays have) to the float image, **without clipping or
   rounding**: the network sees the float noisy image. JPEG models get ``cv2.imencode('.jpg', bgr,
-  [IMWRITE_JPEG_QUALITY, q])`` decoded again by OpenCV. Super-resolution needs ``--lq`` files (the authors'
-  LR images were made with MATLAB's ``imresize``, which is not reproduced here).
+  [IMWRITE_JPEG_QUALITY, q])`` decoded again by OpenCV. Super-resolution inputs are the ground truth cropped
+  to a multiple of the scale (the authors' ``modcrop``), then shrunk by MATLAB's ``imresize(img, 1/scale,
+  'bicubic')`` as :func:`swinir_cli.matlab_resize.downscale` repeats it; by default in its ``integer`` mode
+  (MATLAB on the uint8 image, rounding between its passes), which reproduces the published Set5
+  ``LR_bicubic`` X2, X3 and X4 files value for value (``float`` mode reproduces the published X8).
 * **Restoration** is the authors' padded forward (:meth:`~swinir_cli.pipeline.Restorer.forward_padded`):
   flip-pad bottom/right to ``(side // window + 1) * window``, run, crop to ``h * scale, w * scale``, then
   ``round(clamp(x, 0, 1) * 255)`` to uint8 (halves to even, as NumPy). With a tile it is the project's tiler.
@@ -25,9 +28,13 @@ Pairing (:func:`pair_lq_images`, :func:`pair_restored_images`):
 
 * ``--lq``: ground truth ``baby.png`` pairs with the input whose stem is ``babyx4`` (the authors' names for
   x4), else ``baby_x4``, else ``baby``; any image extension.
-* ``--restored``: a restored file belongs to the ground truth whose stem equals its stem, or is a prefix of
-  it followed by ``_``, ``-`` or ``.`` (``baby_x4.png``, ``baby_SwinIR.png``, ``baby-restored.png``); the
-  longest such ground-truth stem wins (``img_1_x4`` goes to ``img_1``, not ``img``).
+* ``--restored``: ground truth ``baby.png`` at scale 4 takes the restored file named ``<input><suffix>``
+  with any image extension, where ``<input>`` is one of the input names above (``baby``, ``babyx4``,
+  ``baby_x4``) and ``<suffix>`` the one the user gives (``--suffix``), else swinir's default (``_x4``;
+  ``_denoised``, ``_dejpeg``), the authors' ``_SwinIR`` or nothing (:func:`restored_stems`). So
+  ``swinir upscale LR_bicubic/X4 -o out/`` (``babyx4_x4.png``) and ``--save`` (``baby_SwinIR.png``)
+  outputs are both found; a ground truth with none or several, or a file two ground truths claim, is an
+  error naming the files.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import torch
 
 from .errors import ImageError, UsageError
 from .imageio import LoadedImage, is_probably_image, read_image, to_8_bit, to_colour, to_gray, write_image
+from .matlab_resize import PASS_MODES, downscale, modcrop
 from .metrics import Y_OFFSET, Y_WEIGHTS_BGR, compute_all
 from .network import SwinIRConfig
 from .pipeline import Restorer
@@ -58,15 +66,22 @@ __all__ = [
     "ImageResult",
     "authors_luma_u8",
     "average",
+    "check_output_folder",
     "check_synthesis",
+    "degraded_input",
     "evaluate_model",
     "evaluate_restored",
     "infer_task",
     "jpeg_input",
+    "json_figures",
+    "lq_name",
     "noisy_input",
     "pair_lq_images",
     "pair_restored_images",
+    "prepare_folder",
     "restore_float",
+    "restored_stems",
+    "restored_suffixes",
 ]
 
 TASKS = TASK_NAMES
@@ -76,9 +91,10 @@ METRIC_KEYS = ("psnr", "ssim", "psnr_y", "ssim_y", "psnrb", "psnrb_y")
 JPEG_WINDOW = DEJPEG.window
 #: The authors' seed, set again before each image's noise is drawn.
 NOISE_SEED = 0
-#: Name of a saved restoration, as the authors' ``{imgname}_SwinIR.png``.
-SAVED_NAME = "{stem}_SwinIR.png"
-_RESTORED_SEPARATORS = ("_", "-", ".")
+#: The authors' suffix of a saved restoration, as their ``{imgname}_SwinIR.png``.
+AUTHORS_SUFFIX = "_SwinIR"
+#: Name of a saved restoration.
+SAVED_NAME = "{stem}" + AUTHORS_SUFFIX + ".png"
 
 
 @dataclass(frozen=True)
@@ -86,13 +102,23 @@ class EvalSettings:
     """How one model is evaluated.
 
     ``task`` is one of :data:`TASKS`; ``sigma`` (denoising) and ``quality`` (JPEG) are needed only when the
-    degraded inputs are synthesised; ``scale`` is the model's (1 for denoising and JPEG).
+    degraded inputs are synthesised; ``scale`` is the model's (1 for denoising and JPEG); ``lq_resize`` is
+    the :data:`~swinir_cli.matlab_resize.PASS_MODES` mode that shrinks the ground truth into SR inputs.
     """
 
     task: str
     scale: int = 1
     sigma: int | None = None
     quality: int | None = None
+    lq_resize: str = "integer"
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS_BY_NAME:
+            raise ValueError(f"unknown task {self.task!r}")
+        if self.scale < 1:
+            raise ValueError(f"scale must be at least 1, got {self.scale}")
+        if self.lq_resize not in PASS_MODES:
+            raise ValueError(f"unknown resize mode {self.lq_resize!r}")
 
     @property
     def crop_border(self) -> int:
@@ -127,14 +153,29 @@ class ImageResult:
     source: str = "synthesised"
 
     def record(self) -> dict[str, object]:
-        """A JSON-ready dict; infinite PSNR (identical images) becomes null."""
+        """A JSON-ready dict: the figures of :func:`json_figures`, the input, the saved file and the time."""
         return {
             "name": self.name,
             "input": self.source,
             "saved": None if self.saved is None else str(self.saved),
             "seconds": round(self.seconds, 3),
-            **{key: _finite_or_none(self.metrics.get(key)) for key in METRIC_KEYS},
+            **json_figures(self.metrics),
         }
+
+
+def json_figures(metrics: dict[str, float | None]) -> dict[str, object]:
+    """Every figure of :data:`METRIC_KEYS`, JSON-safe: an infinite one (PSNR of identical images) is
+    null and named in the list ``"infinite"`` (JSON has no infinity); an absent one is null and not named.
+    """
+    figures: dict[str, object] = {}
+    infinite = []
+    for key in METRIC_KEYS:
+        value = metrics.get(key)
+        if value is not None and math.isinf(value):
+            infinite.append(key)
+            value = None
+        figures[key] = value
+    return {**figures, "infinite": infinite}
 
 
 def infer_task(config: SwinIRConfig) -> str:
@@ -180,7 +221,7 @@ def pair_lq_images(gt_dir: Path, lq_dir: Path | None, scale: int) -> list[ImageP
         by_stem.setdefault(path.stem, path)
     pairs = []
     for gt in gts:
-        candidates = [f"{gt.stem}x{scale}", f"{gt.stem}_x{scale}", gt.stem] if scale > 1 else [gt.stem]
+        candidates = input_stems(gt.stem, scale)
         found = next((by_stem[stem] for stem in candidates if stem in by_stem), None)
         if found is None:
             wanted = ", ".join(f"{stem}.*" for stem in candidates)
@@ -189,41 +230,65 @@ def pair_lq_images(gt_dir: Path, lq_dir: Path | None, scale: int) -> list[ImageP
     return pairs
 
 
-def pair_restored_images(gt_dir: Path, restored_dir: Path) -> tuple[list[ImagePair], list[Path]]:
-    """(pairs, restored files that match no ground truth); see the module docstring for the rule.
+def input_stems(stem: str, scale: int) -> list[str]:
+    """The stems a degraded input of ground truth ``stem`` may have, in order of preference."""
+    return [f"{stem}x{scale}", f"{stem}_x{scale}", stem] if scale > 1 else [stem]
+
+
+def restored_suffixes(settings: EvalSettings, suffix: str | None = None) -> list[str]:
+    """The suffixes a restored name may add: ``suffix`` alone when given, else swinir's default for the
+    task (``_x4``, ``_denoised``, ``_dejpeg``), the authors' ``_SwinIR`` and none."""
+    if suffix is not None:
+        return [suffix]
+    return [TASKS_BY_NAME[settings.task].suffix(settings.scale), AUTHORS_SUFFIX, ""]
+
+
+def restored_stems(stem: str, scale: int, suffixes: Iterable[str]) -> list[str]:
+    """Every stem a restoration of ground truth ``stem`` may have: ``stem`` or an input stem, plus a
+    suffix; in that order, without repeats."""
+    bases = dict.fromkeys([stem, *input_stems(stem, scale)])
+    return list(dict.fromkeys(f"{base}{suffix}" for suffix in suffixes for base in bases))
+
+
+def pair_restored_images(
+    gt_dir: Path, restored_dir: Path, scale: int, suffixes: Iterable[str]
+) -> tuple[list[ImagePair], list[Path]]:
+    """(pairs, restored files that match no ground truth); see :func:`restored_stems` for the names.
 
     Raises:
-        UsageError: a folder is missing or empty, a ground truth has no restored image or several,
-            or no restored image matches any ground truth.
+        UsageError: a folder is missing or empty, a ground truth has no restored image or several, or a
+            restored image belongs to several ground truths; each message names the files (or the names
+            that were looked for).
     """
     gts = image_files(gt_dir, "--gt")
     restored = image_files(restored_dir, "--restored")
-    gt_by_stem = {gt.stem: gt for gt in gts}
-    matches: dict[Path, list[Path]] = {gt: [] for gt in gts}
-    unmatched = []
+    suffixes = list(suffixes)
+    by_stem: dict[str, list[Path]] = {}
     for path in restored:
-        owner = _restored_owner(path.stem, gt_by_stem)
-        if owner is None:
-            unmatched.append(path)
-        else:
-            matches[owner].append(path)
-    for gt, found in matches.items():
+        by_stem.setdefault(path.stem, []).append(path)
+    owners: dict[Path, Path] = {}
+    pairs = []
+    for gt in gts:
+        wanted = restored_stems(gt.stem, scale, suffixes)
+        found = [path for stem in wanted for path in by_stem.get(stem, [])]
         if not found:
-            raise UsageError(f"no restored image for {gt.name} in {restored_dir}")
+            looked = ", ".join(f"{stem}.*" for stem in wanted)
+            raise UsageError(
+                f"no restored image for {gt.name} in {restored_dir} (looked for {looked}; "
+                "--suffix names another suffix)"
+            )
         if len(found) > 1:
             names = ", ".join(p.name for p in found)
-            raise UsageError(f"several restored images match {gt.name} in {restored_dir}: {names}")
-    return [ImagePair(gt, found[0]) for gt, found in matches.items()], unmatched
-
-
-def _restored_owner(stem: str, gt_by_stem: dict[str, Path]) -> Path | None:
-    if stem in gt_by_stem:
-        return gt_by_stem[stem]
-    cut = max(
-        (i for i, char in enumerate(stem) if char in _RESTORED_SEPARATORS and stem[:i] in gt_by_stem),
-        default=None,
-    )
-    return None if cut is None else gt_by_stem[stem[:cut]]
+            raise UsageError(
+                f"several restored images match {gt.name} in {restored_dir}: {names} (--suffix picks one)"
+            )
+        if found[0] in owners:
+            raise UsageError(
+                f"{found[0].name} in {restored_dir} matches both {owners[found[0]].name} and {gt.name}"
+            )
+        owners[found[0]] = gt
+        pairs.append(ImagePair(gt, found[0]))
+    return pairs, [path for path in restored if path not in owners]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -291,19 +356,35 @@ def jpeg_input(gt: np.ndarray, quality: int) -> np.ndarray:
     return cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1]
 
 
-def model_input(pair: ImagePair, gt: np.ndarray, settings: EvalSettings, channels: int) -> np.ndarray:
-    """The float32 HxWxC input the network sees for ``pair`` (read from ``pair.other`` or synthesised).
+def degraded_input(pair: ImagePair, gt: np.ndarray, settings: EvalSettings, channels: int) -> np.ndarray:
+    """The HxWxC input for ``pair``: read from ``pair.other`` or synthesised from ``gt`` (fitted already).
+
+    uint8 where the input is an image (a file, a decoded JPEG, a MATLAB-downscaled ground truth), float32
+    ``v / 255`` plus noise where it is the authors' unrounded noisy image.
 
     Raises:
-        UsageError: synthesis needs a level (``sigma``/``quality``) that is not set, or is impossible (SR).
-        ImageError: the input file cannot be read.
+        UsageError: synthesis needs a level (``sigma``/``quality``) that is not set.
+        ImageError: the input file cannot be read, or ``gt`` is smaller than the scale.
     """
     if pair.other is not None:
-        return unit_float(fit_channels(read_u8(pair.other), channels, settings.task))
+        return fit_channels(read_u8(pair.other), channels, settings.task)
     check_synthesis(settings)
     if settings.task == "denoise":
         return noisy_input(gt, settings.sigma)  # type: ignore[arg-type]
-    return unit_float(jpeg_input(gt, settings.quality))  # type: ignore[arg-type]
+    if settings.task == "dejpeg":
+        return jpeg_input(gt, settings.quality)  # type: ignore[arg-type]
+    return low_resolution_input(gt, settings.scale, settings.lq_resize, pair.name)
+
+
+def low_resolution_input(gt: np.ndarray, scale: int, mode: str, name: str) -> np.ndarray:
+    """The authors' SR input: ``imresize(modcrop(gt, scale), 1/scale, 'bicubic')`` in MATLAB's ``mode``.
+
+    Raises:
+        ImageError: a side of ``gt`` is shorter than ``scale`` (nothing would be left).
+    """
+    if min(gt.shape[:2]) < scale:
+        raise ImageError(f"{name}: {gt.shape[1]}x{gt.shape[0]} is too small to shrink by {scale}")
+    return downscale(modcrop(gt, scale), scale, mode)
 
 
 def check_synthesis(settings: EvalSettings) -> None:
@@ -312,11 +393,39 @@ def check_synthesis(settings: EvalSettings) -> None:
         raise UsageError("synthesising noisy inputs needs --sigma (or pass --lq)")
     if settings.task == "dejpeg" and settings.quality is None:
         raise UsageError("synthesising JPEG inputs needs --quality (or pass --lq)")
-    if settings.task == "upscale":
+
+
+def lq_name(stem: str, scale: int) -> str:
+    """File name of a synthesised input kept with ``--save-lq``: the first name :func:`pair_lq_images`
+    looks for, so the folder can be given as ``--lq`` later (``babyx4.png``; ``baby.png`` at scale 1)."""
+    return f"{input_stems(stem, scale)[0]}.png"
+
+
+def check_output_folder(folder: Path, option: str, gt_dirs: Iterable[Path]) -> None:
+    """Refuse an output folder (``option``'s) that is a file, or a ground-truth folder: what is saved there
+    would be measured as ground truth by the next run.
+
+    Raises:
+        UsageError: naming the folder and the reason.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option} {folder} exists and is not a folder")
+    if any(folder.resolve() == gt_dir.resolve() for gt_dir in gt_dirs):
         raise UsageError(
-            "super-resolution evaluation needs --lq with the low-resolution images "
-            "(the authors' were made with MATLAB's bicubic imresize, which is not synthesised here)"
+            f"{option} {folder} is the --gt folder: what is saved there would be taken for ground truth"
         )
+
+
+def prepare_folder(folder: Path, option: str) -> None:
+    """Create ``folder`` (and its parents) for an option's output unless it is a directory already.
+
+    Raises:
+        ImageError: it cannot be created (a file is in the way, no permission...).
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImageError(f"{option} {folder}: cannot create the folder ({exc.strerror or exc})") from exc
 
 
 # --------------------------------------------------------------------------------------------------
@@ -369,28 +478,40 @@ def evaluate_model(
     settings: EvalSettings,
     *,
     save_dir: Path | None = None,
+    save_lq_dir: Path | None = None,
     tta: bool = False,
     on_image: Callable[[ImageResult], None] | None = None,
     on_start: Callable[[ImagePair], None] | None = None,
 ) -> list[ImageResult]:
     """Restore and measure every pair the authors' way; see the module docstring.
 
-    ``save_dir`` (created if missing) receives ``<gt stem>_SwinIR.png``. ``on_start``/``on_image`` are
-    called before and after each image.
+    ``save_dir`` (created if missing) receives ``<gt stem>_SwinIR.png``; ``save_lq_dir`` the synthesised
+    inputs as :func:`lq_name` names them (not the noisy ones of denoising: they are unrounded floats).
+    ``on_start``/``on_image`` are called before and after each image.
 
     Raises:
-        UsageError, ImageError: see :func:`model_input`, :func:`crop_gt`; ImageError for unwritable saves.
+        UsageError, ImageError: see :func:`degraded_input`, :func:`crop_gt`, :func:`check_output_folder`,
+            :func:`prepare_folder`; UsageError for ``save_lq_dir`` with denoising; ImageError for
+            unwritable saves.
     """
-    if save_dir is not None:
-        save_dir.mkdir(parents=True, exist_ok=True)
+    pairs = list(pairs)
+    if save_lq_dir is not None and settings.task == DENOISE.name:
+        raise UsageError("--save-lq cannot keep noisy inputs: the authors' are unrounded floats, not images")
+    for folder, option in ((save_dir, "--save"), (save_lq_dir, "--save-lq")):
+        if folder is not None:
+            check_output_folder(folder, option, {pair.gt.parent for pair in pairs})
+            prepare_folder(folder, option)
     results = []
     for pair in pairs:
         if on_start is not None:
             on_start(pair)
         gt = fit_channels(read_u8(pair.gt), restorer.channels, settings.task)
-        x = model_input(pair, gt, settings, restorer.channels)
+        lq = degraded_input(pair, gt, settings, restorer.channels)
+        if save_lq_dir is not None and pair.other is None:
+            lq_image = LoadedImage(pixels=lq, name=pair.name)
+            write_image(save_lq_dir / lq_name(pair.gt.stem, settings.scale), lq_image)
         started = time.perf_counter()
-        restored = restore_float(restorer, x, tta=tta)
+        restored = restore_float(restorer, unit_float(lq) if lq.dtype == np.uint8 else lq, tta=tta)
         seconds = time.perf_counter() - started
         gt = crop_gt(gt, *restored.shape[:2], pair.name)
         result = ImageResult(
@@ -451,7 +572,3 @@ def average(results: list[ImageResult]) -> dict[str, float | None]:
         values = [r.metrics[key] for r in results if r.metrics.get(key) is not None]
         means[key] = sum(values) / len(values) if values else None  # type: ignore[arg-type]
     return means
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None

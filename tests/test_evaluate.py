@@ -9,6 +9,7 @@ code under test (both are verified against the authors' numbers by test_network.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -21,19 +22,24 @@ import torch
 
 from swinir_cli.checkpoint import load_model
 from swinir_cli.ensemble import self_ensemble
-from swinir_cli.errors import UsageError
+from swinir_cli.errors import ImageError, UsageError
 from swinir_cli.evaluate import (
     EvalSettings,
     ImagePair,
+    ImageResult,
     authors_luma_u8,
+    degraded_input,
     evaluate_model,
     infer_task,
     jpeg_input,
     noisy_input,
     pair_lq_images,
     pair_restored_images,
+    read_u8,
     restore_float,
+    restored_suffixes,
 )
+from swinir_cli.matlab_resize import downscale, modcrop
 from swinir_cli.metrics import compute_all
 from swinir_cli.pipeline import Restorer
 
@@ -106,10 +112,13 @@ def crops(source: Path, names: list[str], target: Path, box: tuple[int, int, int
 # Acceptance: the CLI against the procedure
 
 
-def test_sr_evaluation_matches_the_authors_procedure_on_set5() -> None:
+def test_sr_evaluation_matches_the_authors_procedure_on_set5_from_lq_and_from_hr_alone(
+    tmp_path: Path,
+) -> None:
     weights = TINY / "sr_pixelshuffle_x4.pth"
     hr, lr = TESTSETS / "Set5" / "HR", TESTSETS / "Set5" / "LR_bicubic" / "X4"
     report = run_eval("--weights", weights, "--gt", hr, "--lq", lr)
+    from_hr = run_eval("--weights", weights, "--gt", hr, "--save-lq", tmp_path / "made")
 
     model = load_model(weights)
     expected = []
@@ -117,11 +126,60 @@ def test_sr_evaluation_matches_the_authors_procedure_on_set5() -> None:
         gt = cv2.imread(str(gt_path), cv2.IMREAD_COLOR)
         lq = cv2.imread(str(lr / f"{gt_path.stem}x4.png"), cv2.IMREAD_COLOR).astype(np.float32) / 255.0
         expected.append(authors_figures(authors_restore(model, lq, 4), gt, border=4))
+        made = cv2.imread(str(tmp_path / "made" / f"{gt_path.stem}x4.png"), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(
+            made, cv2.imread(str(lr / f"{gt_path.stem}x4.png"), cv2.IMREAD_UNCHANGED)
+        )
     assert [image["name"] for image in report["images"]] == [p.name for p in sorted(hr.glob("*.png"))]
     averages = mean_figures(expected)
     for key in ("psnr", "ssim", "psnr_y", "ssim_y"):
-        assert report["average"][key] == pytest.approx(averages[key], abs=0.01 if "psnr" in key else 1e-4)
+        tolerance = 0.01 if "psnr" in key else 1e-4
+        assert report["average"][key] == pytest.approx(averages[key], abs=tolerance)
+        assert from_hr["average"][key] == pytest.approx(report["average"][key], abs=tolerance)
     assert report["average"]["psnrb"] is None
+    assert {image["input"] for image in from_hr["images"]} == {"synthesised"}
+
+
+@pytest.mark.parametrize(("scale", "mode"), [(2, "integer"), (3, "integer"), (4, "integer"), (8, "float")])
+def test_sr_inputs_synthesised_from_hr_are_the_published_set5_inputs(scale: int, mode: str) -> None:
+    """What the network sees from HR alone is what it sees from the published LR: the figures are the same."""
+    settings = EvalSettings("upscale", scale=scale, lq_resize=mode)
+    for gt_path in sorted((TESTSETS / "Set5" / "HR").glob("*.png")):
+        gt = read_u8(gt_path)
+        published = TESTSETS / "Set5" / "LR_bicubic" / f"X{scale}" / f"{gt_path.stem}x{scale}.png"
+        made = degraded_input(ImagePair(gt_path, None), gt, settings, channels=3)
+        given = degraded_input(ImagePair(gt_path, published), gt, settings, channels=3)
+        difference = np.abs(made.astype(int) - given)
+        assert made.dtype == np.uint8 and difference.max() <= 1 and np.mean(difference == 0) >= 0.999
+
+
+def test_sr_evaluation_from_hr_crops_to_a_multiple_of_the_scale_and_keeps_the_inputs(tmp_path: Path) -> None:
+    gt_dir = crops(TESTSETS / "McMaster", ["7.tif", "8.tif"], tmp_path / "gt", (10, 20, 50, 37))
+    restorer = Restorer.from_weights(TINY / "sr_pixelshuffle_x4.pth", device="cpu", tile=0)
+    settings = EvalSettings("upscale", scale=4)
+    pairs = pair_lq_images(gt_dir, None, 4)
+    results = evaluate_model(
+        restorer, pairs, settings, save_dir=tmp_path / "out", save_lq_dir=tmp_path / "lq"
+    )
+    for result in results:
+        gt = modcrop(rgb(gt_dir / result.name), 4)
+        assert gt.shape == (48, 36, 3)
+        lq = downscale(gt, 4)
+        np.testing.assert_array_equal(rgb(tmp_path / "lq" / f"{Path(result.name).stem}x4.png"), lq)
+        restored = restore_float(restorer, lq.astype(np.float32) / 255)
+        np.testing.assert_array_equal(rgb(result.saved), restored)
+        expected = compute_all(restored, gt, crop_border=4)
+        assert {key: result.metrics[key] for key in expected} == pytest.approx(expected, abs=1e-9)
+    # the kept inputs, given as --lq, give the very same figures
+    again = evaluate_model(restorer, pair_lq_images(gt_dir, tmp_path / "lq", 4), settings)
+    assert [r.metrics for r in again] == [r.metrics for r in results]
+
+
+def test_sr_evaluation_from_hr_refuses_an_image_smaller_than_the_scale(tmp_path: Path) -> None:
+    gt_dir = crops(TESTSETS / "McMaster", ["9.tif"], tmp_path / "gt", (0, 0, 3, 40))
+    restorer = Restorer.from_weights(TINY / "sr_pixelshuffle_x4.pth", device="cpu", tile=0)
+    with pytest.raises(ImageError, match=r"9.png: 40x3 is too small to shrink by 4"):
+        evaluate_model(restorer, pair_lq_images(gt_dir, None, 4), EvalSettings("upscale", scale=4))
 
 
 def test_denoising_evaluation_with_synthesised_noise_matches_and_restored_mode_agrees(tmp_path: Path) -> None:
@@ -268,13 +326,16 @@ def test_jpeg_evaluation_matches_the_procedure_and_reports_psnrb(tmp_path: Path)
     restorer = Restorer.from_weights(weights, device="cpu", tile=0)
     assert infer_task(restorer.model.config) == "dejpeg"
     settings = EvalSettings("dejpeg", quality=10)
-    results = evaluate_model(restorer, pair_lq_images(gt_dir, None, 1), settings)
+    results = evaluate_model(restorer, pair_lq_images(gt_dir, None, 1), settings, save_lq_dir=tmp_path / "lq")
 
     for result in results:
         gt = cv2.imread(str(gt_dir / result.name))
         _, encoded = cv2.imencode(".jpg", gt, [int(cv2.IMWRITE_JPEG_QUALITY), 10])
-        lq = cv2.imdecode(encoded, 1).astype(np.float32) / 255.0
-        expected = authors_figures(authors_restore(restorer.model, lq, 1), gt, border=0, jpeg=True)
+        decoded = cv2.imdecode(encoded, 1)
+        np.testing.assert_array_equal(cv2.imread(str(tmp_path / "lq" / result.name)), decoded)  # --save-lq
+        expected = authors_figures(
+            authors_restore(restorer.model, decoded.astype(np.float32) / 255.0, 1), gt, border=0, jpeg=True
+        )
         assert result.metrics == pytest.approx(expected, abs=1e-6)
         assert result.metrics["psnrb"] is not None and result.metrics["psnrb_y"] is not None
 
@@ -317,39 +378,97 @@ def test_lq_pairing_follows_the_authors_names_then_plain_ones(tmp_path: Path) ->
         pair_lq_images(gt, touch_images(tmp_path / "other", ["baby_x4.png"]), 3)
 
 
-def test_restored_pairing_takes_the_longest_stem_prefix_before_a_separator(tmp_path: Path) -> None:
-    gt = touch_images(tmp_path / "gt", ["img.png", "img_1.png", "img1.png"])
-    restored = touch_images(
-        tmp_path / "restored", ["img_SwinIR.png", "img_1_x4.png", "img1-out.png", "zz.png"]
-    )
-    pairs, unmatched = pair_restored_images(gt, restored)
-    assert sorted((p.gt.name, p.other.name) for p in pairs) == [
-        ("img.png", "img_SwinIR.png"),
-        ("img1.png", "img1-out.png"),
+def restored_pairs(gt: Path, restored: Path, settings: EvalSettings, suffix: str | None = None) -> list:
+    pairs, unmatched = pair_restored_images(gt, restored, settings.scale, restored_suffixes(settings, suffix))
+    return sorted((p.gt.name, p.other.name) for p in pairs) + [("unmatched", p.name) for p in unmatched]
+
+
+def test_restored_pairing_finds_swinirs_names_the_authors_and_bare_stems(tmp_path: Path) -> None:
+    gt = touch_images(tmp_path / "gt", ["baby.png", "bird.png", "head.png", "img.png", "img_1.png", "w.png"])
+    # swinir upscale of the authors' LR names (babyx4.png -> babyx4_x4.png), --save, bare, swinir's own
+    names = ["babyx4_x4.png", "bird_SwinIR.png", "head.jpg", "img_x4.png", "img_1_x4.png", "w_x4_x4.png"]
+    restored = touch_images(tmp_path / "restored", [*names, "zz.png"])
+    assert restored_pairs(gt, restored, EvalSettings("upscale", scale=4)) == [
+        ("baby.png", "babyx4_x4.png"),
+        ("bird.png", "bird_SwinIR.png"),
+        ("head.png", "head.jpg"),
+        ("img.png", "img_x4.png"),
         ("img_1.png", "img_1_x4.png"),
+        ("w.png", "w_x4_x4.png"),
+        ("unmatched", "zz.png"),
     ]
-    assert [p.name for p in unmatched] == ["zz.png"]
-    touch_images(tmp_path / "twice", ["img.png", "img_a.png", "img_1.png", "img1.png"])
-    with pytest.raises(UsageError, match=r"several restored images match img\.png"):
-        pair_restored_images(gt, tmp_path / "twice")
+    only_two = touch_images(tmp_path / "gt2", ["baby.png", "bird.png"])
+    denoised = touch_images(tmp_path / "denoised", ["baby_denoised.png", "bird.png"])
+    assert restored_pairs(only_two, denoised, EvalSettings("denoise")) == [
+        ("baby.png", "baby_denoised.png"),
+        ("bird.png", "bird.png"),
+    ]
 
 
-def test_cli_refuses_sr_without_lq_and_names_what_is_missing(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            str(SWINIR),
-            "eval",
-            "--weights",
-            str(TINY / "sr_pixelshuffle_x2.pth"),
-            "--gt",
-            str(TESTSETS / "Set5" / "HR"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 2
-    assert "needs --lq" in done.stderr and done.stdout == ""
+def test_restored_pairing_takes_only_the_given_suffix(tmp_path: Path) -> None:
+    gt = touch_images(tmp_path / "gt", ["baby.png", "bird.png"])
+    restored = touch_images(tmp_path / "restored", ["baby-out.png", "birdx3-out.png", "baby_x3.png"])
+    assert restored_pairs(gt, restored, EvalSettings("upscale", scale=3), suffix="-out") == [
+        ("baby.png", "baby-out.png"),
+        ("bird.png", "birdx3-out.png"),
+        ("unmatched", "baby_x3.png"),
+    ]
+
+
+def test_restored_pairing_errors_name_the_names_tried_and_the_rivals(tmp_path: Path) -> None:
+    gt = touch_images(tmp_path / "gt", ["baby.png"])
+    settings = EvalSettings("upscale", scale=4)
+    touch_images(tmp_path / "none", ["bird_x4.png"])
+    with pytest.raises(UsageError) as missing:
+        restored_pairs(gt, tmp_path / "none", settings)
+    message = str(missing.value)
+    assert message.startswith("no restored image for baby.png in ") and "--suffix" in message
+    tried = "baby_x4.*, babyx4_x4.*, baby_x4_x4.*, baby_SwinIR.*, babyx4_SwinIR.*, baby_x4_SwinIR.*, baby.*, "
+    assert f"looked for {tried}babyx4.*;" in message
+    with pytest.raises(UsageError, match=r"looked for baby-out\.\*, babyx4-out\.\*, baby_x4-out\.\*;"):
+        restored_pairs(gt, tmp_path / "none", settings, suffix="-out")
+
+    touch_images(tmp_path / "twice", ["baby_x4.png", "baby_SwinIR.png"])
+    with pytest.raises(
+        UsageError, match=r"several restored images match baby\.png .*: baby_x4\.png, baby_Swin"
+    ):
+        restored_pairs(gt, tmp_path / "twice", settings)
+
+    claimed = touch_images(tmp_path / "gt_claimed", ["a.png", "a_x4.png"])
+    touch_images(tmp_path / "shared", ["a_x4.png"])
+    with pytest.raises(UsageError, match=r"a_x4\.png in .* matches both a\.png and a_x4\.png"):
+        restored_pairs(claimed, tmp_path / "shared", settings)
+
+
+def test_json_figures_are_strict_json_and_say_which_are_infinite() -> None:
+    record = ImageResult(
+        "same.png", {"psnr": math.inf, "ssim": 1.0, "psnr_y": math.inf, "ssim_y": 1.0}
+    ).record()
+    assert record["psnr"] is None and record["psnr_y"] is None and record["ssim"] == 1.0
+    assert record["infinite"] == ["psnr", "psnr_y"] and record["psnrb"] is None
+    json.dumps(record, allow_nan=False)
+    assert ImageResult("x.png", {"psnr": 30.0}).record()["infinite"] == []
+
+
+def test_noisy_inputs_cannot_be_kept(tmp_path: Path) -> None:
+    restorer = Restorer.from_weights(TINY / "dn_gray.pth", device="cpu", tile=0)
+    pair = ImagePair(TESTSETS / "Set12" / "01.png", None)
+    with pytest.raises(UsageError, match="--save-lq cannot keep noisy inputs"):
+        evaluate_model(restorer, [pair], EvalSettings("denoise", sigma=15), save_lq_dir=tmp_path / "lq")
+    assert not (tmp_path / "lq").exists()
+
+
+def test_saving_into_the_ground_truth_folder_or_onto_a_file_is_refused(tmp_path: Path) -> None:
+    gt_dir = crops(TESTSETS / "McMaster", ["4.tif"], tmp_path / "gt", (0, 0, 24, 24))
+    restorer = Restorer.from_weights(TINY / "car_color_w7.pth", device="cpu", tile=0)
+    pairs = pair_lq_images(gt_dir, None, 1)
+    settings = EvalSettings("dejpeg", quality=10)
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(UsageError, match=r"--save .*gt is the --gt folder"):
+        evaluate_model(restorer, pairs, settings, save_dir=tmp_path / "." / "gt")
+    with pytest.raises(UsageError, match=r"--save-lq .*file exists and is not a folder"):
+        evaluate_model(restorer, pairs, settings, save_lq_dir=tmp_path / "file")
+    assert sorted(p.name for p in gt_dir.iterdir()) == ["4.png"]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Two modes: with a model (``MODEL`` or ``--weights``) the inputs are restored and measured exactly as
 ``main_test_swinir.py`` does (see :mod:`swinir_cli.evaluate`); with ``--restored DIR`` existing outputs of
 any tool are measured. The table goes to standard output, or to standard error with ``--json``, where
-standard output carries a single JSON line ``{"images": [...], "average": {...}}``.
+standard output carries a single JSON line ``{"images": [...], "average": {...}}``: strict JSON, an
+infinite figure (PSNR of identical images) null and named in that object's ``"infinite"`` list.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import UsageError
+from ..matlab_resize import PASS_MODES
 from ..resolve import ModelRequest, check_request, named_entry, open_restorer
 from ..tasks import TASKS
 from . import options as o
@@ -47,14 +49,17 @@ def evaluate(
     weights: o.Weights = None,
     lq: o.Degraded = None,
     restored: o.Restored = None,
+    suffix: o.RestoredSuffix = None,
     save: o.Save = None,
+    save_lq: o.SaveLq = None,
     task: o.EvalTask = None,
     sigma: o.SynthesisSigma = None,
     quality: o.SynthesisQuality = None,
     scale: o.Scale = None,
+    lq_resize: o.LqResize = "integer",
     tile: o.Tile = "0",
     tile_overlap: o.TileOverlap = None,
-    device: o.Device = "auto",
+    device: o.EvalDevice = "auto",
     tta: o.Tta = False,
     json: o.Json = False,
     quiet: o.Quiet = False,
@@ -67,26 +72,42 @@ def evaluate(
 
       swinir eval classical-x2 --gt Set5/HR --lq Set5/LR_bicubic/X2
 
+      swinir eval classical-x4 --gt DIV2K_valid_HR    [dim]# inputs made with MATLAB's bicubic imresize[/]
+
       swinir eval denoise-color-25 --gt McMaster    [dim]# noise synthesised as the authors do[/]
 
       swinir eval --restored results/ --gt Set5/HR --scale 4
     """
-    from ..evaluate import METRIC_KEYS, average
+    from ..evaluate import average, check_output_folder, json_figures
 
     out = Output(quiet=quiet, json_lines=json)
     if task is not None and task not in TASKS:
         raise UsageError(f"--task must be one of {', '.join(TASKS)}, not {task!r}")
+    if lq_resize not in PASS_MODES:
+        raise UsageError(f"--lq-resize must be one of {', '.join(PASS_MODES)}, not {lq_resize!r}")
     if restored is not None:
-        if model is not None or weights is not None or lq is not None:
-            raise UsageError("--restored measures existing images; drop MODEL, --weights and --lq")
-        results = _evaluate_restored(out, gt, restored, _restored_settings(out, task, scale))
+        model_run = {"MODEL": model, "--weights": weights, "--lq": lq, "--save": save, "--save-lq": save_lq}
+        given = [name for name, value in model_run.items() if value is not None]
+        if given:
+            raise UsageError(f"--restored measures existing images; drop {', '.join(given)}")
+        settings = _restored_settings(out, task, scale)
+        results = _evaluate_restored(out, gt, restored, settings, suffix)
     else:
+        if suffix is not None:
+            raise UsageError("--suffix names the images of --restored; drop it when a model runs")
+        if save_lq is not None and lq is not None:
+            raise UsageError("--save-lq keeps inputs synthesised from --gt; with --lq they are files already")
+        for folder, option in ((save, "--save"), (save_lq, "--save-lq")):
+            if folder is not None:
+                check_output_folder(folder, option, [gt])
         request = _request(model, weights, task, scale)
-        restorer, settings = _load(out, request, sigma, quality, device, o.parse_tile(tile), tile_overlap)
-        results = _run(out, restorer, _pairs(gt, lq, settings), settings, save, tta)
+        restorer, settings = _load(
+            out, request, sigma, quality, lq_resize, device, o.parse_tile(tile), tile_overlap
+        )
+        results = _run(out, restorer, _pairs(gt, lq, settings), settings, (save, save_lq), tta)
     means = average(results)
     _print_table(out, results, means)
-    out.result({"images": [r.record() for r in results], "average": {k: means[k] for k in METRIC_KEYS}})
+    out.result({"images": [r.record() for r in results], "average": json_figures(means)})
 
 
 def _restored_settings(out: Output, task: str | None, scale: int | None) -> EvalSettings:
@@ -127,6 +148,7 @@ def _load(
     request: ModelRequest,
     sigma: int | None,
     quality: int | None,
+    lq_resize: str,
     device: str,
     tile: int | None,
     tile_overlap: int | None,
@@ -149,7 +171,7 @@ def _load(
         "sigma": sigma if sigma is not None or entry is None or entry.task != "denoise" else entry.level,
         "quality": quality if quality is not None or entry is None or entry.task != "dejpeg" else entry.level,
     }
-    return restorer, EvalSettings(request.task, scale=restorer.scale, **levels)
+    return restorer, EvalSettings(request.task, scale=restorer.scale, lq_resize=lq_resize, **levels)
 
 
 def _pairs(gt: Path, lq: Path | None, settings: EvalSettings) -> list[ImagePair]:
@@ -166,15 +188,22 @@ def _run(
     restorer: Restorer,
     pairs: list[ImagePair],
     settings: EvalSettings,
-    save: Path | None,
+    saves: tuple[Path | None, Path | None],
     tta: bool,
 ) -> list[ImageResult]:
+    """Restore and measure; ``saves`` are the folders of ``--save`` and ``--save-lq``."""
     from ..evaluate import evaluate_model
 
     what = f"{settings.task} x{settings.scale}" if settings.task == "upscale" else settings.task
     if pairs[0].other is None:
-        level = f"sigma {settings.sigma}" if settings.task == "denoise" else f"quality {settings.quality}"
-        what += f", inputs synthesised at {level}"
+        what += (
+            ", inputs synthesised "
+            + {
+                "upscale": f"by MATLAB's bicubic imresize ({settings.lq_resize} mode)",
+                "denoise": f"at sigma {settings.sigma}",
+                "dejpeg": f"at quality {settings.quality}",
+            }[settings.task]
+        )
     out.info(f"evaluating {len(pairs)} image(s): {what}" + (", x8 self-ensemble" if tta else ""))
     with out.progress("evaluating", len(pairs), unit="images") as bar:
         done = []
@@ -183,16 +212,18 @@ def _run(
             done.append(result)
             bar.update(len(done), len(pairs))
 
-        return evaluate_model(restorer, pairs, settings, save_dir=save, tta=tta, on_image=finished)
+        save, save_lq = saves
+        return evaluate_model(
+            restorer, pairs, settings, save_dir=save, save_lq_dir=save_lq, tta=tta, on_image=finished
+        )
 
 
-def _evaluate_restored(out: Output, gt: Path, restored: Path, settings: EvalSettings) -> list[ImageResult]:
-    from ..evaluate import (
-        evaluate_restored,
-        pair_restored_images,
-    )
+def _evaluate_restored(
+    out: Output, gt: Path, restored: Path, settings: EvalSettings, suffix: str | None
+) -> list[ImageResult]:
+    from ..evaluate import evaluate_restored, pair_restored_images, restored_suffixes
 
-    pairs, unmatched = pair_restored_images(gt, restored)
+    pairs, unmatched = pair_restored_images(gt, restored, settings.scale, restored_suffixes(settings, suffix))
     if unmatched:
         shown = ", ".join(p.name for p in unmatched[:5]) + (" ..." if len(unmatched) > 5 else "")
         out.info(f"ignoring {len(unmatched)} file(s) in {restored} that match no ground truth: {shown}")

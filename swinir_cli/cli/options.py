@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import UsageError
+from ..matlab_resize import PASS_MODES
 from ..tasks import AUTO, DEJPEG, DENOISE, TASK_NAMES, UPSCALE
 
 
@@ -243,7 +244,8 @@ Degraded = Annotated[
         "--lq",
         metavar="DIR",
         help="Folder of degraded inputs (SR: baby.png pairs with babyx4.png, baby_x4.png or baby.png). "
-        "Without it, noisy/JPEG inputs are synthesised as the authors do.",
+        "Without it, inputs are synthesised from --gt as the authors made theirs: SR by MATLAB's bicubic "
+        "imresize of the image cropped to a multiple of the scale, noise, JPEG.",
     ),
 ]
 Restored = Annotated[
@@ -251,12 +253,51 @@ Restored = Annotated[
     _option(
         "--restored",
         metavar="DIR",
-        help="Measure these existing results instead of running a model (baby.png pairs with baby.png, "
-        "baby_x4.png, baby_SwinIR.png...).",
+        help="Measure these existing results instead of running a model (baby.png at --scale 4 pairs "
+        "with baby_x4.png, babyx4_x4.png, baby_SwinIR.png or baby.png; see --suffix).",
+    ),
+]
+RestoredSuffix = Annotated[
+    str | None,
+    _option(
+        "--suffix",
+        metavar="TEXT",
+        help="With --restored: the suffix of the results' names (default: swinir's _x4, _denoised or "
+        "_dejpeg, the authors' _SwinIR, or none).",
     ),
 ]
 Save = Annotated[
-    Path | None, _option("--save", metavar="DIR", help="Keep the restored images here (<name>_SwinIR.png).")
+    Path | None,
+    _option("--save", metavar="DIR", help="Keep the restored images here (<name>_SwinIR.png); not in --gt."),
+]
+SaveLq = Annotated[
+    Path | None,
+    _option(
+        "--save-lq",
+        metavar="DIR",
+        help="Keep the inputs synthesised from --gt here (babyx4.png at x4, to pass as --lq later); "
+        "not for denoising, whose inputs are unrounded floats.",
+    ),
+]
+LqResize = Annotated[
+    str,
+    _option(
+        "--lq-resize",
+        metavar="|".join(PASS_MODES),
+        help="How SR inputs are shrunk from --gt by MATLAB's bicubic imresize: integer rounds between its "
+        "two passes (MATLAB on uint8 images: the published Set5 X2-X4), float does not (on im2double "
+        "data: the published Set5 X8).",
+        show_default=True,
+    ),
+]
+EvalDevice = Annotated[
+    str,
+    _option(
+        "--device",
+        metavar="auto|cpu|cuda|cuda:N|mps",
+        help="Where to compute (one device).",
+        show_default=True,
+    ),
 ]
 EvalTask = Annotated[
     str | None,
