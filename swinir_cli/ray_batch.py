@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 from .batch import BatchSummary, Job, JobResult
 from .errors import SwinIRError, UsageError
 from .parallel import JobRunnerFactory
+from .signals import interrupt_on_stop_signals
 
 __all__ = ["INSTALL_HINT", "RestoreBatch", "job_rows", "require_ray", "run_on_ray"]
 
@@ -104,7 +104,7 @@ class RestoreBatch:
 
             torch.set_num_threads(threads)
         # Ray stops actors with SIGTERM: raising lets an atomic write in progress remove its temporary file.
-        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        interrupt_on_stop_signals()
         self.run = factory(device or _actor_device())
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -131,10 +131,6 @@ class RestoreBatch:
             "model": np.array([r.model or "" for r in results], dtype=object),
             "stop": np.array(stops, dtype=object),
         }
-
-
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def run_on_ray(

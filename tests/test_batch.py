@@ -401,33 +401,82 @@ def test_recursive_mirrors_the_tree_with_non_ascii_names(tmp_path: Path) -> None
     }
 
 
-def test_ctrl_c_stops_with_130_and_leaves_no_partial_file(tmp_path: Path) -> None:
+#: The options of the runs that must still be busy when a signal comes: 16-pixel tiles, many of them.
+SLOW_DENOISE = [
+    "--sigma", "15", "--weights", str(DN_COLOR), "--device", "cpu", "--tile", "16", "--tile-overlap", "8",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_stop_signal_ends_the_batch_as_ctrl_c_does(tmp_path: Path, stop: signal.Signals) -> None:
+    """SIGTERM (``timeout``, ``docker stop``, systemd) and SIGHUP (a closed terminal) are Ctrl-C: exit 130,
+    the summary, an ``interrupted`` record, and no partial or temporary file (issue 18, item 3)."""
     folder, out = tmp_path / "in", tmp_path / "out"
     folder.mkdir()
     save_rgb(folder / "a_small.png", height=16, width=16)
     save_rgb(folder / "b_large.png", height=320, width=320)  # 1600-odd tiles: seconds even on a fast path
-    command = [
-        str(SWINIR), "denoise", str(folder), "-o", str(out), "--sigma", "15", "--weights", str(DN_COLOR),
-        "--device", "cpu", "--tile", "16", "--tile-overlap", "8",
-    ]  # fmt: skip
+    command = [str(SWINIR), "denoise", str(folder), "-o", str(out), "--json", *SLOW_DENOISE]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
     lines = []
     try:
         for line in iter(process.stderr.readline, b""):  # the plain log names each image as it starts
             lines.append(line.decode())
             if line.startswith(b"[2/2]"):
                 time.sleep(0.5)  # well inside the large image's tiles
-                process.send_signal(signal.SIGINT)
+                process.send_signal(stop)
                 break
-        remaining = process.communicate(timeout=60)[1].decode()
+        records, remaining = (part.decode() for part in process.communicate(timeout=60))
     finally:
         process.kill()
     assert process.returncode == 130, "".join(lines) + remaining
     assert "Traceback" not in remaining
     assert remaining.splitlines()[-1].startswith("error: interrupted: 1 done, 0 skipped, 0 failed")
+    statuses = [(Path(r["input"]).name, r["status"]) for r in map(json.loads, records.splitlines())]
+    assert statuses == [("a_small.png", "done"), ("b_large.png", "interrupted")]
     assert sorted(os.listdir(out)) == [".a_small_denoised.png.source.json", "a_small_denoised.png"]  # no .tmp
     assert read_image(out / "a_small_denoised.png").pixels.shape == (16, 16, 3)
+
+
+def test_two_runs_writing_one_output_lose_no_result(tmp_path: Path) -> None:
+    """``cam1/IMG_1.png`` and ``cam2/IMG_1.png`` into one ``-o out/``: the first run is frozen (SIGSTOP) once
+    it found no output and began the image, the second writes its result, then the first goes on. It must
+    not replace that result: its input fails with a line, and the second's file stays (issue 18, item 3;
+    both runs exited 0 with one result silently lost)."""
+    out = tmp_path / "out"
+    for camera, seed in (("cam1", 1), ("cam2", 2)):
+        (tmp_path / camera).mkdir()
+        save_rgb(tmp_path / camera / "IMG_1.png", height=96, width=96, seed=seed)
+    save_rgb(tmp_path / "cam1" / "A_first.png", height=8, width=8)
+    inputs = [str(tmp_path / "cam1" / name) for name in ("A_first.png", "IMG_1.png")]
+    command = [str(SWINIR), "denoise", *inputs, "-o", str(out), "--json", *SLOW_DENOISE]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    try:
+        for line in iter(first.stderr.readline, b""):
+            if line.startswith(b"[2/2]"):  # it found no out/IMG_1_denoised.png and is restoring its image
+                first.send_signal(signal.SIGSTOP)
+                break
+        second = run_swinir(
+            "denoise", tmp_path / "cam2" / "IMG_1.png", "-o", f"{out}/", "--json", *SLOW_DENOISE
+        )
+        written = (out / "IMG_1_denoised.png").read_bytes()
+        first.send_signal(signal.SIGCONT)
+        records, errors = first.communicate(timeout=120)
+    finally:
+        first.kill()
+    assert second.returncode == 0, second.stderr
+    assert [json.loads(line)["status"] for line in second.stdout.splitlines()] == ["done"]
+    assert first.returncode == 1, errors
+    results = [
+        (Path(r["input"]).name, r["status"], r["error"]) for r in map(json.loads, records.splitlines())
+    ]
+    assert results[0] == ("A_first.png", "done", None)
+    assert results[1][:2] == ("IMG_1.png", "failed")
+    assert "IMG_1_denoised.png: another process wrote this file meanwhile" in results[1][2]
+    assert f"error: {results[1][2]}" in errors.decode()
+    assert (out / "IMG_1_denoised.png").read_bytes() == written  # the second run's result, kept
+    assert not [name for name in os.listdir(out) if name.endswith(".tmp")]
 
 
 def test_a_glob_batch_run_twice_never_restores_its_own_outputs(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageCms, ImageFile, ImageOps, PngImagePlugin
 
+from swinir_cli.durable import FileIdentity
 from swinir_cli.errors import ImageError, UsageError
 from swinir_cli.imageio import (
     IMAGE_EXTENSIONS,
@@ -733,6 +734,40 @@ write_image(Path({str(output)!r}), LoadedImage(pixels))
         [sys.executable, "-c", script.replace("(4000, 4000, 3)", "(8, 8, 3)")], check=True, timeout=120
     )
     assert leftover_files(tmp_path) == sorted([".big.png.mine.tmp", ".other.png.0123456789ab.tmp", "big.png"])
+    assert read_image(output).width == 8
+
+
+def test_a_live_writers_temporary_is_kept_and_a_dead_ones_removed(tmp_path: Path) -> None:
+    """Another process's temporary file is stale only once that process is gone: removing a live one made
+    its writer fail (issue 18, item 3)."""
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(timeout=60)
+    try:
+        names = [f".big.png.{process.pid}-0123456789ab.tmp" for process in (live, dead)]
+        for name in names:
+            (tmp_path / name).write_bytes(b"half an image")
+        write_image(tmp_path / "big.png", LoadedImage(random_pixels(8, 8, 3)))
+        assert leftover_files(tmp_path) == sorted(["big.png", names[0]])  # the live writer's file stays
+    finally:
+        live.kill()
+        live.wait(timeout=60)
+
+
+def test_a_file_that_appeared_meanwhile_is_never_replaced(tmp_path: Path) -> None:
+    """``replaces=None`` publishes only a new file; ``replaces=identity`` only over that very file: what
+    another process wrote meanwhile is kept, the write fails with one line, and nothing is left behind."""
+    output, image = tmp_path / "out.png", LoadedImage(random_pixels(8, 8, 3))
+    output.write_bytes(b"another run's result")
+    with pytest.raises(ImageError, match=r"out\.png: another process wrote this file meanwhile"):
+        write_image(output, image, replaces=None)
+    found = FileIdentity.of(output)
+    output.write_bytes(b"rewritten meanwhile")  # another run's write, after this job looked
+    with pytest.raises(ImageError, match="another process wrote this file meanwhile"):
+        write_image(output, image, replaces=found)
+    assert output.read_bytes() == b"rewritten meanwhile"
+    assert leftover_files(tmp_path) == ["out.png"]
+    write_image(output, image, replaces=FileIdentity.of(output))  # the file it found: replaced
     assert read_image(output).width == 8
 
 
