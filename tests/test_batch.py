@@ -5,6 +5,7 @@ stdout, resuming, --json, --recursive with non-ASCII names, and Ctrl-C.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -40,6 +41,7 @@ from swinir_cli.batch import (
     resize_image,
     run_jobs,
 )
+from swinir_cli.cli import main
 from swinir_cli.errors import UsageError
 from swinir_cli.imageio import LoadedImage, read_image
 from swinir_cli.pipeline import Restorer
@@ -187,6 +189,67 @@ def test_unwritable_output_and_pixel_limit_fail_their_job_only(tmp_path: Path, d
     assert unreadable.status == "failed"
     assert unreadable.error.startswith(f"{tmp_path / 'dangling.png'}: cannot read")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "blocker", "dangling.png"]
+
+
+def test_an_output_name_over_the_limit_fails_its_input_and_the_batch_goes_on(tmp_path: Path) -> None:
+    """A 254-byte input name plus ``_x2`` is 257 bytes: one line naming the input, not ``File name too
+    long`` raised in the read-ahead thread, which aborted the batch (issue 18, item 4)."""
+    long_name = "a" * 250 + ".png"
+    touch_images(tmp_path / "in", long_name, "b.png")
+    jobs = plan_jobs([str(tmp_path / "in")], str(tmp_path / "out"), X2).jobs
+    summary = run_jobs(jobs, lambda image, job: image, X2)
+    assert [(Path(r.job.input_name).name, r.status) for r in summary.results] == [
+        (long_name, "failed"),
+        ("b.png", "done"),
+    ]
+    assert summary.results[0].error == (
+        f"{tmp_path / 'in' / long_name}: the output name {'a' * 250}_x2.png is 257 bytes, over the limit "
+        "of 255 of its file system (a shorter --suffix or input name avoids it)"
+    )
+    assert visible(tmp_path / "out") == ["b_x2.png"]
+
+
+def test_a_suffix_that_is_a_path_is_refused() -> None:
+    """A suffix holding a separator would write outside the output folder (issue 18, item 4)."""
+    for suffix in ("a/b", "/../../x", "a\\b", "a\0b"):
+        with pytest.raises(UsageError, match="a suffix is part of a file name"):
+            OutputOptions(suffix)
+
+
+def test_control_characters_and_undecodable_bytes_in_names_are_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An ESC sequence in a file name reached the terminal raw and a newline split the one-line error; a
+    name that is not UTF-8 is shown by its bytes, and ``--json`` gives them exactly (issue 18, item 4)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "bad\x1b[31m\nname.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    latin = folder / os.fsdecode(b"caf\xe9.png")
+    save_rgb(latin, height=8, width=8)
+    options = [
+        "--json",
+        "--quiet",
+        "--sigma",
+        "15",
+        "--weights",
+        str(DN_COLOR),
+        "--device",
+        "cpu",
+        "--tile",
+        "0",
+    ]
+    assert main(["denoise", str(folder), "-o", str(tmp_path / "out"), *options]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == f"error: {folder}/bad\\x1b[31m\\x0aname.png: corrupt or truncated PNG header\n"
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert [r["status"] for r in records] == ["failed", "done"]
+    assert records[0]["input"] == str(folder / "bad\x1b[31m\nname.png")  # JSON escapes it losslessly
+    done = records[1]
+    assert done["input"] == f"{folder}/caf\\xe9.png"
+    assert base64.b64decode(done["input_bytes"]) == os.fsencode(latin)
+    output = tmp_path / "out" / os.fsdecode(b"caf\xe9_denoised.png")
+    assert base64.b64decode(done["output_bytes"]) == os.fsencode(output)
+    assert read_image(output).width == 8
 
 
 def test_a_usage_error_stops_the_batch(tmp_path: Path) -> None:
