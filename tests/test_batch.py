@@ -196,6 +196,7 @@ def test_an_output_name_over_the_limit_fails_its_input_and_the_batch_goes_on(tmp
     long`` raised in the read-ahead thread, which aborted the batch (issue 18, item 4)."""
     long_name = "a" * 250 + ".png"
     touch_images(tmp_path / "in", long_name, "b.png")
+    (tmp_path / "out").mkdir()  # an existing folder: looking for the output raised ENAMETOOLONG
     jobs = plan_jobs([str(tmp_path / "in")], str(tmp_path / "out"), X2).jobs
     summary = run_jobs(jobs, lambda image, job: image, X2)
     assert [(Path(r.job.input_name).name, r.status) for r in summary.results] == [

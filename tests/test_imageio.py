@@ -738,20 +738,33 @@ write_image(Path({str(output)!r}), LoadedImage(pixels))
 
 
 def test_a_live_writers_temporary_is_kept_and_a_dead_ones_removed(tmp_path: Path) -> None:
-    """Another process's temporary file is stale only once that process is gone: removing a live one made
-    its writer fail (issue 18, item 3)."""
-    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait(timeout=60)
+    """Another process's temporary file is stale only once that process is gone. A writer frozen mid-write
+    (SIGSTOP) keeps its temporary file through this process's write, then publishes; that of a process
+    that has ended is removed. Removing the live one made its writer fail (issue 18, item 3)."""
+    output = tmp_path / "big.png"
+    script = f"""
+import numpy as np
+from pathlib import Path
+from swinir_cli.imageio import LoadedImage, write_image
+pixels = np.random.default_rng(0).integers(0, 255, (4000, 4000, 3), dtype=np.uint8)
+write_image(Path({str(output)!r}), LoadedImage(pixels))
+"""
+    writer = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".big.png.*.tmp")) and writer.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    writer.send_signal(signal.SIGSTOP)
     try:
-        names = [f".big.png.{process.pid}-0123456789ab.tmp" for process in (live, dead)]
-        for name in names:
-            (tmp_path / name).write_bytes(b"half an image")
-        write_image(tmp_path / "big.png", LoadedImage(random_pixels(8, 8, 3)))
-        assert leftover_files(tmp_path) == sorted(["big.png", names[0]])  # the live writer's file stays
+        assert len(list(tmp_path.glob(".big.png.*.tmp"))) == 1 and not output.exists(), "not caught writing"
+        ended = subprocess.Popen([sys.executable, "-c", "pass"])
+        ended.wait(timeout=60)
+        (tmp_path / f".big.png.{ended.pid}-0123456789ab.tmp").write_bytes(b"half an image")
+        write_image(output, LoadedImage(random_pixels(8, 8, 3)))
     finally:
-        live.kill()
-        live.wait(timeout=60)
+        writer.send_signal(signal.SIGCONT)
+    assert writer.wait(timeout=120) == 0  # its temporary file was still there to publish
+    assert leftover_files(tmp_path) == ["big.png"]
+    assert read_image(output).width == 4000
 
 
 def test_a_file_that_appeared_meanwhile_is_never_replaced(tmp_path: Path) -> None:
