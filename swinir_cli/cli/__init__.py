@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("SWINIR_DEBUG", "") not in ("", "0")
     console = Output()
     args = sys.argv[1:] if argv is None else argv
+    restore_signals = interrupt_on_stop_signals()
     try:
-        interrupt_on_stop_signals()
         code = _command().main(args=list(args) or ["--help"], prog_name="swinir", standalone_mode=False)
     except SwinIRError as exc:
         if debug:
@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Abort):
         console.error("interrupted")
         code = EXIT_INTERRUPTED
+    finally:
+        restore_signals()
     code = code if isinstance(code, int) else 0
     if argv is None:
         sys.exit(code)
