@@ -103,6 +103,10 @@ class FileIdentity:
 Replaces = FileIdentity | None | Literal["any"]
 
 
+# The errors of a file system that has no hard links.
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
+
+
 def publish(temporary: Path, target: Path, replaces: Replaces) -> None:
     """Give the complete file ``temporary`` the name ``target``, as ``replaces`` allows.
 
@@ -121,7 +125,7 @@ def publish(temporary: Path, target: Path, replaces: Replaces) -> None:
         return
     if replaces is None:
         try:
-            os.link(temporary, target, follow_symlinks=False)
+            os.link(temporary, target)
         except FileExistsError:
             raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target)) from None
         except OSError as exc:
@@ -136,10 +140,6 @@ def publish(temporary: Path, target: Path, replaces: Replaces) -> None:
     if FileIdentity.of(target) != replaces:
         raise FileExistsError(errno.EEXIST, "changed meanwhile", str(target))
     os.replace(temporary, target)
-
-
-# The errors of a file system that has no hard links.
-_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK, errno.EXDEV}
 
 
 def name_limit(folder: Path) -> int:
