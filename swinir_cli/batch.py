@@ -11,7 +11,8 @@ left unexpanded, or ``-`` for standard input. Outputs, unless ``--output`` says 
 An output never replaces an input: a job whose output is its own input, or another input while
 ``overwrite`` is on, or the output of an earlier job, fails before any work. A file that is an output this
 run plans to write is never one of its inputs (so running ``'*.png'`` twice does not restore the first
-run's results). Each result is written atomically (see :func:`swinir_cli.imageio.write_image`), and a
+run's results). Each result is written atomically (see :func:`swinir_cli.imageio.write_image`), never over a
+file another process wrote meanwhile (with ``overwrite``, over only the file found when the job began), and a
 hidden ``.<output name>.source.json`` beside it records the input it was made from (resolved path, size and
 modification time). An existing output is skipped unless ``overwrite`` when that record names this input
 as it is now, so running an interrupted batch again resumes it; an output made from another input (or by
