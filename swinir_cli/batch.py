@@ -11,7 +11,8 @@ left unexpanded, or ``-`` for standard input. Outputs, unless ``--output`` says 
 An output never replaces an input: a job whose output is its own input, or another input while
 ``overwrite`` is on, or the output of an earlier job, fails before any work. A file that is an output this
 run plans to write is never one of its inputs (so running ``'*.png'`` twice does not restore the first
-run's results). Each result is written atomically (see :func:`swinir_cli.imageio.write_image`), and a
+run's results). Each result is written atomically (see :func:`swinir_cli.imageio.write_image`), never over a
+file another process wrote meanwhile (with ``overwrite``, over only the file found when the job began), and a
 hidden ``.<output name>.source.json`` beside it records the input it was made from (resolved path, size and
 modification time). An existing output is skipped unless ``overwrite`` when that record names this input
 as it is now, so running an interrupted batch again resumes it; an output made from another input (or by
@@ -38,7 +39,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .durable import write_file_atomically
+from .durable import FileIdentity, overlong_name, write_file_atomically
 from .errors import BatchStopError, ImageError, SwinIRError, UsageError
 from .imageio import (
     PILLOW_LIMIT,
@@ -50,6 +51,7 @@ from .imageio import (
     read_image,
     write_image,
 )
+from .signals import EXIT_INTERRUPTED
 
 __all__ = [
     "STDIO",
@@ -129,21 +131,33 @@ class BatchSummary:
 
     @property
     def exit_code(self) -> int:
-        """0 when everything was done or skipped, 1 when any input failed, 130 when interrupted."""
+        """0 when everything was done or skipped, 1 when any input failed, 130 when interrupted (by
+        SIGINT, SIGTERM or SIGHUP: :mod:`swinir_cli.signals`)."""
         if self.interrupted:
-            return 130
+            return EXIT_INTERRUPTED
         return 1 if self.count("failed") else 0
 
 
 @dataclass(frozen=True)
 class OutputOptions:
-    """How results are named and encoded."""
+    """How results are named and encoded; ``suffix`` is part of a file name, never a path.
+
+    Raises:
+        UsageError: ``suffix`` holds a path separator (``/`` or ``\\``) or a NUL: it would leave the output
+            folder, or name no file.
+    """
 
     suffix: str
     format: str | None = None
     quality: int | None = None
     strip_metadata: bool = False
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        forbidden = [c for c in ("/", "\\", "\0") if c in self.suffix]  # either separator, anywhere
+        if forbidden:
+            shown = "a NUL" if forbidden[0] == "\0" else f"the path separator {forbidden[0]!r}"
+            raise UsageError(f"--suffix {self.suffix!r} holds {shown}; a suffix is part of a file name")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -367,7 +381,8 @@ def run_jobs(
     ``on_result(result)`` after every job, in the jobs' order. ``max_pixels`` refuses larger images (None:
     Pillow's limit). With ``overlap`` (and more than one job), the next image is decoded and the previous
     result encoded and written on threads beside ``restore`` (:func:`swinir_cli.parallel.run_overlapped`);
-    results, files and errors are the same as in series. Ctrl-C (KeyboardInterrupt) stops the batch: the
+    results, files and errors are the same as in series. Ctrl-C (KeyboardInterrupt; the command line raises
+    it for SIGTERM and SIGHUP too, :mod:`swinir_cli.signals`) stops the batch: the
     job in flight leaves no partial file, is reported as ``interrupted`` and
     :attr:`BatchSummary.interrupted` is set.
 
@@ -447,15 +462,32 @@ class JobSteps:
     restore_image: Callable[[LoadedImage, Job], LoadedImage]
     options: OutputOptions
     max_pixels: int | None = None
+    # Per target with work: the file it held when the job began (None: none), the only file its write
+    # may replace (another run's result, written meanwhile, is kept).
+    _found: dict[Path, FileIdentity | None] = field(default_factory=dict, compare=False, repr=False)
 
     def settled(self, job: Job) -> JobResult | None:
-        """The result of a job that needs no work: it failed in planning, or its output exists, skipped
-        when made from this input as it is now, failed when made from another."""
+        """The result of a job that needs no work: it failed in planning, its output's name is too long,
+        or its output exists, skipped when made from this input as it is now, failed when made from
+        another."""
         if job.problem is not None:
             return JobResult(job, "failed", error=job.problem)
-        if job.target is not None and job.target.exists() and not self.options.overwrite:
+        if job.target is None:
+            return None
+        overlong = overlong_name(job.target)
+        if overlong is not None:
+            part, size, limit = overlong
+            return JobResult(
+                job,
+                "failed",
+                error=f"{job.input_name}: the output name {part} is {size} bytes, over the limit of {limit} "
+                "of its file system (a shorter --suffix or input name avoids it)",
+            )
+        found = FileIdentity.of(job.target)
+        if found is not None and not self.options.overwrite:
             clash = _made_from_another(job)
             return JobResult(job, "skipped") if clash is None else JobResult(job, "failed", error=clash)
+        self._found[job.target] = found
         return None
 
     def read(self, job: Job) -> LoadedImage:
@@ -470,8 +502,10 @@ class JobSteps:
 
     def write(self, job: Job, image: LoadedImage) -> None:
         """Write the result atomically to ``job.target`` (standard output when None), then the record of
-        the input it was made from beside it."""
-        _write(job, image, self.options)
+        the input it was made from beside it. It replaces only the file :meth:`settled` found there (with
+        ``overwrite``): one that another process wrote meanwhile is kept, and the job fails."""
+        replaces = self._found.pop(job.target, None) if job.target is not None else None
+        _write(job, image, self.options, replaces)
         _record_source(job)
 
     def run(self, job: Job, index: int = 0, on_start: Callable[[Job, int], None] | None = None) -> JobResult:
@@ -512,7 +546,7 @@ def _write_stdout(data: bytes) -> None:
         raise ImageError(f"<stdout>: cannot write ({exc.strerror or exc})") from None
 
 
-def _write(job: Job, image: LoadedImage, options: OutputOptions) -> None:
+def _write(job: Job, image: LoadedImage, options: OutputOptions, replaces: FileIdentity | None) -> None:
     if job.target is None:
         data = encode_image(
             image,
@@ -533,6 +567,7 @@ def _write(job: Job, image: LoadedImage, options: OutputOptions) -> None:
         format=options.format,
         quality=options.quality,
         strip_metadata=options.strip_metadata,
+        replaces=replaces,
     )
 
 

@@ -38,7 +38,6 @@ import contextlib
 import dataclasses
 import io
 import os
-import re
 import stat
 import struct
 import threading
@@ -52,7 +51,17 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms, PngImagePlugin, TiffImagePlugin, TiffTags, UnidentifiedImageError
 
-from swinir_cli.durable import open_new, sync_directory, temporary_path, temporary_stem, write_all
+from swinir_cli.durable import (
+    Replaces,
+    open_new,
+    publish,
+    sync_directory,
+    temporary_owner,
+    temporary_path,
+    temporary_stem,
+    write_all,
+    writer_is_gone,
+)
 from swinir_cli.errors import ImageError, UsageError
 
 # Pillow formats never opened: EPS runs Ghostscript on load; the others are identification-only stubs
@@ -589,18 +598,25 @@ def write_image(
     format: str | None = None,
     quality: int | None = None,
     strip_metadata: bool = False,
+    replaces: Replaces = "any",
 ) -> None:
     """Write ``image`` to ``path`` atomically: encoded in memory, written whole into a hidden temporary
-    file in the same folder (``.NAME.<12 hex>.tmp``, ``NAME`` shortened when the output name is near the
-    255-byte limit), flushed to disk, then renamed over ``path``; on any failure the temporary file is
-    removed. Temporary files of that pattern left for ``path`` by a killed process (they were there when
-    this process first wrote into the folder) are removed first.
+    file in the same folder (``.NAME.<pid>-<12 hex>.tmp``, ``NAME`` shortened when the output name is near
+    the 255-byte limit), flushed to disk, then published as ``path``; on any failure the temporary file is
+    removed. Temporary files of that pattern left for ``path`` by a process that is gone (they were there
+    when this process first wrote into the folder, and their writer's pid is no longer running) are
+    removed first; those of a live writer are left alone.
+
+    ``replaces`` says what may be at ``path`` (:func:`swinir_cli.durable.publish`): ``"any"`` (the
+    default) replaces whatever is there, None only writes a new file, and a
+    :class:`~swinir_cli.durable.FileIdentity` replaces only that very file; a file another process wrote
+    meanwhile is kept and this write fails.
 
     ``format`` defaults to the one the suffix names; ``quality`` (0..100) applies to JPEG, WebP (100
     means lossless) and AVIF, defaulting to 95, 95 and 90, and is ignored by other formats. See the
     module docstring for how depth, alpha, gray and metadata are stored. Raises ImageError (unwritable
-    or full location, a short write, unsupported format) naming ``path``; UsageError for a quality
-    outside 0..100.
+    or full location, a short write, unsupported format, a file written meanwhile) naming ``path``;
+    UsageError for a quality outside 0..100.
     """
     path = Path(path)
     fmt = output_format(path, format)
@@ -616,33 +632,41 @@ def write_image(
             _encode(encoded, image, fmt, quality, strip_metadata, str(path))
             write_all(stream, encoded.getbuffer())
             os.fsync(stream.fileno())
-        os.replace(temporary, path)
+        publish(temporary, path, replaces)
         sync_directory(path.parent)
     except BaseException as exc:
         temporary.unlink(missing_ok=True)
+        if isinstance(exc, FileExistsError):
+            raise ImageError(
+                f"{path}: another process wrote this file meanwhile; it is kept and this result was not "
+                "written (run again to resume)"
+            ) from exc
         if isinstance(exc, OSError):
             raise ImageError(f"{path}: cannot write ({_os_reason(exc)})") from exc
         raise
 
 
-_TEMPORARY_PATTERN = re.compile(r"\.(?P<stem>.+)\.[0-9a-f]{12}\.tmp", re.DOTALL)
-# Per folder: the stale temporary files found when this process first wrote there, by output stem.
-_STALE_TEMPORARIES: dict[str, dict[str, list[str]]] = {}
-_STALE_LOCK = threading.Lock()
+# Per folder: the temporary files found when this process first wrote there, by output stem, with the
+# pid of each one's writer.
+_FOUND_TEMPORARIES: dict[str, dict[str, list[tuple[str, int | None]]]] = {}
+_FOUND_LOCK = threading.Lock()
 
 
 def _remove_stale_temporaries(path: Path) -> None:
-    """Delete this writer's temporary files for ``path`` left by a killed process.
+    """Delete the temporary files for ``path`` whose writer is gone (a killed process).
 
-    The folder is listed once per process; only files present then are candidates, so a temporary
-    file another running process creates later is never touched.
+    The folder is listed once per process; only files present then are candidates, and of those only
+    the ones whose writer's process has ended (:func:`swinir_cli.durable.writer_is_gone`): a temporary
+    file another running process is writing is never touched.
     """
     folder = os.path.abspath(path.parent)
-    with _STALE_LOCK:
-        if folder not in _STALE_TEMPORARIES:
-            _STALE_TEMPORARIES[folder] = _list_temporaries(folder)
-        stale = _STALE_TEMPORARIES[folder].pop(temporary_stem(path.name), [])
-    for name in stale:
+    with _FOUND_LOCK:
+        if folder not in _FOUND_TEMPORARIES:
+            _FOUND_TEMPORARIES[folder] = _list_temporaries(folder)
+        found = _FOUND_TEMPORARIES[folder].pop(temporary_stem(path.name), [])
+    for name, pid in found:
+        if not writer_is_gone(pid):
+            continue
         try:
             os.unlink(os.path.join(folder, name))
         except FileNotFoundError:
@@ -653,14 +677,15 @@ def _remove_stale_temporaries(path: Path) -> None:
             ) from exc
 
 
-def _list_temporaries(folder: str) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
+def _list_temporaries(folder: str) -> dict[str, list[tuple[str, int | None]]]:
+    found: dict[str, list[tuple[str, int | None]]] = {}
     try:
         with os.scandir(folder) as entries:
             for entry in entries:
-                match = _TEMPORARY_PATTERN.fullmatch(entry.name)
-                if match and entry.is_file(follow_symlinks=False):
-                    found.setdefault(match["stem"], []).append(entry.name)
+                owner = temporary_owner(entry.name)
+                if owner is not None and entry.is_file(follow_symlinks=False):
+                    stem, pid = owner
+                    found.setdefault(stem, []).append((entry.name, pid))
     except OSError:
         return {}  # a missing or unreadable folder: the write itself reports it
     return found

@@ -39,6 +39,8 @@ from .batch import (
 )
 from .errors import SwinIRError, UsageError
 from .imageio import LoadedImage
+from .signals import interrupt_on_stop_signals
+from .text import printable
 
 if TYPE_CHECKING:
     from .recipe import RestoreRecipe
@@ -262,6 +264,7 @@ def _worker_main(factory: JobRunnerFactory, device: str, threads: int, tasks: An
     """A worker process: load lazily, then run jobs received on ``tasks`` until None, reporting on
     ``events`` (its own pipes: a worker killed mid-message breaks only its own)."""
     try:
+        interrupt_on_stop_signals()  # a worker stopped by SIGTERM or SIGHUP removes its temporary file too
         import torch
 
         torch.set_num_threads(threads)
@@ -274,7 +277,7 @@ def _worker_main(factory: JobRunnerFactory, device: str, threads: int, tasks: An
         except SwinIRError as exc:  # run returns a job's failure: what it raises stops the batch
             events.send(("stop", None, exc))
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
-        return  # Ctrl-C (the job in flight removed its temporary file), or the driver is gone
+        return  # Ctrl-C or SIGTERM/SIGHUP (the job in flight removed its temporary file), or no driver
 
 
 @dataclass
@@ -510,7 +513,7 @@ class RecipeRunnerFactory:
 
 
 def _warn_on_stderr(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    print(f"warning: {printable(message)}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 from .batch import BatchSummary, Job, JobResult
 from .errors import SwinIRError, UsageError
 from .parallel import JobRunnerFactory
+from .signals import interrupt_on_stop_signals
 
 __all__ = ["INSTALL_HINT", "RestoreBatch", "job_rows", "require_ray", "run_on_ray"]
 
@@ -104,7 +104,7 @@ class RestoreBatch:
 
             torch.set_num_threads(threads)
         # Ray stops actors with SIGTERM: raising lets an atomic write in progress remove its temporary file.
-        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        interrupt_on_stop_signals()
         self.run = factory(device or _actor_device())
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -133,10 +133,6 @@ class RestoreBatch:
         }
 
 
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def run_on_ray(
     jobs: Sequence[Job],
     factory: JobRunnerFactory,
@@ -153,7 +149,8 @@ def run_on_ray(
     Results are reported in the jobs' order as they arrive (``on_start`` just before each one's
     ``on_result``: the driver does not see when an actor starts). An image whose actor died after its
     write and before its answer is retried by Ray and finds its output: it is reported done, not
-    skipped, when that output did not exist as the batch began. Ctrl-C stops the batch: results that
+    skipped, when that output did not exist as the batch began. Ctrl-C, SIGTERM or SIGHUP (in place of
+    the SIGTERM handler of ``ray.init``, which exits at once) stops the batch: results that
     arrived are reported, :attr:`BatchSummary.interrupted` is set, Ray is shut down (its actors remove
     their temporary files on SIGTERM).
 
@@ -172,6 +169,7 @@ def run_on_ray(
     if owned:  # RAY_ADDRESS names a cluster to join; without it a local Ray starts, without its dashboard
         local = {} if os.environ.get("RAY_ADDRESS") else {"include_dashboard": False}
         ray.init(logging_level=logging.WARNING, **local)
+    restore_signals = interrupt_on_stop_signals()  # ray.init makes SIGTERM exit at once: Ctrl-C here too
     arrived: dict[int, JobResult] = {}
     try:
         for batch in _results(ray, rows, factory, workers):
@@ -188,6 +186,7 @@ def run_on_ray(
         for index in sorted(arrived):  # done beyond an image still in flight: reported all the same
             _report(summary, index, arrived[index], on_start, on_result)
     finally:
+        restore_signals()
         if owned:
             ray.shutdown()
     summary.seconds = time.perf_counter() - started

@@ -92,16 +92,18 @@ def make_small_then_large_folder(folder: Path) -> Path:
     return folder
 
 
-def interrupt_after_first_result(command: list[str], timeout: float) -> tuple[int, list[list[str]], str]:
-    """Run a driver that prints one JSON ``[input, status]`` line per result, send it SIGINT once the first
-    such line is out, and return (exit code, every record, its stderr). Other stdout lines (Ray logs some
-    there) are not records and are left out."""
+def interrupt_after_first_result(
+    command: list[str], timeout: float, stop: signal.Signals = signal.SIGINT
+) -> tuple[int, list[list[str]], str]:
+    """Run a driver that prints one JSON ``[input, status]`` line per result, send it ``stop`` once the
+    first such line is out, and return (exit code, every record, its stderr). Other stdout lines (Ray logs
+    some there) are not records and are left out."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         lines = [process.stdout.readline()]
         while lines[-1] and not lines[-1].startswith(b"["):
             lines.append(process.stdout.readline())
-        process.send_signal(signal.SIGINT)  # the small image is done: the large ones are in flight
+        process.send_signal(stop)  # the small image is done: the large ones are in flight
         rest, errors = process.communicate(timeout=timeout)
     finally:
         process.kill()

@@ -5,6 +5,7 @@ stdout, resuming, --json, --recursive with non-ASCII names, and Ctrl-C.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -40,6 +41,7 @@ from swinir_cli.batch import (
     resize_image,
     run_jobs,
 )
+from swinir_cli.cli import main
 from swinir_cli.errors import UsageError
 from swinir_cli.imageio import LoadedImage, read_image
 from swinir_cli.pipeline import Restorer
@@ -187,6 +189,68 @@ def test_unwritable_output_and_pixel_limit_fail_their_job_only(tmp_path: Path, d
     assert unreadable.status == "failed"
     assert unreadable.error.startswith(f"{tmp_path / 'dangling.png'}: cannot read")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "blocker", "dangling.png"]
+
+
+def test_an_output_name_over_the_limit_fails_its_input_and_the_batch_goes_on(tmp_path: Path) -> None:
+    """A 254-byte input name plus ``_x2`` is 257 bytes: one line naming the input, not ``File name too
+    long`` raised in the read-ahead thread, which aborted the batch (issue 18, item 4)."""
+    long_name = "a" * 250 + ".png"
+    touch_images(tmp_path / "in", long_name, "b.png")
+    (tmp_path / "out").mkdir()  # an existing folder: looking for the output raised ENAMETOOLONG
+    jobs = plan_jobs([str(tmp_path / "in")], str(tmp_path / "out"), X2).jobs
+    summary = run_jobs(jobs, lambda image, job: image, X2)
+    assert [(Path(r.job.input_name).name, r.status) for r in summary.results] == [
+        (long_name, "failed"),
+        ("b.png", "done"),
+    ]
+    assert summary.results[0].error == (
+        f"{tmp_path / 'in' / long_name}: the output name {'a' * 250}_x2.png is 257 bytes, over the limit "
+        "of 255 of its file system (a shorter --suffix or input name avoids it)"
+    )
+    assert visible(tmp_path / "out") == ["b_x2.png"]
+
+
+def test_a_suffix_that_is_a_path_is_refused() -> None:
+    """A suffix holding a separator would write outside the output folder (issue 18, item 4)."""
+    for suffix in ("a/b", "/../../x", "a\\b", "a\0b"):
+        with pytest.raises(UsageError, match="a suffix is part of a file name"):
+            OutputOptions(suffix)
+
+
+def test_control_characters_and_undecodable_bytes_in_names_are_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An ESC sequence in a file name reached the terminal raw and a newline split the one-line error; a
+    name that is not UTF-8 is shown by its bytes, and ``--json`` gives them exactly (issue 18, item 4)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "bad\x1b[31m\nname.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    latin = folder / os.fsdecode(b"caf\xe9.png")
+    save_rgb(latin, height=8, width=8)
+    options = [
+        "--json",
+        "--quiet",
+        "--sigma",
+        "15",
+        "--weights",
+        str(DN_COLOR),
+        "--device",
+        "cpu",
+        "--tile",
+        "0",
+    ]
+    assert main(["denoise", str(folder), "-o", str(tmp_path / "out"), *options]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == f"error: {folder}/bad\\x1b[31m\\x0aname.png: corrupt or truncated PNG header\n"
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert [r["status"] for r in records] == ["failed", "done"]
+    assert records[0]["input"] == str(folder / "bad\x1b[31m\nname.png")  # JSON escapes it losslessly
+    done = records[1]
+    assert done["input"] == f"{folder}/caf\\xe9.png"
+    assert base64.b64decode(done["input_bytes"]) == os.fsencode(latin)
+    output = tmp_path / "out" / os.fsdecode(b"caf\xe9_denoised.png")
+    assert base64.b64decode(done["output_bytes"]) == os.fsencode(output)
+    assert read_image(output).width == 8
 
 
 def test_a_usage_error_stops_the_batch(tmp_path: Path) -> None:
@@ -401,33 +465,82 @@ def test_recursive_mirrors_the_tree_with_non_ascii_names(tmp_path: Path) -> None
     }
 
 
-def test_ctrl_c_stops_with_130_and_leaves_no_partial_file(tmp_path: Path) -> None:
+#: The options of the runs that must still be busy when a signal comes: 16-pixel tiles, many of them.
+SLOW_DENOISE = [
+    "--sigma", "15", "--weights", str(DN_COLOR), "--device", "cpu", "--tile", "16", "--tile-overlap", "8",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_stop_signal_ends_the_batch_as_ctrl_c_does(tmp_path: Path, stop: signal.Signals) -> None:
+    """SIGTERM (``timeout``, ``docker stop``, systemd) and SIGHUP (a closed terminal) are Ctrl-C: exit 130,
+    the summary, an ``interrupted`` record, and no partial or temporary file (issue 18, item 3)."""
     folder, out = tmp_path / "in", tmp_path / "out"
     folder.mkdir()
     save_rgb(folder / "a_small.png", height=16, width=16)
     save_rgb(folder / "b_large.png", height=320, width=320)  # 1600-odd tiles: seconds even on a fast path
-    command = [
-        str(SWINIR), "denoise", str(folder), "-o", str(out), "--sigma", "15", "--weights", str(DN_COLOR),
-        "--device", "cpu", "--tile", "16", "--tile-overlap", "8",
-    ]  # fmt: skip
+    command = [str(SWINIR), "denoise", str(folder), "-o", str(out), "--json", *SLOW_DENOISE]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
     lines = []
     try:
         for line in iter(process.stderr.readline, b""):  # the plain log names each image as it starts
             lines.append(line.decode())
             if line.startswith(b"[2/2]"):
                 time.sleep(0.5)  # well inside the large image's tiles
-                process.send_signal(signal.SIGINT)
+                process.send_signal(stop)
                 break
-        remaining = process.communicate(timeout=60)[1].decode()
+        records, remaining = (part.decode() for part in process.communicate(timeout=60))
     finally:
         process.kill()
     assert process.returncode == 130, "".join(lines) + remaining
     assert "Traceback" not in remaining
     assert remaining.splitlines()[-1].startswith("error: interrupted: 1 done, 0 skipped, 0 failed")
+    statuses = [(Path(r["input"]).name, r["status"]) for r in map(json.loads, records.splitlines())]
+    assert statuses == [("a_small.png", "done"), ("b_large.png", "interrupted")]
     assert sorted(os.listdir(out)) == [".a_small_denoised.png.source.json", "a_small_denoised.png"]  # no .tmp
     assert read_image(out / "a_small_denoised.png").pixels.shape == (16, 16, 3)
+
+
+def test_two_runs_writing_one_output_lose_no_result(tmp_path: Path) -> None:
+    """``cam1/IMG_1.png`` and ``cam2/IMG_1.png`` into one ``-o out/``: the first run is frozen (SIGSTOP) once
+    it found no output and began the image, the second writes its result, then the first goes on. It must
+    not replace that result: its input fails with a line, and the second's file stays (issue 18, item 3;
+    both runs exited 0 with one result silently lost)."""
+    out = tmp_path / "out"
+    for camera, seed in (("cam1", 1), ("cam2", 2)):
+        (tmp_path / camera).mkdir()
+        save_rgb(tmp_path / camera / "IMG_1.png", height=96, width=96, seed=seed)
+    save_rgb(tmp_path / "cam1" / "A_first.png", height=8, width=8)
+    inputs = [str(tmp_path / "cam1" / name) for name in ("A_first.png", "IMG_1.png")]
+    command = [str(SWINIR), "denoise", *inputs, "-o", str(out), "--json", *SLOW_DENOISE]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    try:
+        for line in iter(first.stderr.readline, b""):
+            if line.startswith(b"[2/2]"):  # it found no out/IMG_1_denoised.png and is restoring its image
+                first.send_signal(signal.SIGSTOP)
+                break
+        second = run_swinir(
+            "denoise", tmp_path / "cam2" / "IMG_1.png", "-o", f"{out}/", "--json", *SLOW_DENOISE
+        )
+        written = (out / "IMG_1_denoised.png").read_bytes()
+        first.send_signal(signal.SIGCONT)
+        records, errors = first.communicate(timeout=120)
+    finally:
+        first.kill()
+    assert second.returncode == 0, second.stderr
+    assert [json.loads(line)["status"] for line in second.stdout.splitlines()] == ["done"]
+    assert first.returncode == 1, errors
+    results = [
+        (Path(r["input"]).name, r["status"], r["error"]) for r in map(json.loads, records.splitlines())
+    ]
+    assert results[0] == ("A_first.png", "done", None)
+    assert results[1][:2] == ("IMG_1.png", "failed")
+    assert "IMG_1_denoised.png: another process wrote this file meanwhile" in results[1][2]
+    assert f"error: {results[1][2]}" in errors.decode()
+    assert (out / "IMG_1_denoised.png").read_bytes() == written  # the second run's result, kept
+    assert not [name for name in os.listdir(out) if name.endswith(".tmp")]
 
 
 def test_a_glob_batch_run_twice_never_restores_its_own_outputs(tmp_path: Path) -> None:

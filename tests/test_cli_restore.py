@@ -169,6 +169,24 @@ def test_outscale_with_width_is_a_usage_error(tmp_path: Path, capsys: pytest.Cap
     assert capsys.readouterr().err == "error: --outscale cannot be combined with --width/--height\n"
 
 
+def test_a_suffix_with_a_path_separator_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--suffix a/b`` wrote into a new sub-folder, ``/../../x`` outside ``-o`` (issue 18, item 4)."""
+    image = save_rgb(tmp_path / "a.png")
+    for suffix in ("a/b", "/../../x"):
+        assert (
+            main(
+                ["upscale", str(image), "--suffix", suffix, "--weights", str(SR_X2), "-o", f"{tmp_path}/out/"]
+            )
+            == 2
+        )
+        assert capsys.readouterr().err == (
+            f"error: --suffix {suffix!r} holds the path separator '/'; a suffix is part of a file name\n"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
 def test_alpha_through_the_model(tmp_path: Path) -> None:
     image = save_rgb(tmp_path / "a.png", mode="RGBA")
     result = run_swinir(

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageCms, ImageFile, ImageOps, PngImagePlugin
 
+from swinir_cli.durable import FileIdentity
 from swinir_cli.errors import ImageError, UsageError
 from swinir_cli.imageio import (
     IMAGE_EXTENSIONS,
@@ -733,6 +734,53 @@ write_image(Path({str(output)!r}), LoadedImage(pixels))
         [sys.executable, "-c", script.replace("(4000, 4000, 3)", "(8, 8, 3)")], check=True, timeout=120
     )
     assert leftover_files(tmp_path) == sorted([".big.png.mine.tmp", ".other.png.0123456789ab.tmp", "big.png"])
+    assert read_image(output).width == 8
+
+
+def test_a_live_writers_temporary_is_kept_and_a_dead_ones_removed(tmp_path: Path) -> None:
+    """Another process's temporary file is stale only once that process is gone. A writer frozen mid-write
+    (SIGSTOP) keeps its temporary file through this process's write, then publishes; that of a process
+    that has ended is removed. Removing the live one made its writer fail (issue 18, item 3)."""
+    output = tmp_path / "big.png"
+    script = f"""
+import numpy as np
+from pathlib import Path
+from swinir_cli.imageio import LoadedImage, write_image
+pixels = np.random.default_rng(0).integers(0, 255, (4000, 4000, 3), dtype=np.uint8)
+write_image(Path({str(output)!r}), LoadedImage(pixels))
+"""
+    writer = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".big.png.*.tmp")) and writer.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    writer.send_signal(signal.SIGSTOP)
+    try:
+        assert len(list(tmp_path.glob(".big.png.*.tmp"))) == 1 and not output.exists(), "not caught writing"
+        ended = subprocess.Popen([sys.executable, "-c", "pass"])
+        ended.wait(timeout=60)
+        (tmp_path / f".big.png.{ended.pid}-0123456789ab.tmp").write_bytes(b"half an image")
+        write_image(output, LoadedImage(random_pixels(8, 8, 3)))
+    finally:
+        writer.send_signal(signal.SIGCONT)
+    assert writer.wait(timeout=120) == 0  # its temporary file was still there to publish
+    assert leftover_files(tmp_path) == ["big.png"]
+    assert read_image(output).width == 4000
+
+
+def test_a_file_that_appeared_meanwhile_is_never_replaced(tmp_path: Path) -> None:
+    """``replaces=None`` publishes only a new file; ``replaces=identity`` only over that very file: what
+    another process wrote meanwhile is kept, the write fails with one line, and nothing is left behind."""
+    output, image = tmp_path / "out.png", LoadedImage(random_pixels(8, 8, 3))
+    output.write_bytes(b"another run's result")
+    with pytest.raises(ImageError, match=r"out\.png: another process wrote this file meanwhile"):
+        write_image(output, image, replaces=None)
+    found = FileIdentity.of(output)
+    output.write_bytes(b"rewritten meanwhile")  # another run's write, after this job looked
+    with pytest.raises(ImageError, match="another process wrote this file meanwhile"):
+        write_image(output, image, replaces=found)
+    assert output.read_bytes() == b"rewritten meanwhile"
+    assert leftover_files(tmp_path) == ["out.png"]
+    write_image(output, image, replaces=FileIdentity.of(output))  # the file it found: replaced
     assert read_image(output).width == 8
 
 

@@ -4,9 +4,12 @@ leaves nothing partial."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -31,7 +34,7 @@ from batch_folders import (
     save_rgb,
     statuses,
 )
-from conftest import run_swinir
+from conftest import SWINIR, run_swinir
 
 from swinir_cli.batch import Job, JobResult, JobSteps, run_jobs
 from swinir_cli.errors import UsageError
@@ -245,6 +248,35 @@ def test_ctrl_c_stops_every_worker_with_130_and_leaves_nothing_partial(tmp_path:
     assert {status for _, status in records[1:]} <= {"done", "interrupted"}
     assert "interrupted" in {status for _, status in records}
     done = sorted(Path(name).stem + "_out.png" for name, status in records if status == "done")
+    assert sorted(outputs(out)) == done  # no partial or hidden temporary file
+
+
+def test_sigterm_to_the_whole_group_stops_every_worker_cleanly(tmp_path: Path) -> None:
+    """systemd and ``docker stop`` send SIGTERM to every process of the service, device workers included:
+    the batch ends as after Ctrl-C (exit 130, the ``--json`` records, no partial or temporary file),
+    where the workers and the command died at once (issue 18, item 3)."""
+    folder, out = make_small_then_large_folder(tmp_path / "in"), tmp_path / "out"
+    command = [
+        str(SWINIR), "upscale", str(folder), "-o", str(out), "-w", str(SR_X2), "--device", "cpu,cpu",
+        "--tile", "16", "--tile-overlap", "8", "--json",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True
+    )
+    try:
+        first = process.stdout.readline()  # the small image is done: the large ones are in flight
+        os.killpg(process.pid, signal.SIGTERM)
+        rest, errors = process.communicate(timeout=90)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, errors.decode()
+    assert b"Traceback" not in errors, errors.decode()
+    records = [(Path(r["input"]).name, r["status"]) for r in map(json.loads, (first + rest).splitlines())]
+    assert records[0] == ("a_small.png", "done")
+    assert {status for _, status in records[1:]} <= {"done", "interrupted"}
+    done = sorted(Path(name).stem + "_x2.png" for name, status in records if status == "done")
     assert sorted(outputs(out)) == done  # no partial or hidden temporary file
 
 

@@ -216,10 +216,14 @@ sys.exit(summary.exit_code)
 """
 
 
-def test_ctrl_c_of_the_driver_exits_130_and_leaves_nothing_partial(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_ctrl_c_of_the_driver_exits_130_and_leaves_nothing_partial(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    """SIGTERM as Ctrl-C: ``ray.init``'s own SIGTERM handler exited at once (issue 18, item 3)."""
     folder, out = make_small_then_large_folder(tmp_path / "in"), tmp_path / "out"
     command = [sys.executable, "-c", INTERRUPTED_DRIVER, str(folder), str(out), str(SR_X2)]
-    code, records, errors = interrupt_after_first_result(command, timeout=120)
+    code, records, errors = interrupt_after_first_result(command, timeout=120, stop=stop)
     assert code == 130, errors
     assert records[0] == [str(folder / "a_small.png"), "done"]
     assert len(records) < 4

@@ -15,6 +15,7 @@ from typer import Abort
 from typer.core import TyperArgument
 
 from ..errors import SwinIRError
+from ..signals import EXIT_INTERRUPTED, interrupt_on_stop_signals
 from . import evaluate, models, restore
 from .options import Help, Version
 from .output import Output
@@ -48,8 +49,6 @@ restore.register(app)
 evaluate.register(app)
 models.register(app)
 
-EXIT_INTERRUPTED = 130
-
 # The usage errors the app raises are click's: the click package's before typer 0.26, typer's private
 # copy of it since. typer exports neither's ClickException, but its public BadParameter descends from
 # the one in use, so this names it on every typer version without importing a private module.
@@ -70,10 +69,12 @@ def _command() -> typer.core.TyperGroup:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns (and exits with) 0 on success, 1 on failure, 2 on usage errors,
-    130 when interrupted. Without arguments it prints the help (exit 0)."""
+    130 when interrupted (SIGINT, SIGTERM or SIGHUP alike: :mod:`swinir_cli.signals`). Without arguments
+    it prints the help (exit 0)."""
     debug = os.environ.get("SWINIR_DEBUG", "") not in ("", "0")
     console = Output()
     args = sys.argv[1:] if argv is None else argv
+    restore_signals = interrupt_on_stop_signals()
     try:
         code = _command().main(args=list(args) or ["--help"], prog_name="swinir", standalone_mode=False)
     except SwinIRError as exc:
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Abort):
         console.error("interrupted")
         code = EXIT_INTERRUPTED
+    finally:
+        restore_signals()
     code = code if isinstance(code, int) else 0
     if argv is None:
         sys.exit(code)

@@ -20,6 +20,7 @@ from ..errors import UsageError
 from ..matlab_resize import PASS_MODES
 from ..resolve import ModelRequest, check_request, named_entry, open_restorer
 from ..tasks import TASKS
+from ..text import printable
 from . import options as o
 from .options import check_tiling
 from .output import Output
@@ -242,7 +243,7 @@ def _print_table(out: Output, results: list[ImageResult], means: dict[str, float
     for key in keys:
         table.add_column(_HEADINGS[key], justify="right")
     for result in results:
-        table.add_row(escape(result.name), *(_format(key, result.metrics[key]) for key in keys))
+        table.add_row(escape(printable(result.name)), *(_format(key, result.metrics[key]) for key in keys))
     table.add_section()
     table.add_row("[bold]average[/]", *(f"[bold]{_format(key, means[key])}[/]" for key in keys))
     (out.err if out.json_lines else out.out).print(table)

@@ -1,7 +1,8 @@
 """All terminal output of the command line goes through :class:`Output`.
 
 Messages and progress go to stderr, so that stdout stays free for data (``-o -`` and ``--json``). Progress
-bars are drawn only on a terminal and never when quiet; elsewhere long work reports plain log lines.
+bars are drawn only on a terminal and never when quiet; elsewhere long work reports plain log lines. Every
+message is :func:`~swinir_cli.text.printable`: a file name's control characters are shown escaped.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from rich.progress import (
 from rich.text import Text
 
 from ..download import DownloadEvent, DownloadProgress, DownloadRetry, DownloadWaiting
+from ..text import printable
 
 #: Seconds between two plain progress lines when stderr is not a terminal.
 PLAIN_PROGRESS_INTERVAL = 5.0
@@ -38,6 +40,11 @@ PLAIN_PROGRESS_INTERVAL = 5.0
 
 #: Width of tables written to a file or pipe, where no terminal says how wide it is.
 PIPE_WIDTH = 160
+
+
+def _shown(message: str) -> str:
+    """``message`` as rich prints it literally, its control characters escaped."""
+    return escape(printable(message))
 
 
 def _console(*, stderr: bool) -> Console:
@@ -69,11 +76,11 @@ class Output:
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.err.print(escape(message))
+            self.err.print(_shown(message))
 
     def warning(self, message: str) -> None:
         if not self.quiet:
-            self.err.print(f"[yellow]warning:[/] {escape(message)}")
+            self.err.print(f"[yellow]warning:[/] {_shown(message)}")
 
     def download_notice(self, event: DownloadEvent) -> None:
         """A download's retry (a warning) or its wait for another process (a line); bytes are left to
@@ -87,7 +94,7 @@ class Output:
             self.info(f"{event.model}: waiting for another process {event.doing} {event.path}")
 
     def error(self, message: str) -> None:
-        self.err.print(f"[bold red]error:[/] {escape(message)}")
+        self.err.print(f"[bold red]error:[/] {_shown(message)}")
 
     def result(self, record: dict[str, Any]) -> None:
         """One machine-readable result line on stdout (only with ``--json``).
@@ -127,7 +134,7 @@ class Output:
                 TimeRemainingColumn(),
             ]
         with Progress(*columns, console=self.err, transient=True) as bar:
-            task_id = bar.add_task(escape(description), total=total)
+            task_id = bar.add_task(_shown(description), total=total)
             yield ProgressTask(bar, task_id, description, self, unit)
 
     @contextmanager
@@ -246,7 +253,7 @@ class BatchProgress:
                 left = "" if eta is None else f" ({_clock(eta)} left)"
                 self._output.info(f"[{index + 1}/{self._total}] {input_name} -> {output_name}{left}")
             return
-        self._bar.reset(self._work, description=escape(input_name), total=None, unit="tiles", visible=True)
+        self._bar.reset(self._work, description=_shown(input_name), total=None, unit="tiles", visible=True)
 
     def tiles(self, done: int, total: int) -> None:
         """``done`` of ``total`` tiles of the current image are restored."""
@@ -288,7 +295,7 @@ class BatchProgress:
             if unit == "tiles":
                 self._image_started = self._work_started
             if self._bar is not None:
-                self._bar.reset(self._work, total=total, unit=unit, description=escape(label or self._name))
+                self._bar.reset(self._work, total=total, unit=unit, description=_shown(label or self._name))
         if self._bar is not None:
             self._bar.update(self._work, completed=done, total=total, unit=unit)
             return

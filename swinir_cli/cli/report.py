@@ -1,11 +1,17 @@
 """What a restoration batch tells its user: a line per failure, per written image on a terminal, and a
-summary; with ``--json`` one record per input on standard output."""
+summary; with ``--json`` one record per input on standard output.
+
+A record names files as given; a name that is not UTF-8 is written with each undecodable byte as
+``\\xNN`` and comes with ``input_bytes``/``output_bytes``, its exact bytes in base64
+(:func:`~swinir_cli.text.json_name`).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..batch import BatchPlan, BatchSummary, JobResult
+from ..text import json_name, valid_unicode
 from .output import Output
 
 
@@ -36,14 +42,15 @@ def report_result(out: Output, result: JobResult, *, single: bool) -> None:
 def record(
     input_name: str, output: str | None, model: str | None, seconds: float, status: str, error: str | None
 ) -> dict[str, Any]:
-    """One ``--json`` line: status is done, skipped, failed, interrupted or ignored (not an image)."""
+    """One ``--json`` line: status is done, skipped, failed, interrupted or ignored (not an image); a
+    name that is not UTF-8 adds its bytes (see the module docstring)."""
     return {
-        "input": input_name,
-        "output": output,
+        **json_name("input", input_name),
+        **json_name("output", output),
         "model": model,
         "seconds": round(seconds, 3),
         "status": status,
-        "error": error,
+        "error": None if error is None else valid_unicode(error),
     }
 
 
