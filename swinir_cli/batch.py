@@ -70,6 +70,7 @@ __all__ = [
     "JobResult",
     "JobSteps",
     "OutputOptions",
+    "Verdict",
     "check_output_size",
     "judge_existing",
     "output_pixel_limit",
@@ -273,8 +274,8 @@ def _stdin_job(output: str | None, options: OutputOptions) -> Job:
         return Job(None, None)
     target = Path(output)
     if target.is_dir() or output.endswith(("/", "\\")):
-        target = target / _file_name(STDIN_STEM, options)
-    return Job(None, target)
+        return Job(None, target / _file_name(STDIN_STEM, options))
+    return Job(None, target, named_output=True)
 
 
 def _output_folder(inputs: Sequence[str], output: str | None) -> Path | None:
@@ -630,7 +631,9 @@ def judge_existing(job: Job, options: OutputOptions) -> Verdict:
         relation = _relation_to_legacy(job.source, legacy)
         same_settings = True  # earlier versions recorded no settings: their record is honoured as it is
         made_from = str(legacy["source"])
-    if relation == "same" and same_settings and _marks(job, options):
+    # A result this run would write without a record is redone (the old one has one, or is an earlier
+    # version's, then kept as it is: its record beside it is what resumes it).
+    if relation == "same" and same_settings and (legacy is not None or _marks(job, options)):
         return Verdict("skipped")
     if relation == "same":
         return Verdict("redo", f"{names} was made from this input with other settings; redone")

@@ -25,7 +25,9 @@ onto a background). Gray stays gray where the format stores gray, else it is rep
 AVIF). Metadata carried unless ``strip_metadata``: the ICC profile (only when its colour space still
 matches the output: an RGB profile is dropped from a gray output and vice versa), EXIF (PNG, JPEG, WebP,
 AVIF; TIFF gets its descriptive tags: make, model, date, artist, copyright, software, description) and
-PNG text chunks (PNG only).
+PNG text chunks (PNG only). swinir's own record of what made an output (:attr:`ImageMetadata.provenance`)
+goes into a PNG text chunk, a JPEG comment or WebP/TIFF XMP (also dropped by ``strip_metadata``);
+:func:`read_provenance` reads it back from a file's header alone.
 
 Every failure is an :class:`~swinir_cli.errors.ImageError` whose one-line message names the file and
 the reason. Pillow's warnings during a read (corrupt EXIF and the like) are not printed: they are
