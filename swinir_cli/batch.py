@@ -8,23 +8,32 @@ left unexpanded, or ``-`` for standard input. Outputs, unless ``--output`` says 
   each image (sub-folders mirrored with ``recursive``);
 * ``-`` (standard input) gives standard output.
 
-An output never replaces an input: a job whose output is its own input, or another input while
-``overwrite`` is on, or the output of an earlier job, fails before any work. A file that is an output this
-run plans to write is never one of its inputs (so running ``'*.png'`` twice does not restore the first
-run's results). Each result is written atomically (see :func:`swinir_cli.imageio.write_image`), never over a
-file another process wrote meanwhile (with ``overwrite``, over only the file found when the job began), and a
-hidden ``.<output name>.source.json`` beside it records the input it was made from (resolved path, size and
-modification time). An existing output is skipped unless ``overwrite`` when that record names this input
-as it is now, so running an interrupted batch again resumes it; an output made from another input (or by
-something else) fails the job instead, naming both. Files in folders that are not images (judged by
-suffix) and special files (FIFOs, devices, sockets) found in folders or through patterns are ignored and
-listed; every other problem fails its own job, and the batch goes on.
+An output never replaces an input: a job whose output is its own input, another input, or the output of
+an earlier job fails before any work, ``overwrite`` or not. A file swinir made (it carries swinir's
+provenance) that this run plans to write again is not one of its inputs (so running ``'*.png'`` twice
+does not restore the first run's results); a file of that name that swinir did not make stays an input.
+
+Each result is written atomically (see :func:`swinir_cli.imageio.write_image`), never over a file another
+process wrote meanwhile (with ``overwrite``, over only the file found when the job began), with its
+:class:`~swinir_cli.provenance.Provenance` inside (the input's name, size and sha256, and the fingerprint
+of the settings that change pixels, :attr:`OutputOptions.settings`). An existing output is judged by
+:func:`judge_existing`: skipped when made from this input's content with these settings (so running an
+interrupted batch again resumes it), redone with a note when made from this input with other settings or
+from its earlier content, and otherwise left alone, its job failed with a line: made from another input
+(``overwrite`` replaces it), or not made by swinir (replaced only when ``--output`` names that very file
+and ``overwrite`` is on). Formats without provenance (BMP, GIF, ...) and ``strip_metadata`` write results
+swinir cannot recognise later: such an existing output is neither skipped nor replaced. The hidden
+``.<output name>.source.json`` records of earlier versions are honoured and removed when their output is
+written again. Files in folders that are not images (judged by suffix) and special files (FIFOs,
+devices, sockets) found in folders or through patterns are ignored and listed; every other problem fails
+its own job, and the batch goes on.
 
 After the model, :func:`resize_image` gives other output sizes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import json
@@ -39,18 +48,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .durable import FileIdentity, overlong_name, write_file_atomically
+from .durable import FileIdentity, overlong_name
 from .errors import BatchStopError, ImageError, SwinIRError, UsageError
 from .imageio import (
     PILLOW_LIMIT,
     LoadedImage,
+    carries_provenance,
     encode_image,
     is_probably_image,
     output_format,
     pillow_pixel_limit,
     read_image,
+    read_provenance,
     write_image,
 )
+from .provenance import ContentId, Provenance, place_of
 from .signals import EXIT_INTERRUPTED
 
 __all__ = [
@@ -61,7 +73,9 @@ __all__ = [
     "JobResult",
     "JobSteps",
     "OutputOptions",
+    "Verdict",
     "check_output_size",
+    "judge_existing",
     "output_pixel_limit",
     "output_size",
     "plan_jobs",
@@ -82,12 +96,15 @@ STDIN_STEM = "stdin"
 class Job:
     """One image to restore: ``source``/``target`` are None for standard input/output.
 
-    ``problem`` is set when the job is known to fail before it runs (missing input, clashing output).
+    ``problem`` is set when the job is known to fail before it runs (missing input, clashing output);
+    ``named_output``: the user named ``target`` itself with ``--output`` (``overwrite`` may then replace
+    it even when swinir did not make it).
     """
 
     source: Path | None
     target: Path | None
     problem: str | None = None
+    named_output: bool = False
 
     @property
     def input_name(self) -> str:
@@ -101,13 +118,14 @@ class Job:
 @dataclass
 class JobResult:
     """How a job ended: ``status`` is "done", "skipped", "failed" or "interrupted"; ``model`` names the
-    model that restored it (None when none ran)."""
+    model that restored it (None when none ran); ``note`` says why an existing output was redone."""
 
     job: Job
     status: str
     seconds: float = 0.0
     error: str | None = None
     model: str | None = None
+    note: str | None = None
 
 
 @dataclass
@@ -140,7 +158,9 @@ class BatchSummary:
 
 @dataclass(frozen=True)
 class OutputOptions:
-    """How results are named and encoded; ``suffix`` is part of a file name, never a path.
+    """How results are named and encoded; ``suffix`` is part of a file name, never a path; ``settings``
+    fingerprints the settings that change pixels (:func:`swinir_cli.recipe.settings_fingerprint`), recorded
+    in each output's provenance.
 
     Raises:
         UsageError: ``suffix`` holds a path separator (``/`` or ``\\``) or a NUL: it would leave the output
@@ -152,6 +172,7 @@ class OutputOptions:
     quality: int | None = None
     strip_metadata: bool = False
     overwrite: bool = False
+    settings: str = ""
 
     def __post_init__(self) -> None:
         forbidden = [c for c in ("/", "\\", "\0") if c in self.suffix]  # either separator, anywhere
@@ -191,13 +212,14 @@ def plan_jobs(
             found.problems.append(Job(Path(pattern), None, f"{pattern}: no file matches this pattern"))
         for path in matches:
             found.add(path, recursive=recursive, exclude=out_dir, matched=matches != [Path(pattern)])
+    named = out_dir is None and output not in (None, STDIO)
     jobs = [
-        Job(source, _target(source, folder, output, out_dir, options))
+        Job(source, _target(source, folder, output, out_dir, options), named_output=named)
         for source, folder in _unique(found.files)
     ]
     jobs, own_outputs = _without_own_outputs(jobs)
     ignored = found.ignored + [(path, "an output of this run, not an input") for path in own_outputs]
-    return BatchPlan(found.problems + _refuse_clashes(jobs, options), found.not_images, ignored)
+    return BatchPlan(found.problems + _refuse_clashes(jobs), found.not_images, ignored)
 
 
 @dataclass
@@ -248,12 +270,15 @@ def _special_kind(path: Path) -> str | None:
 
 
 def _without_own_outputs(jobs: list[Job]) -> tuple[list[Job], list[Path]]:
-    """The jobs whose input is not the planned output of another job, and those inputs."""
+    """The jobs whose input is not an output swinir made that another job plans to write, and those
+    inputs. A file of a planned output's name that swinir did not make stays an input (and the job that
+    would replace it fails in :func:`_refuse_clashes`)."""
     targets = {job.target.resolve() for job in jobs if job.target is not None}
     kept, own = [], []
     for job in jobs:
         is_output = job.source is not None and job.source.resolve() in targets
-        if is_output and job.target is not None and job.target.resolve() != job.source.resolve():
+        another = is_output and job.target is not None and job.target.resolve() != job.source.resolve()
+        if another and _made_by_swinir(job.source):  # type: ignore[arg-type]
             own.append(job.source)
         else:
             kept.append(job)
@@ -265,8 +290,8 @@ def _stdin_job(output: str | None, options: OutputOptions) -> Job:
         return Job(None, None)
     target = Path(output)
     if target.is_dir() or output.endswith(("/", "\\")):
-        target = target / _file_name(STDIN_STEM, options)
-    return Job(None, target)
+        return Job(None, target / _file_name(STDIN_STEM, options))
+    return Job(None, target, named_output=True)
 
 
 def _output_folder(inputs: Sequence[str], output: str | None) -> Path | None:
@@ -337,8 +362,9 @@ def _sibling_folder(folder: Path, suffix: str) -> Path:
     return folder.with_name(f"{folder.name}{suffix}")
 
 
-def _refuse_clashes(jobs: list[Job], options: OutputOptions) -> list[Job]:
-    """Give a problem to each job whose output would replace an input or an earlier job's output."""
+def _refuse_clashes(jobs: list[Job]) -> list[Job]:
+    """Give a problem to each job whose output would replace an input or an earlier job's output
+    (``--overwrite`` or not: an input of the run is never replaced)."""
     sources = {job.source.resolve(): job.source for job in jobs if job.source is not None}
     claimed: dict[Path, Job] = {}
     checked = []
@@ -350,8 +376,11 @@ def _refuse_clashes(jobs: list[Job], options: OutputOptions) -> list[Job]:
         problem = None
         if target == job.source.resolve():
             problem = f"{job.source}: the output would replace the input; choose another --output or --suffix"
-        elif target in sources and options.overwrite:
-            problem = f"{job.source}: the output {job.target} would replace the input {sources[target]}"
+        elif target in sources:
+            problem = (
+                f"{job.source}: the output {job.target} would replace the input {sources[target]}, which "
+                "swinir did not make; choose another --output or --suffix"
+            )
         elif target in claimed:
             problem = f"{job.source}: the output {job.target} is also the output of {claimed[target].source}"
         else:
@@ -465,11 +494,12 @@ class JobSteps:
     # Per target with work: the file it held when the job began (None: none), the only file its write
     # may replace (another run's result, written meanwhile, is kept).
     _found: dict[Path, FileIdentity | None] = field(default_factory=dict, compare=False, repr=False)
+    #: Why a job's existing output is being redone, by job, until :meth:`done` reports it.
+    notes: dict[Job, str] = field(default_factory=dict, compare=False, repr=False)
 
     def settled(self, job: Job) -> JobResult | None:
-        """The result of a job that needs no work: it failed in planning, its output's name is too long,
-        or its output exists, skipped when made from this input as it is now, failed when made from
-        another."""
+        """The result of a job that needs no work: it failed in planning, its output's name is too long, or
+        its existing output is skipped or refused (:func:`judge_existing`); None when the job is to run."""
         if job.problem is not None:
             return JobResult(job, "failed", error=job.problem)
         if job.target is None:
@@ -484,11 +514,19 @@ class JobSteps:
                 "of its file system (a shorter --suffix or input name avoids it)",
             )
         found = FileIdentity.of(job.target)
-        if found is not None and not self.options.overwrite:
-            clash = _made_from_another(job)
-            return JobResult(job, "skipped") if clash is None else JobResult(job, "failed", error=clash)
+        if found is not None:
+            verdict = judge_existing(job, self.options)
+            if verdict.status != "redo":
+                error = verdict.message if verdict.status == "failed" else None
+                return JobResult(job, verdict.status, error=error)
+            if verdict.message is not None:
+                self.notes[job] = verdict.message
         self._found[job.target] = found
         return None
+
+    def done(self, job: Job, seconds: float) -> JobResult:
+        """The ``done`` result of ``job``, with the note of an output it redid."""
+        return JobResult(job, "done", seconds, note=self.notes.pop(job, None))
 
     def read(self, job: Job) -> LoadedImage:
         """The job's decoded input (standard input when ``job.source`` is None)."""
@@ -501,12 +539,14 @@ class JobSteps:
         return self.restore_image(image, job)
 
     def write(self, job: Job, image: LoadedImage) -> None:
-        """Write the result atomically to ``job.target`` (standard output when None), then the record of
-        the input it was made from beside it. It replaces only the file :meth:`settled` found there (with
-        ``overwrite``): one that another process wrote meanwhile is kept, and the job fails."""
+        """Write the result atomically to ``job.target`` (standard output when None) with its provenance
+        inside, replacing only the file :meth:`settled` found there (one that another process wrote
+        meanwhile is kept, and the job fails); an earlier version's record beside it is then removed."""
         replaces = self._found.pop(job.target, None) if job.target is not None else None
         _write(job, image, self.options, replaces)
-        _record_source(job)
+        if job.target is not None:
+            with contextlib.suppress(OSError):  # the provenance inside the output now prevails
+                source_record_path(job.target).unlink(missing_ok=True)
 
     def run(self, job: Job, index: int = 0, on_start: Callable[[Job, int], None] | None = None) -> JobResult:
         """The job's result, its stages in series; ``on_start(job, index)`` before a job that has work."""
@@ -520,7 +560,7 @@ class JobSteps:
             self.write(job, self.restore(self.read(job), job))
         except JOB_ERRORS as exc:
             return job_failure(job, exc, time.perf_counter() - started)
-        return JobResult(job, "done", time.perf_counter() - started)
+        return self.done(job, time.perf_counter() - started)
 
 
 def _read_stdin() -> bytes:
@@ -547,6 +587,10 @@ def _write_stdout(data: bytes) -> None:
 
 
 def _write(job: Job, image: LoadedImage, options: OutputOptions, replaces: FileIdentity | None) -> None:
+    if image.content is not None:
+        provenance = _provenance(job.source, image.content, options)
+        metadata = dataclasses.replace(image.metadata, provenance=provenance)
+        image = dataclasses.replace(image, metadata=metadata)
     if job.target is None:
         data = encode_image(
             image,
@@ -571,43 +615,142 @@ def _write(job: Job, image: LoadedImage, options: OutputOptions, replaces: FileI
     )
 
 
+def _provenance(source: Path | None, content: ContentId, options: OutputOptions) -> str:
+    """The provenance text of a result made from ``source`` (None: standard input) of ``content``."""
+    if source is None:
+        return Provenance("<stdin>", content, "", options.settings).to_text()
+    return Provenance(source.name, content, place_of(source), options.settings).to_text()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What to do with a job's existing output: ``status`` "skipped", "redo" or "failed"; ``message``
+    is the note of a redo (None: nothing to say) or the failure's line."""
+
+    status: str
+    message: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in ("skipped", "redo", "failed") or (self.status == "failed" and not self.message):
+            raise ValueError(f"not a verdict: {self.status!r} {self.message!r}")
+
+
+def judge_existing(job: Job, options: OutputOptions) -> Verdict:
+    """What to do with ``job.target``, which exists (see the module docstring for the rules).
+
+    Reads the existing output's provenance from its header (or an earlier version's record beside it);
+    the input is hashed only when the sizes leave the question open.
+    """
+    assert job.target is not None
+    recorded = _recorded_provenance(job.target)
+    legacy = _legacy_record(job.target) if recorded is None else None
+    names = f"{job.input_name}: {job.output_name}"
+    if recorded is None and legacy is None:
+        if options.overwrite and job.named_output:
+            return Verdict("redo")
+        hint = (
+            "--overwrite replaces it, as --output names it"
+            if job.named_output
+            else "delete it, or choose another --output or --suffix"
+        )
+        return Verdict("failed", f"{names} exists and carries no swinir provenance, so it is kept ({hint})")
+    if options.overwrite:
+        return Verdict("redo")
+    if job.source is None:
+        return Verdict("failed", f"{names} exists (--overwrite replaces it)")
+    if recorded is not None:
+        relation = _relation(job.source, recorded)
+        same_settings = recorded.settings == options.settings
+        made_from = f"another {recorded.input}"
+    else:
+        assert legacy is not None
+        relation = _relation_to_legacy(job.source, legacy)
+        same_settings = True  # earlier versions recorded no settings: their record is honoured as it is
+        made_from = str(legacy["source"])
+    # A result this run would write without a record is redone (the old one has one, or is an earlier
+    # version's, then kept as it is: its record beside it is what resumes it).
+    if relation == "same" and same_settings and (legacy is not None or _marks(job, options)):
+        return Verdict("skipped")
+    if relation == "same":
+        return Verdict("redo", f"{names} was made from this input with other settings; redone")
+    if relation == "changed":
+        return Verdict("redo", f"{names} was made from an earlier version of this input; redone")
+    return Verdict(
+        "failed",
+        f"{names} exists, made from {made_from} (--overwrite replaces it, --suffix or --output avoids it)",
+    )
+
+
+def _marks(job: Job, options: OutputOptions) -> bool:
+    """Whether this run records the provenance in ``job``'s output (its format has a place for it)."""
+    assert job.target is not None
+    try:
+        return not options.strip_metadata and carries_provenance(output_format(job.target, options.format))
+    except ImageError:
+        return False
+
+
+def _relation(source: Path, recorded: Provenance) -> str:
+    """``same`` (this input's content), ``changed`` (made from this place, other content) or ``other``."""
+    try:
+        size = source.stat().st_size
+        if size == recorded.content.size and ContentId.of_file(source) == recorded.content:
+            return "same"
+        place = place_of(source)
+    except OSError:
+        return "other"  # its read fails the job; nothing is replaced meanwhile
+    return "changed" if recorded.place == place else "other"
+
+
+def _recorded_provenance(target: Path) -> Provenance | None:
+    text = read_provenance(target)
+    return None if text is None else Provenance.from_text(text)
+
+
+def _made_by_swinir(path: Path) -> bool:
+    """Whether ``path`` carries swinir's provenance (or an earlier version's record beside it)."""
+    return _recorded_provenance(path) is not None or _legacy_record(path) is not None
+
+
 def source_record_path(target: Path) -> Path:
-    """The hidden file beside ``target`` that records the input it was made from."""
+    """The hidden file beside ``target`` in which earlier versions recorded the input it was made from."""
     return target.with_name(f".{target.name}.source.json")
 
 
-def _source_identity(source: Path) -> dict[str, object]:
-    """What identifies an input as it is now: its resolved path, size and modification time (ns)."""
-    status = source.stat()
-    return {"source": str(source.resolve()), "size": status.st_size, "mtime_ns": status.st_mtime_ns}
+#: The most bytes read of an earlier version's record (they hold one path, a size and a time).
+_LEGACY_RECORD_LIMIT = 64 * 1024
 
 
-def _record_source(job: Job) -> None:
-    if job.source is None or job.target is None:
-        return
-    record = source_record_path(job.target)
+def _legacy_record(target: Path) -> dict[str, object] | None:
+    """An earlier version's record of ``target``'s input (path, size, mtime); None when there is none."""
+    path = source_record_path(target)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
     try:
-        write_file_atomically(record, json.dumps(_source_identity(job.source)).encode("utf-8"))
-    except OSError as exc:
-        raise ImageError(
-            f"{record}: cannot record the source of {job.target} ({exc.strerror or exc})"
-        ) from None
-
-
-def _made_from_another(job: Job) -> str | None:
-    """None when the existing output of ``job`` was made from its input as it is now; else why not."""
-    assert job.target is not None
-    redo = "--overwrite replaces it, --suffix or --output avoids it"
-    try:
-        recorded = json.loads(source_record_path(job.target).read_text(encoding="utf-8"))
-        current = _source_identity(job.source) if job.source is not None else None
-    except (OSError, ValueError):
-        return f"{job.input_name}: {job.output_name} exists and was not made from this input ({redo})"
-    if recorded == current:
+        descriptor = os.open(path, flags)
+    except OSError:
         return None
-    if isinstance(recorded, dict) and recorded.get("source") != (current or {}).get("source"):
-        return f"{job.input_name}: {job.output_name} exists, made from {recorded.get('source')} ({redo})"
-    return f"{job.input_name}: {job.output_name} exists, made from an earlier version of this input ({redo})"
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return None
+        record = json.loads(os.read(descriptor, _LEGACY_RECORD_LIMIT))
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(descriptor)
+    return record if isinstance(record, dict) and isinstance(record.get("source"), str) else None
+
+
+def _relation_to_legacy(source: Path, record: dict[str, object]) -> str:
+    """As :func:`_relation`, for an earlier version's record (resolved path, size, modification time)."""
+    try:
+        status = source.stat()
+        path = str(source.resolve())
+    except OSError:
+        return "other"
+    if record.get("source") != path:
+        return "other"
+    same = record.get("size") == status.st_size and record.get("mtime_ns") == status.st_mtime_ns
+    return "same" if same else "changed"
 
 
 # --------------------------------------------------------------------------------------------------

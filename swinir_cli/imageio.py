@@ -25,7 +25,9 @@ onto a background). Gray stays gray where the format stores gray, else it is rep
 AVIF). Metadata carried unless ``strip_metadata``: the ICC profile (only when its colour space still
 matches the output: an RGB profile is dropped from a gray output and vice versa), EXIF (PNG, JPEG, WebP,
 AVIF; TIFF gets its descriptive tags: make, model, date, artist, copyright, software, description) and
-PNG text chunks (PNG only).
+PNG text chunks (PNG only). swinir's own record of what made an output (:attr:`ImageMetadata.provenance`)
+goes into a PNG text chunk, a JPEG comment or WebP/TIFF XMP (also dropped by ``strip_metadata``);
+:func:`read_provenance` reads it back from a file's header alone.
 
 Every failure is an :class:`~swinir_cli.errors.ImageError` whose one-line message names the file and
 the reason. Pillow's warnings during a read (corrupt EXIF and the like) are not printed: they are
@@ -36,8 +38,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import html
 import io
 import os
+import re
 import stat
 import struct
 import threading
@@ -63,6 +67,7 @@ from swinir_cli.durable import (
     writer_is_gone,
 )
 from swinir_cli.errors import ImageError, UsageError
+from swinir_cli.provenance import ContentId
 
 # Pillow formats never opened: EPS runs Ghostscript on load; the others are identification-only stubs
 # or need Windows.
@@ -103,6 +108,10 @@ _KEEPS_ALPHA = frozenset({"PNG", "TIFF", "WEBP", "AVIF", "TGA"})
 _KEEPS_GRAY = frozenset({"PNG", "TIFF", "JPEG", "BMP", "TGA", "PPM", "JPEG2000"})
 _KEEPS_16_BIT = frozenset({"PNG", "TIFF"})
 _CARRIES_EXIF = frozenset({"PNG", "JPEG", "WEBP", "AVIF"})
+_CARRIES_PROVENANCE = frozenset({"PNG", "JPEG", "WEBP", "TIFF"})
+#: The PNG text key (and XMP property) that holds swinir's provenance record.
+PROVENANCE_KEY = "swinir:provenance"
+_XMP_TAG = 700
 _DEFAULT_QUALITY = {"JPEG": 95, "WEBP": 95, "AVIF": 90}
 _FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF", "JP2": "JPEG2000"}
 
@@ -154,12 +163,15 @@ class ImageMetadata:
     """Metadata carried from input to output.
 
     ``icc_profile``: raw ICC bytes; ``exif``: serialised EXIF with the orientation already reset to 1;
-    ``png_text``: PNG ``tEXt``/``zTXt``/``iTXt`` chunks as key -> text.
+    ``png_text``: PNG ``tEXt``/``zTXt``/``iTXt`` chunks as key -> text; ``provenance``: swinir's record of
+    what made the image (:class:`~swinir_cli.provenance.Provenance` as text), written into outputs of the
+    formats that carry it (:func:`carries_provenance`) and never taken from an input.
     """
 
     icc_profile: bytes | None = None
     exif: bytes | None = None
     png_text: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    provenance: str | None = None
 
     def icc_colour_space(self) -> str | None:
         """The profile's data colour space from its header (``"RGB"``, ``"GRAY"``, ``"CMYK"``...)."""
@@ -176,7 +188,8 @@ class LoadedImage:
     made in memory; ``name`` is used in messages; ``warnings`` holds what the decoder complained about
     without failing; ``jpeg_quantization`` holds a JPEG source's quantization tables (for estimating the
     quality it was saved at), None for other sources; ``frames`` counts the source's frames or pages (an
-    animated GIF or PNG, a multi-page TIFF), of which ``pixels`` holds the first.
+    animated GIF or PNG, a multi-page TIFF), of which ``pixels`` holds the first; ``content`` identifies the
+    bytes it was decoded from (size and sha256), None for an image made in memory.
     """
 
     pixels: np.ndarray
@@ -187,6 +200,7 @@ class LoadedImage:
     warnings: tuple[str, ...] = ()
     jpeg_quantization: tuple[tuple[int, ...], ...] | None = None
     frames: int = 1
+    content: ContentId | None = None
 
     def __post_init__(self) -> None:
         pixels = self.pixels
@@ -255,7 +269,8 @@ def read_image(
         raise ImageError(f"{label}: empty file")
     with _pillow_reading(caught):
         image = _decode(data, label, limit)
-    return dataclasses.replace(image, warnings=tuple(_one_line(w.message) for w in caught))
+    messages = tuple(_one_line(w.message) for w in caught)
+    return dataclasses.replace(image, warnings=messages, content=ContentId.of(data))
 
 
 def pillow_pixel_limit() -> int | None:
@@ -486,6 +501,7 @@ def _read_metadata(opened: Image.Image) -> tuple[int, ImageMetadata]:
     """The EXIF orientation (1..8) and the metadata to carry over (EXIF orientation reset to 1)."""
     icc = opened.info.get("icc_profile") or None
     text = dict(opened.text) if isinstance(opened, PngImagePlugin.PngImageFile) else {}
+    text.pop(PROVENANCE_KEY, None)  # the input's own record: not the output's
     try:
         exif = opened.getexif()
         orientation = exif.get(_ORIENTATION_TAG, 1)
@@ -744,11 +760,17 @@ def _save_options(fmt: str, quality: int | None, metadata: ImageMetadata) -> dic
         options["icc_profile"] = metadata.icc_profile
     if metadata.exif is not None and fmt in _CARRIES_EXIF:
         options["exif"] = metadata.exif
-    if fmt == "PNG" and metadata.png_text:
-        options["pnginfo"] = _png_info(metadata.png_text)
+    provenance = metadata.provenance
+    if fmt == "PNG" and (metadata.png_text or provenance is not None):
+        own = {} if provenance is None else {PROVENANCE_KEY: provenance}
+        options["pnginfo"] = _png_info({**metadata.png_text, **own})
+    if fmt == "JPEG" and provenance is not None:
+        options["comment"] = provenance.encode("utf-8")
+    if fmt == "WEBP" and provenance is not None:
+        options["xmp"] = _provenance_xmp(provenance)
     if fmt == "TIFF":
         options["compression"] = "tiff_adobe_deflate"
-        options["tiffinfo"] = _tiff_descriptive_tags(metadata.exif)
+        options["tiffinfo"] = _tiff_tags(metadata)
     if fmt in _DEFAULT_QUALITY:
         chosen = _DEFAULT_QUALITY[fmt] if quality is None else quality
         options["quality"] = chosen
@@ -762,6 +784,14 @@ def _png_info(text: Mapping[str, str]) -> PngImagePlugin.PngInfo:
     for key, value in text.items():
         info.add_text(key, value)  # iTXt when the text is not Latin-1
     return info
+
+
+def _tiff_tags(metadata: ImageMetadata) -> dict[int, str | bytes]:
+    """The descriptive tags of :func:`_tiff_descriptive_tags`, and the provenance as XMP (tag 700)."""
+    tags: dict[int, str | bytes] = {**_tiff_descriptive_tags(metadata.exif)}
+    if metadata.provenance is not None:
+        tags[_XMP_TAG] = _provenance_xmp(metadata.provenance)
+    return tags
 
 
 def _tiff_descriptive_tags(exif: bytes | None) -> dict[int, str]:
@@ -873,12 +903,181 @@ def _encode_tiff_16(pixels: np.ndarray, alpha: np.ndarray | None, metadata: Imag
     if metadata.icc_profile is not None:
         ifd[34675] = metadata.icc_profile
         ifd.tagtype[34675] = TiffTags.UNDEFINED
-    for tag, value in _tiff_descriptive_tags(metadata.exif).items():
+    for tag, value in _tiff_tags(metadata).items():
         ifd[tag] = value
+    if _XMP_TAG in ifd:
+        ifd.tagtype[_XMP_TAG] = TiffTags.BYTE
     for tag in (256, 257, 273, 278, 279):
         ifd.tagtype[tag] = TiffTags.LONG
     header = b"II" + struct.pack("<HI", 42, 8)  # the IFD follows the header, the strip follows the IFD
     return header + ifd.tobytes(8) + strip
+
+
+# --------------------------------------------------------------------------------------------------
+# Provenance: written by the encoders above, read back from the header of an existing output
+
+#: The most bytes :func:`read_provenance` reads (headers, and the one record it keeps), and the most
+#: chunks, segments or directory entries it steps over.
+_PROVENANCE_READ_LIMIT = 1 << 20
+_PROVENANCE_STEP_LIMIT = 4096
+_XMP_PROPERTY = re.compile(rb'swinir:provenance="([^"]*)"')
+
+
+def carries_provenance(fmt: str) -> bool:
+    """Whether :func:`write_image` records the provenance in the Pillow format ``fmt`` (PNG, JPEG, WebP,
+    TIFF); other formats (BMP, GIF, PPM, TGA, AVIF, ...) have no place swinir writes it to."""
+    return fmt in _CARRIES_PROVENANCE
+
+
+def _provenance_xmp(text: str) -> bytes:
+    """An XMP packet whose only property is the provenance ``text`` (XML-escaped)."""
+    value = html.escape(text, quote=True)
+    return (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        f'<rdf:Description rdf:about="" xmlns:swinir="urn:swinir-cli:1/" swinir:provenance="{value}"/>'
+        '</rdf:RDF></x:xmpmeta><?xpacket end="r"?>'
+    ).encode()
+
+
+def _provenance_in_xmp(packet: bytes) -> str | None:
+    match = _XMP_PROPERTY.search(packet)
+    return None if match is None else html.unescape(match[1].decode("utf-8", "replace"))
+
+
+def read_provenance(path: Path) -> str | None:
+    """The provenance text swinir recorded in the image file at ``path``; None when it has none, is not a
+    regular file, cannot be read, or is in a format without provenance.
+
+    Reads the header only: chunks, segments and directory entries are stepped over by their lengths, at
+    most :data:`_PROVENANCE_STEP_LIMIT` of them and :data:`_PROVENANCE_READ_LIMIT` bytes in all; the file
+    is opened without blocking (a FIFO is never waited on).
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError:
+        return None
+    try:
+        if _special_file_kind(os.fstat(descriptor).st_mode) is not None:
+            return None
+        with os.fdopen(os.dup(descriptor), "rb") as stream:
+            reader = _HeaderReader(stream)
+            find = _PROVENANCE_READERS.get(_claimed_format(reader.read(16)) or "")
+            return None if find is None else find(reader)
+    except (OSError, ValueError, struct.error):
+        return None
+    finally:
+        os.close(descriptor)
+
+
+class _HeaderReader:
+    """Reads and seeks within a budget: raises ValueError past :data:`_PROVENANCE_READ_LIMIT` bytes
+    read, :data:`_PROVENANCE_STEP_LIMIT` steps, or at the end of the file."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.budget = _PROVENANCE_READ_LIMIT
+        self.steps = _PROVENANCE_STEP_LIMIT
+
+    def read(self, count: int) -> bytes:
+        if count > self.budget:
+            raise ValueError("over the provenance read limit")
+        self.budget -= count
+        data = self.stream.read(count)
+        if len(data) != count:
+            raise ValueError("truncated")
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> None:
+        self.steps -= 1
+        if self.steps < 0:
+            raise ValueError("too many steps")
+        self.stream.seek(offset, whence)
+
+
+def _png_provenance(reader: _HeaderReader) -> str | None:
+    """From a ``tEXt``/``iTXt`` chunk keyed :data:`PROVENANCE_KEY` before the first ``IDAT``."""
+    key = PROVENANCE_KEY.encode("latin-1") + b"\0"
+    reader.seek(len(_PNG_SIGNATURE))
+    while True:
+        length, kind = struct.unpack(">I4s", reader.read(8))
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        if kind in (b"tEXt", b"iTXt") and length <= _PROVENANCE_READ_LIMIT // 2:
+            payload = reader.read(length)
+            reader.seek(4, os.SEEK_CUR)  # the CRC
+            if payload.startswith(key):
+                value = payload[len(key) :]
+                if kind == b"iTXt":  # compression flag and method, language tag, translated keyword
+                    flag, _, rest = value[0], value[1], value[2:]
+                    if flag:
+                        return None  # swinir's record is never compressed
+                    value = rest.split(b"\0", 2)[-1]
+                return value.decode("utf-8" if kind == b"iTXt" else "latin-1")
+        else:
+            reader.seek(length + 4, os.SEEK_CUR)
+
+
+def _jpeg_provenance(reader: _HeaderReader) -> str | None:
+    """From a ``COM`` segment holding a provenance record, before the first ``SOS``."""
+    reader.seek(2)
+    while True:
+        marker, kind = reader.read(2)
+        if marker != 0xFF:
+            return None
+        if kind == 0xFF:  # fill byte
+            reader.seek(-1, os.SEEK_CUR)
+            continue
+        if kind == 0xDA or 0xD0 <= kind <= 0xD9:  # start of scan, restart or end markers: no more headers
+            return None
+        (length,) = struct.unpack(">H", reader.read(2))
+        if kind == 0xFE:
+            text = reader.read(length - 2).decode("utf-8", "replace")
+            if text.startswith("{") and '"swinir"' in text:
+                return text
+        else:
+            reader.seek(length - 2, os.SEEK_CUR)
+
+
+def _webp_provenance(reader: _HeaderReader) -> str | None:
+    """From the ``XMP `` chunk of an extended WebP (RIFF chunks stepped over by their sizes)."""
+    reader.seek(12)  # "RIFF", the size, "WEBP"
+    while True:
+        try:
+            kind, size = struct.unpack("<4sI", reader.read(8))
+        except ValueError:
+            return None  # the end of the file: no XMP chunk
+        if kind == b"XMP ":
+            return _provenance_in_xmp(reader.read(size))
+        reader.seek(size + (size & 1), os.SEEK_CUR)
+
+
+def _tiff_provenance(reader: _HeaderReader) -> str | None:
+    """From the XMP tag (700) of the first image directory of a classic TIFF."""
+    reader.seek(0)
+    order = "<" if reader.read(2) == b"II" else ">"
+    magic, offset = struct.unpack(order + "HI", reader.read(6))
+    if magic != 42:
+        return None
+    reader.seek(offset)
+    (entries,) = struct.unpack(order + "H", reader.read(2))
+    for _ in range(min(entries, _PROVENANCE_STEP_LIMIT)):
+        tag, kind, count, value = struct.unpack(order + "HHII", reader.read(12))
+        if tag == _XMP_TAG and kind in (1, 7):  # BYTE or UNDEFINED
+            if count <= 4:
+                return None  # far too short for a record
+            reader.seek(value)
+            return _provenance_in_xmp(reader.read(count))
+    return None
+
+
+# By the format a file's signature announces (:func:`_claimed_format`).
+_PROVENANCE_READERS = {
+    "PNG": _png_provenance,
+    "JPEG": _jpeg_provenance,
+    "TIFF": _tiff_provenance,
+    "WebP": _webp_provenance,
+}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -108,7 +108,7 @@ def _encode(steps: JobSteps, job: Job, image: LoadedImage, seconds: float) -> Jo
         steps.write(job, image)
     except JOB_ERRORS as exc:
         return job_failure(job, exc, seconds + time.perf_counter() - started)
-    return JobResult(job, "done", seconds + time.perf_counter() - started)
+    return steps.done(job, seconds + time.perf_counter() - started)
 
 
 class _Overlapped:

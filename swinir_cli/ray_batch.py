@@ -60,14 +60,21 @@ def job_rows(jobs: Sequence[Job]) -> list[dict[str, Any]]:
     if any(job.source is None or job.target is None for job in jobs):
         raise UsageError("--ray reads and writes files: standard input and output are not supported")
     return [
-        {"index": index, "source": str(job.source), "target": str(job.target), "problem": job.problem or ""}
+        {
+            "index": index,
+            "source": str(job.source),
+            "target": str(job.target),
+            "problem": job.problem or "",
+            "named_output": job.named_output,
+        }
         for index, job in enumerate(jobs)
     ]
 
 
 def _job(batch: dict[str, np.ndarray], row: int) -> Job:
     problem = str(batch["problem"][row]) if "problem" in batch else ""
-    return Job(Path(str(batch["source"][row])), Path(str(batch["target"][row])), problem or None)
+    named = bool(batch["named_output"][row]) if "named_output" in batch else False
+    return Job(Path(str(batch["source"][row])), Path(str(batch["target"][row])), problem or None, named)
 
 
 def _actor_device() -> str:
@@ -129,6 +136,7 @@ class RestoreBatch:
             "seconds": np.array([r.seconds for r in results], dtype=np.float64),
             "error": np.array([r.error or "" for r in results], dtype=object),
             "model": np.array([r.model or "" for r in results], dtype=object),
+            "note": np.array([r.note or "" for r in results], dtype=object),
             "stop": np.array(stops, dtype=object),
         }
 
@@ -245,7 +253,8 @@ def _result(job: Job, batch: dict[str, np.ndarray], row: int, *, written_in_this
     status, error, model = str(batch["status"][row]), str(batch["error"][row]), str(batch["model"][row])
     if status == "skipped" and written_in_this_batch:
         status = "done"
-    return JobResult(job, status, float(batch["seconds"][row]), error or None, model or None)
+    note = str(batch["note"][row]) if "note" in batch else ""
+    return JobResult(job, status, float(batch["seconds"][row]), error or None, model or None, note or None)
 
 
 def _stop_error(name: str, message: str) -> SwinIRError:

@@ -10,6 +10,7 @@ atomically, returning the :class:`~swinir_cli.batch.JobResult` the serial comman
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,12 +31,21 @@ from .batch import (
 )
 from .errors import UsageError
 from .imageio import LoadedImage, keeps_16_bit, keeps_alpha, output_format
+from .provenance import settings_fingerprint
+from .tasks import AUTO
 
 if TYPE_CHECKING:
     from .download import DownloadEvent
     from .resolve import ModelChooser, ModelRequest
 
-__all__ = ["OutputSize", "RecipeRunner", "RestoreRecipe", "RestorerSettings", "RunProgress"]
+__all__ = [
+    "OutputSize",
+    "RecipeRunner",
+    "RestoreRecipe",
+    "RestorerSettings",
+    "RunProgress",
+    "pixel_settings",
+]
 
 ALPHA_MODES = ("bicubic", "model")
 
@@ -106,6 +116,12 @@ class RestoreRecipe:
     def __post_init__(self) -> None:
         if self.alpha not in ALPHA_MODES:
             raise UsageError(f"--alpha must be bicubic or model, not {self.alpha!r}")
+
+    def fingerprinted(self) -> RestoreRecipe:
+        """This recipe with :attr:`OutputOptions.settings` set to the fingerprint of
+        :func:`pixel_settings` (a ``--weights`` file is hashed: do it once, before the batch)."""
+        settings = settings_fingerprint(pixel_settings(self))
+        return dataclasses.replace(self, writing=dataclasses.replace(self.writing, settings=settings))
 
     def runner(
         self,
@@ -235,6 +251,47 @@ class RecipeRunner:
         if kind not in self._warned:
             self._warned.add(kind)
             self._warn(message + " (said once per run)")
+
+
+def pixel_settings(recipe: RestoreRecipe) -> dict[str, object]:
+    """Every setting of ``recipe`` that changes an output's pixels: the model (its weights' sha256, or
+    the registry entries it may be chosen from, by sha256 or else URL), the level, the output size,
+    precision, tiles and their overlap, TTA, TF32, alpha handling and the lossy quality. What only
+    changes speed or place (device, batch, engine, workers) is left out."""
+    request, restorer = recipe.request, recipe.restorer
+    return {
+        "task": request.task,
+        "model": _model_identity(request),
+        "level": request.level(),
+        "img_range": request.img_range,
+        "size": asdict(recipe.size),
+        "precision": restorer.precision,
+        "tile": restorer.tile,
+        "tile_overlap": restorer.tile_overlap,
+        "tta": restorer.tta,
+        "tf32": restorer.tf32,
+        "alpha": recipe.alpha,
+        "quality": recipe.writing.quality,
+    }
+
+
+def _model_identity(request: ModelRequest) -> list[list[str]]:
+    """``[["weights", sha256]]`` for a ``--weights`` file, else ``[name, sha256 or url]`` of each registry
+    entry the request may run (one when it names or fixes the model), sorted."""
+    from .download import sha256_of
+    from .registry import load_registry
+    from .resolve import check_request
+
+    if request.weights is not None:
+        return [["weights", sha256_of(request.weights)]]
+    fixed = check_request(request).entry
+    level = request.level()
+    entries = [fixed] if fixed is not None else [
+        entry
+        for entry in load_registry().values()
+        if entry.task == request.task and (level in (None, AUTO) or entry.level == level)
+    ]  # fmt: skip
+    return sorted([entry.name, entry.sha256 or entry.url] for entry in entries)
 
 
 def _target_format(job: Job, writing: OutputOptions) -> str:

@@ -43,12 +43,11 @@ def factory(weights: Path = DN_COLOR) -> CheckpointRunnerFactory:
 
 
 def outputs(folder: Path) -> dict[str, np.ndarray]:
-    """The images a run left in ``folder``, name -> pixels; a temporary file left behind fails the test
-    (hidden source records, ``.<output>.source.json``, are the only hidden files a run leaves)."""
+    """The images a run left in ``folder``, name -> pixels; any hidden file left behind (a temporary
+    file, a record beside an output) fails the test: a run leaves nothing but its outputs."""
     names = sorted(os.listdir(folder))
-    hidden = [name for name in names if name.startswith(".")]
-    assert all(name.endswith(".source.json") for name in hidden), hidden
-    return {name: read_image(folder / name).pixels for name in names if not name.startswith(".")}
+    assert not [name for name in names if name.startswith(".")], names
+    return {name: read_image(folder / name).pixels for name in names}
 
 
 def resume_from(folder: Path, out: Path, name: str) -> None:

@@ -6,6 +6,7 @@ stdout, resuming, --json, --recursive with non-ASCII names, and Ctrl-C.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import os
@@ -43,14 +44,15 @@ from swinir_cli.batch import (
 )
 from swinir_cli.cli import main
 from swinir_cli.errors import UsageError
-from swinir_cli.imageio import LoadedImage, read_image
+from swinir_cli.imageio import ImageMetadata, LoadedImage, read_image, read_provenance, write_image
 from swinir_cli.pipeline import Restorer
+from swinir_cli.provenance import ContentId, Provenance, place_of
 
 X2 = OutputOptions(suffix="_x2")
 
 
 def visible(folder: Path) -> list[str]:
-    """The names in ``folder`` but hidden ones (the records of which input each output came from)."""
+    """The names in ``folder`` but hidden ones."""
     return sorted(name for name in os.listdir(folder) if not name.startswith("."))
 
 
@@ -114,12 +116,20 @@ def test_missing_inputs_and_unmatched_patterns_fail_alone(tmp_path: Path) -> Non
     assert problems[2] is None and plan.jobs[2].target == tmp_path / "a_x2.png"
 
 
+def mark_as_made_by_swinir(path: Path) -> None:
+    """Rewrite the image at ``path`` as swinir writes its outputs: with a provenance record inside."""
+    record = Provenance("other.png", ContentId.of(b"other"), "", "").to_text()
+    image = read_image(path)
+    write_image(path, dataclasses.replace(image, metadata=ImageMetadata(provenance=record)))
+
+
 def test_an_output_never_replaces_an_input_or_another_output(tmp_path: Path) -> None:
     touch_images(tmp_path, "a.png", "a_x2.png", "b.png", "b.jpg")
     names = [str(tmp_path / name) for name in ("a.png", "a_x2.png", "b.png", "b.jpg")]
     same_name = plan_jobs([names[0]], None, OutputOptions(suffix=""))
     assert "would replace the input" in same_name.jobs[0].problem
-    plain = plan_jobs(names, None, X2)  # a_x2.png is the output of a.png: never an input of this run
+    mark_as_made_by_swinir(tmp_path / "a_x2.png")
+    plain = plan_jobs(names, None, X2)  # a_x2.png is swinir's output of a.png: never an input of this run
     assert [job.source.name for job in plain.jobs] == ["a.png", "b.png", "b.jpg"]
     assert plain.ignored == [(tmp_path / "a_x2.png", "an output of this run, not an input")]
     assert [job.problem is None for job in plain.jobs] == [True, True, False]
@@ -128,6 +138,19 @@ def test_an_output_never_replaces_an_input_or_another_output(tmp_path: Path) -> 
     assert overwriting.jobs[0].problem is None and len(overwriting.ignored) == 1  # a_x2.png: not an input
     assert plan_jobs([names[0], names[0], str(tmp_path)], str(tmp_path / "o"), X2).jobs[0].problem is None
     assert len(plan_jobs([names[0], names[0]], str(tmp_path / "o"), X2).jobs) == 1
+
+
+def test_a_users_file_named_like_an_output_stays_an_input_and_is_never_replaced(tmp_path: Path) -> None:
+    """Issue 18.1: the user's own photo_x2.png, matched by the same glob as photo.png."""
+    touch_images(tmp_path, "photo.png", "photo_x2.png")
+    for overwrite in (False, True):
+        plan = plan_jobs([str(tmp_path / "*.png")], None, OutputOptions("_x2", overwrite=overwrite))
+        assert [job.source.name for job in plan.jobs] == ["photo.png", "photo_x2.png"] and not plan.ignored
+        assert plan.jobs[0].problem == (
+            f"{tmp_path / 'photo.png'}: the output {tmp_path / 'photo_x2.png'} would replace the input "
+            f"{tmp_path / 'photo_x2.png'}, which swinir did not make; choose another --output or --suffix"
+        )
+        assert plan.jobs[1].problem is None and plan.jobs[1].target == tmp_path / "photo_x2_x2.png"
 
 
 def test_standard_input_and_output(tmp_path: Path) -> None:
@@ -169,6 +192,103 @@ def test_run_skips_existing_outputs_redoes_them_with_overwrite_and_goes_on_after
     assert [r.status for r in redo.results] == ["done", "failed", "done"]
     assert (tmp_path / "out" / "a_x2.png").stat().st_ino != inode  # a new file, renamed into place
     assert visible(tmp_path / "out") == ["a_x2.png", "b_x2.png"]
+
+
+def test_results_carry_their_provenance_and_are_skipped_or_redone_by_it(
+    tmp_path: Path, denoiser: Restorer
+) -> None:
+    """Issue 18.2: no record beside the output; same input and settings skip, other settings or a
+    touched input redo it with a note."""
+    touch_images(tmp_path, "a.png")
+    source, made = tmp_path / "a.png", tmp_path / "out" / "a_x2.png"
+    jobs = plan_jobs([str(source)], f"{tmp_path / 'out'}/", X2).jobs
+    restore = lambda image, job: denoiser.restore_image(image)  # noqa: E731
+    first = run_jobs(jobs, restore, OutputOptions("_x2", settings="a")).results[0]
+    assert first.status == "done" and first.note is None and os.listdir(made.parent) == ["a_x2.png"]
+    recorded = Provenance.from_text(read_provenance(made) or "")
+    assert recorded == Provenance("a.png", ContentId.of(source.read_bytes()), place_of(source), "a")
+    assert run_jobs(jobs, restore, OutputOptions("_x2", settings="a")).results[0].status == "skipped"
+    other = run_jobs(jobs, restore, OutputOptions("_x2", settings="b")).results[0]
+    assert (other.status, other.note) == (
+        "done",
+        f"{source}: {made} was made from this input with other settings; redone",
+    )
+    save_rgb(source, height=8, width=8, seed=5)  # the input changes in place
+    touched = run_jobs(jobs, restore, OutputOptions("_x2", settings="b")).results[0]
+    assert touched.status == "done"
+    assert touched.note == f"{source}: {made} was made from an earlier version of this input; redone"
+    assert Provenance.from_text(read_provenance(made) or "").content == ContentId.of(source.read_bytes())
+
+
+def test_outputs_of_another_input_or_not_made_by_swinir_are_kept(tmp_path: Path, denoiser: Restorer) -> None:
+    touch_images(tmp_path, "cam1/IMG.png", "cam2/IMG.png", "user.png")
+    save_rgb(tmp_path / "cam2" / "IMG.png", height=8, width=8, seed=2)
+    restore = lambda image, job: denoiser.restore_image(image)  # noqa: E731
+    out = f"{tmp_path / 'out'}/"
+    assert run_jobs(plan_jobs([str(tmp_path / "cam1" / "IMG.png")], out, X2).jobs, restore, X2).exit_code == 0
+    made = (tmp_path / "out" / "IMG_x2.png").read_bytes()
+    cam2 = plan_jobs([str(tmp_path / "cam2" / "IMG.png")], out, X2).jobs
+    [other] = run_jobs(cam2, restore, X2).results
+    assert other.status == "failed" and other.error == (
+        f"{tmp_path / 'cam2' / 'IMG.png'}: {tmp_path / 'out' / 'IMG_x2.png'} exists, made from another "
+        "IMG.png (--overwrite replaces it, --suffix or --output avoids it)"
+    )
+    assert (tmp_path / "out" / "IMG_x2.png").read_bytes() == made
+    assert run_jobs(cam2, restore, OutputOptions("_x2", overwrite=True)).results[0].status == "done"
+
+    save_rgb(
+        tmp_path / "out" / "user_x2.png", height=8, width=8, seed=7
+    )  # the user's own file, in the output folder
+    mine = (tmp_path / "out" / "user_x2.png").read_bytes()
+    user = plan_jobs([str(tmp_path / "user.png")], out, X2).jobs
+    for overwrite in (False, True):
+        [kept] = run_jobs(user, restore, OutputOptions("_x2", overwrite=overwrite)).results
+        assert kept.status == "failed" and "carries no swinir provenance, so it is kept" in kept.error
+    assert (tmp_path / "out" / "user_x2.png").read_bytes() == mine
+    named = plan_jobs([str(tmp_path / "user.png")], str(tmp_path / "out" / "user_x2.png"), X2).jobs
+    [refused] = run_jobs(named, restore, X2).results
+    assert refused.status == "failed" and "--overwrite replaces it, as --output names it" in refused.error
+    assert run_jobs(named, restore, OutputOptions("_x2", overwrite=True)).results[0].status == "done"
+
+
+@pytest.mark.parametrize(
+    "options", [OutputOptions("_x2", format="bmp"), OutputOptions("_x2", strip_metadata=True)]
+)
+def test_outputs_without_provenance_are_neither_skipped_nor_replaced(
+    tmp_path: Path, denoiser: Restorer, options: OutputOptions
+) -> None:
+    touch_images(tmp_path, "a.png")
+    jobs = plan_jobs([str(tmp_path / "a.png")], None, options).jobs
+    restore = lambda image, job: denoiser.restore_image(image)  # noqa: E731
+    assert run_jobs(jobs, restore, options).results[0].status == "done"
+    made = jobs[0].target.read_bytes()
+    for overwrite in (False, True):
+        [again] = run_jobs(jobs, restore, dataclasses.replace(options, overwrite=overwrite)).results
+        assert again.status == "failed" and "carries no swinir provenance" in again.error
+    assert jobs[0].target.read_bytes() == made
+
+
+def test_an_earlier_versions_record_is_honoured_once_then_removed(tmp_path: Path, denoiser: Restorer) -> None:
+    touch_images(tmp_path, "a.png", "a_x2.png", "b.png", "b_x2.png")  # b_x2.png: recorded as made from a.png
+    source = tmp_path / "a.png"
+    for output in ("a_x2.png", "b_x2.png"):
+        status = source.stat()
+        record = {"source": str(source.resolve()), "size": status.st_size, "mtime_ns": status.st_mtime_ns}
+        (tmp_path / f".{output}.source.json").write_text(json.dumps(record))
+    jobs = plan_jobs([str(tmp_path / "a.png"), str(tmp_path / "b.png")], None, X2).jobs
+    restore = lambda image, job: denoiser.restore_image(image)  # noqa: E731
+    first = run_jobs(jobs, restore, X2).results
+    assert [r.status for r in first] == ["skipped", "failed"]
+    assert first[1].error.endswith(
+        f"exists, made from {source.resolve()} (--overwrite replaces it, --suffix or --output avoids it)"
+    )
+    os.utime(
+        source, ns=(status.st_atime_ns, status.st_mtime_ns + 10**9)
+    )  # touched: made from an earlier version
+    [redone] = run_jobs(jobs[:1], restore, X2).results
+    assert redone.status == "done" and "earlier version of this input; redone" in redone.note
+    assert not (tmp_path / ".a_x2.png.source.json").exists() and read_provenance(tmp_path / "a_x2.png")
+    assert run_jobs(jobs[:1], restore, X2).results[0].status == "skipped"
 
 
 def test_unwritable_output_and_pixel_limit_fail_their_job_only(tmp_path: Path, denoiser: Restorer) -> None:
@@ -378,9 +498,7 @@ def test_mixed_folder_good_and_bad_files_then_resume_then_overwrite(tmp_path: Pa
 
     assert first.returncode == 1
     assert visible(out) == [f"{name}_x2.png" for name in GOOD]  # nothing stray
-    assert sorted(os.listdir(out)) == sorted(  # hidden: only the record of each output's input
-        [f"{name}_x2.png" for name in GOOD] + [f".{name}_x2.png.source.json" for name in GOOD]
-    )
+    assert sorted(os.listdir(out)) == [f"{name}_x2.png" for name in GOOD]  # no hidden records
     assert snapshot(folder) == before
     messages = first.stderr.decode()
     assert "Traceback" not in messages
@@ -498,7 +616,7 @@ def test_a_stop_signal_ends_the_batch_as_ctrl_c_does(tmp_path: Path, stop: signa
     assert remaining.splitlines()[-1].startswith("error: interrupted: 1 done, 0 skipped, 0 failed")
     statuses = [(Path(r["input"]).name, r["status"]) for r in map(json.loads, records.splitlines())]
     assert statuses == [("a_small.png", "done"), ("b_large.png", "interrupted")]
-    assert sorted(os.listdir(out)) == [".a_small_denoised.png.source.json", "a_small_denoised.png"]  # no .tmp
+    assert sorted(os.listdir(out)) == ["a_small_denoised.png"]  # no .tmp
     assert read_image(out / "a_small_denoised.png").pixels.shape == (16, 16, 3)
 
 
@@ -552,6 +670,25 @@ def test_a_glob_batch_run_twice_never_restores_its_own_outputs(tmp_path: Path) -
     assert again.returncode == 0, again.stderr
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["a.png", "a_x2.png", "b.png", "b_x2.png"]
     assert b"an output of this run, not an input, ignored" in again.stderr
+
+
+def test_a_users_file_named_like_an_output_survives_overwrite_with_the_glob(tmp_path: Path) -> None:
+    """Issue 18.1 through the command: ``'in/*.png' --overwrite`` with the user's own in/photo_x2.png."""
+    (tmp_path / "in").mkdir()
+    save_rgb(tmp_path / "in" / "photo.png")
+    save_rgb(tmp_path / "in" / "photo_x2.png", seed=3)
+    mine = (tmp_path / "in" / "photo_x2.png").read_bytes()
+    result = run_swinir("upscale", "in/*.png", "-w", SR_X2, "--device", "cpu", "--overwrite", cwd=tmp_path)
+    assert result.returncode == 1
+    assert (tmp_path / "in" / "photo_x2.png").read_bytes() == mine
+    assert b"an output of this run" not in result.stderr
+    [error] = [line for line in result.stderr.decode().splitlines() if line.startswith("error:")]
+    assert "in/photo.png: the output in/photo_x2.png would replace the input in/photo_x2.png" in error
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == [
+        "photo.png",
+        "photo_x2.png",
+        "photo_x2_x2.png",
+    ]
 
 
 def test_special_files_through_globs_and_symlinks_are_skipped(tmp_path: Path) -> None:

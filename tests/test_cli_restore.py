@@ -355,8 +355,25 @@ def test_an_output_made_from_another_input_is_never_skipped_silently(tmp_path: P
     assert again.returncode == 0 and b"skipped" in again.stderr  # same input: resumed, not redone
     other = run_swinir("upscale", "cam2/IMG_1.png", "-w", SR_X2, "-o", "out/", cwd=tmp_path)
     assert other.returncode == 1
-    assert_one_clean_error_line(other, "cam2/IMG_1.png", "made from", "cam1/IMG_1.png", "--overwrite")
+    assert_one_clean_error_line(other, "cam2/IMG_1.png", "made from another IMG_1.png", "--overwrite")
     assert (tmp_path / "out" / "IMG_1_x2.png").read_bytes() == made
+
+
+def test_a_resized_result_is_redone_by_a_plain_run_and_said(tmp_path: Path) -> None:
+    """Issue 18.2: the settings that change pixels are part of what an existing output is judged by."""
+    save_rgb(tmp_path / "a.png")
+    command = ("upscale", "a.png", "-w", SR_X2, "--device", "cpu")
+    assert run_swinir(*command, "--width", "30", cwd=tmp_path).returncode == 0
+    assert Image.open(tmp_path / "a_x2.png").size == (30, 25)
+    plain = run_swinir(*command, cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    assert "warning: a.png: a_x2.png was made from this input with other settings; redone" in stderr_lines(
+        plain
+    )
+    assert Image.open(tmp_path / "a_x2.png").size == (48, 40)
+    again = run_swinir(*command, cwd=tmp_path)
+    assert again.returncode == 0 and b"skipped" in again.stderr and b"redone" not in again.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a_x2.png"]  # nothing hidden beside
 
 
 def test_lossy_outputs_are_warned_once(tmp_path: Path) -> None:

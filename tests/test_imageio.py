@@ -29,16 +29,19 @@ from swinir_cli.durable import FileIdentity
 from swinir_cli.errors import ImageError, UsageError
 from swinir_cli.imageio import (
     IMAGE_EXTENSIONS,
+    PROVENANCE_KEY,
     ImageMetadata,
     LoadedImage,
     encode_image,
     is_probably_image,
     read_image,
+    read_provenance,
     to_8_bit,
     to_colour,
     to_gray,
     write_image,
 )
+from swinir_cli.provenance import ContentId, Provenance
 
 TESTSETS = Path(__file__).parents[2] / "shared" / "testsets"
 RNG = np.random.default_rng(1234)
@@ -932,3 +935,43 @@ def test_fuzzed_files_of_every_format_give_images_or_clean_errors() -> None:
     print(f"fuzz: {cases} cases, {decoded} decoded, {clean} clean errors, {len(crashes)} crashes")
     assert crashes == []
     assert clean > cases // 10  # the mutations do break files
+
+
+# --- provenance ----------------------------------------------------------------------------------------
+
+RECORD = Provenance('a "<&>" é.png', ContentId.of(b"input"), "", "settings").to_text()
+
+
+@pytest.mark.parametrize("suffix", ["png", "jpg", "webp", "tif"])
+@pytest.mark.parametrize("depth", [np.uint8, np.uint16])
+@pytest.mark.parametrize("alpha", [False, True])
+def test_the_provenance_round_trips_inside_the_file(
+    tmp_path: Path, suffix: str, depth: type, alpha: bool
+) -> None:
+    rng = np.random.default_rng(0)
+    top = np.iinfo(depth).max
+    pixels = rng.integers(0, top, (9, 7, 3)).astype(depth)
+    transparency = rng.integers(0, top, (9, 7)).astype(depth) if alpha else None
+    image = LoadedImage(pixels, transparency, metadata=ImageMetadata(provenance=RECORD, png_text={"k": "v"}))
+    path = tmp_path / f"out.{suffix}"
+    write_image(path, image)
+    assert read_provenance(path) == RECORD
+    assert Provenance.from_text(read_provenance(path) or "") == Provenance.from_text(RECORD)
+    back = read_image(path)  # an input's record is never carried into the image read from it
+    assert back.content == ContentId.of(path.read_bytes()) and PROVENANCE_KEY not in back.metadata.png_text
+    write_image(tmp_path / "again.png", back)
+    assert read_provenance(tmp_path / "again.png") is None
+    write_image(tmp_path / "stripped.png", image, strip_metadata=True)
+    assert read_provenance(tmp_path / "stripped.png") is None
+
+
+def test_files_without_a_provenance_give_none_without_blocking(tmp_path: Path) -> None:
+    image = LoadedImage(np.zeros((4, 4, 3), np.uint8), metadata=ImageMetadata(provenance=RECORD))
+    write_image(tmp_path / "a.bmp", image)  # BMP has no place for it
+    Image.new("RGB", (4, 4)).save(tmp_path / "plain.png")
+    (tmp_path / "text.png").write_bytes(b"not an image at all")
+    write_image(tmp_path / "a.png", image)
+    (tmp_path / "cut.png").write_bytes((tmp_path / "a.png").read_bytes()[:40])  # cut inside the record
+    os.mkfifo(tmp_path / "pipe.png")
+    for name in ("a.bmp", "plain.png", "text.png", "cut.png", "pipe.png", "missing.png"):
+        assert read_provenance(tmp_path / name) is None, name

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from pathlib import Path
 
-from conftest import DN_COLOR, save_rgb
+from conftest import DN_COLOR, TINY, save_rgb
 
 from swinir_cli.batch import Job, OutputOptions
 from swinir_cli.imageio import read_image
@@ -29,3 +30,28 @@ def test_a_recipe_survives_pickling_and_its_runner_restores_writes_and_skips(tmp
     assert result.status == "done" and result.model == str(DN_COLOR)
     assert read_image(job.target).pixels.shape == (10, 12, 3)
     assert runner.run(job).status == "skipped"
+
+
+def test_the_settings_fingerprint_follows_what_changes_pixels_only(tmp_path: Path) -> None:
+    def fingerprint(restorer: RestorerSettings = RestorerSettings(), **changes: object) -> str:
+        base = RestoreRecipe(ModelRequest("denoise", weights=DN_COLOR), restorer, OutputOptions("_d"))
+        return dataclasses.replace(base, **changes).fingerprinted().writing.settings
+
+    plain = fingerprint()
+    assert plain == fingerprint(RestorerSettings(device="cpu", batch=4, engine="torch"))  # speed, place
+    changed = [
+        fingerprint(RestorerSettings(tile=64)),
+        fingerprint(RestorerSettings(tile_overlap=8)),
+        fingerprint(RestorerSettings(precision="bf16")),
+        fingerprint(RestorerSettings(tta=True)),
+        fingerprint(size=OutputSize(width=300)),
+        fingerprint(alpha="model"),
+        fingerprint(writing=OutputOptions("_d", quality=80)),
+        fingerprint(request=ModelRequest("denoise", weights=TINY / "dn_gray.pth")),
+        fingerprint(request=ModelRequest("denoise", sigma=15)),
+        fingerprint(request=ModelRequest("denoise", sigma=25)),
+    ]
+    assert len({plain, *changed}) == len(changed) + 1
+    copy = tmp_path / "same_weights.pth"
+    copy.write_bytes(DN_COLOR.read_bytes())  # the weights' content counts, not their path
+    assert fingerprint(request=ModelRequest("denoise", weights=copy)) == plain

@@ -89,9 +89,20 @@ OutputQuality = Annotated[
         help="Quality of lossy outputs (JPEG 95, WebP 95 by default; WebP 100 is lossless).",
     ),
 ]
-Overwrite = Annotated[bool, _option("--overwrite", help="Redo outputs that already exist.")]
+Overwrite = Annotated[
+    bool,
+    _option(
+        "--overwrite", help="Redo outputs swinir made that already exist (and the -o file, whoever made it)."
+    ),
+]
 Recursive = Annotated[bool, _option("--recursive", "-r", help="Descend into sub-folders, mirroring them.")]
-StripMetadata = Annotated[bool, _option("--strip-metadata", help="Drop ICC profile, EXIF and PNG text.")]
+StripMetadata = Annotated[
+    bool,
+    _option(
+        "--strip-metadata",
+        help="Drop ICC profile, EXIF, PNG text and swinir's record of the input (then no resume).",
+    ),
+]
 MaxPixels = Annotated[
     int | None,
     _option(

@@ -26,9 +26,12 @@ def report_not_images(out: Output, plan: BatchPlan) -> None:
 
 
 def report_result(out: Output, result: JobResult, *, single: bool) -> None:
-    """A failure always gets its line; in a batch, skipped images are only counted, and on a terminal
-    each written image is named (plain logs named it when it started)."""
+    """A failure always gets its line, and so does an existing output that was redone (its note); in a
+    batch, skipped images are only counted, and on a terminal each written image is named (plain logs
+    named it when it started)."""
     job = result.job
+    if result.note is not None:
+        out.warning(result.note)
     if result.status == "failed":
         out.error(result.error or f"{job.input_name}: failed")
     elif result.status == "skipped" and single:

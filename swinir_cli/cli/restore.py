@@ -228,7 +228,7 @@ def restore(options: RestoreOptions) -> None:
         raise UsageError("no images to restore among the inputs")
     recipe = RestoreRecipe(
         options.request(), options.restorer(), writing, options.size, options.alpha, options.max_pixels
-    )
+    ).fingerprinted()
     exit_code = run(recipe, plan, out, fixed_model=facts.label is not None, spread=_spread(options))
     if exit_code:
         raise typer.Exit(exit_code)
