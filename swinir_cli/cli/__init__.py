@@ -15,6 +15,7 @@ from typer import Abort
 from typer.core import TyperArgument
 
 from ..errors import SwinIRError
+from ..stdout import deferred_failure
 from . import evaluate, models, restore
 from .options import Help, Version
 from .output import Output
@@ -94,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         console.error("interrupted")
         code = EXIT_INTERRUPTED
     code = code if isinstance(code, int) else 0
+    stdout_failure = deferred_failure()
+    if stdout_failure is not None:  # the work went on without its --json records: said once, at the end
+        console.error(str(stdout_failure))
+        code = code or stdout_failure.exit_code
     if argv is None:
         sys.exit(code)
     return code

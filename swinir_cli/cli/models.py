@@ -53,7 +53,7 @@ def models_command(
         records = [_record(entry, checks.get(name)) for name, entry in registry.items()]
         output.result({"cache_dir": str(cache_dir()), "models": records})
     else:
-        output.out.print(_table(registry, checks, verify, output.out.width))
+        output.data(_table(registry, checks, verify, output.out.width))
         output.info(f"cache: {cache_dir()}")
     corrupt = [name for name, check in checks.items() if check.problem]
     if corrupt:

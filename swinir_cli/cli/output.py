@@ -6,6 +6,7 @@ bars are drawn only on a terminal and never when quiet; elsewhere long work repo
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -31,6 +32,8 @@ from rich.progress import (
 from rich.text import Text
 
 from ..download import DownloadEvent, DownloadProgress, DownloadRetry, DownloadWaiting
+from ..errors import StdoutError
+from ..stdout import defer_failure, write_stdout
 
 #: Seconds between two plain progress lines when stderr is not a terminal.
 PLAIN_PROGRESS_INTERVAL = 5.0
@@ -92,11 +95,33 @@ class Output:
     def result(self, record: dict[str, Any]) -> None:
         """One machine-readable result line on stdout (only with ``--json``).
 
-        The JSON is ASCII (other characters escaped), so any file name survives any locale.
+        The JSON is ASCII (other characters escaped), so any file name survives any locale. When stdout
+        fails (closed, its reader gone, a full disk) the records stop and the work goes on; the command
+        line reports that failure once, at the end (:func:`swinir_cli.stdout.deferred_failure`).
         """
         if self.json_lines:
-            sys.stdout.write(json.dumps(record) + "\n")
-            sys.stdout.flush()
+            try:
+                write_stdout((json.dumps(record) + "\n").encode("ascii"))
+            except StdoutError as error:
+                defer_failure(error)
+
+    def data(self, renderable: Any) -> None:
+        """Print ``renderable`` (a table) on stdout, whole or not at all.
+
+        Raises:
+            StdoutError: stdout is closed, its reader went away or its disk is full.
+        """
+        rendered = io.StringIO()
+        Console(
+            file=rendered,
+            width=self.out.width,
+            color_system=self.out.color_system,
+            force_terminal=self.out.is_terminal,
+            highlight=False,
+            soft_wrap=True,
+        ).print(renderable)
+        encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+        write_stdout(rendered.getvalue().encode(encoding, errors="replace"))
 
     @contextmanager
     def progress(
