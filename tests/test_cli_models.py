@@ -9,7 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REFERENCE, official_models, run_swinir, save_rgb, stderr_lines
+from conftest import (
+    REFERENCE,
+    assert_one_clean_error_line,
+    official_models,
+    run_swinir,
+    save_rgb,
+    stderr_lines,
+)
 from hostile import FILE_NAME, TINY_BYTES, TINY_SHA256, WeightServer, register
 from PIL import Image
 
@@ -235,3 +242,12 @@ def test_a_retried_download_during_a_restore_is_named_with_its_model(
     assert code == 0 and (tmp_path / "out.png").is_file()
     retry = [line for line in err.splitlines() if "retrying" in line]
     assert len(retry) == 1 and "tiny-x2: attempt 1 failed (HTTP 503" in retry[0]
+
+
+def test_download_of_an_unknown_name_suggests_close_names_as_model_does(cache: Path) -> None:
+    download = run_swinir("download", "nope-x4")
+    upscale = run_swinir("upscale", "-m", "nope-x4", "photo.png")
+    assert download.returncode == upscale.returncode == 2
+    expected = "did you mean real-x4, real-x4-psnr, real-large-x4? (`swinir models` lists them)"
+    assert stderr_lines(download) == stderr_lines(upscale)
+    assert_one_clean_error_line(download, "no model named 'nope-x4'", expected)
