@@ -251,3 +251,29 @@ def test_download_of_an_unknown_name_suggests_close_names_as_model_does(cache: P
     expected = "did you mean real-x4, real-x4-psnr, real-large-x4? (`swinir models` lists them)"
     assert stderr_lines(download) == stderr_lines(upscale)
     assert_one_clean_error_line(download, "no model named 'nope-x4'", expected)
+
+
+def test_an_unreachable_host_is_one_line_with_the_way_forward_and_its_other_models_are_not_tried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightServer, cache: Path
+) -> None:
+    """Connection refused, as offline: one retry, one line saying how to proceed, and the other models of
+    that host are listed as not fetched without being tried (`swinir download --all` offline)."""
+    dead = server.base_url
+    server.stop()
+    names = ["one-x2", "two-x2", "three-x2"]
+    lines = []
+    for name in names:
+        lines += [f"[models.{name}]", 'task = "upscale"', "scale = 2", f'url = "{dead}/{name}.pth"']
+    (tmp_path / "extra.toml").write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("SWINIR_REGISTRY", str(tmp_path / "extra.toml"))
+    result = run_swinir("download", *names, timeout=60)
+    assert result.returncode == 1
+    warning, error, summary = stderr_lines(result)
+    assert warning.startswith("warning: one-x2: attempt 1 failed (") and warning.endswith("(the last try)")
+    assert "1200" not in warning
+    assert error == (
+        "error: cannot download model 'one-x2': 127.0.0.1 cannot be reached (connection refused); offline? "
+        f"run `swinir download one-x2` where the network is reachable or copy one-x2.pth from there to "
+        f"{cache / 'one-x2' / 'one-x2.pth'}, or pass --weights FILE"
+    )
+    assert summary == "error: 3 of 3 model(s) could not be fetched: one-x2, two-x2, three-x2"

@@ -82,9 +82,10 @@ class Output:
         """A download's retry (a warning) or its wait for another process (a line); bytes are left to
         the progress displays."""
         if isinstance(event, DownloadRetry):
+            until = "the last try" if event.last else f"giving up {event.deadline_s:g} s after the start"
             self.warning(
                 f"{event.model}: attempt {event.attempt} failed ({event.reason}); retrying in "
-                f"{event.wait_s:.1f} s (giving up {event.deadline_s:g} s after the start)"
+                f"{event.wait_s:.1f} s ({until})"
             )
         elif isinstance(event, DownloadWaiting):
             self.info(f"{event.model}: waiting for another process {event.doing} {event.path}")
