@@ -673,21 +673,29 @@ class _Watchdog:
         self._descriptors: list[int] = []
         self._generation = 0
         self._armed = False
+        self._timer: threading.Timer | None = None
         self.fired: str | None = None
 
     def arm(self, seconds: float, reason: str) -> None:
         """Fire ``seconds`` from now (replacing an earlier time), saying ``reason``."""
         with self._lock:
+            self._stop_timer()
             self._generation += 1
             self._armed = True
-            timer = threading.Timer(max(seconds, 0.0), self._fire, (self._generation, reason))
-        timer.daemon = True
-        timer.start()
+            self._timer = threading.Timer(max(seconds, 0.0), self._fire, (self._generation, reason))
+            self._timer.daemon = True
+            self._timer.start()
 
     def disarm(self) -> None:
         """Never fire from now on (waits for a firing under way to finish)."""
         with self._lock:
             self._armed = False
+            self._stop_timer()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def opener(self) -> urllib.request.OpenerDirector:
         """A urllib opener (proxies and redirects as usual) whose connections this watchdog watches."""
