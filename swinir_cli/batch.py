@@ -49,7 +49,7 @@ import cv2
 import numpy as np
 
 from .durable import FileIdentity, overlong_name
-from .errors import BatchStopError, ImageError, SwinIRError, UsageError
+from .errors import BatchStopError, ImageError, StdoutError, SwinIRError, UsageError
 from .imageio import (
     PILLOW_LIMIT,
     LoadedImage,
@@ -64,6 +64,7 @@ from .imageio import (
 )
 from .provenance import ContentId, Provenance, place_of
 from .signals import EXIT_INTERRUPTED
+from .stdout import write_stdout
 
 __all__ = [
     "STDIO",
@@ -573,17 +574,12 @@ def _read_stdin() -> bytes:
 
 
 def _write_stdout(data: bytes) -> None:
-    """All of ``data`` to standard output, flushed; a failure (closed, full disk, the reader gone) is an
-    ImageError, and standard output then points at the null device so that the interpreter's own flush
-    at exit has nothing left to fail on."""
-    if sys.stdout is None:
-        raise ImageError("<stdout>: standard output is closed")
+    """All of ``data`` to standard output (see :func:`swinir_cli.stdout.write_stdout`); a failure (closed,
+    full disk, the reader gone, a short write) fails the image."""
     try:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-    except OSError as exc:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise ImageError(f"<stdout>: cannot write ({exc.strerror or exc})") from None
+        write_stdout(data)
+    except StdoutError as exc:
+        raise ImageError(str(exc)) from None
 
 
 def _write(job: Job, image: LoadedImage, options: OutputOptions, replaces: FileIdentity | None) -> None:

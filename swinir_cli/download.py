@@ -1,6 +1,7 @@
 """Verified downloads of registry models into the cache, and their fast-loading safetensors copies.
 
-Cache layout (``registry.cache_dir()``), for an entry whose ``file`` is ``F.pth``:
+Cache layout: each entry has its own folder, ``registry.cache_dir() / NAME`` (:func:`entry_dir`), so two
+entries whose URLs end in the same file name never share a file. For an entry whose ``file`` is ``F.pth``:
 
 - ``F.pth``: the verified file as published; ``F.pth.part``: an unfinished transfer, resumed next time;
 - ``F.pth.sha256``: for unpinned entries, the hash of the first completed download that is a loadable
@@ -8,15 +9,25 @@ Cache layout (``registry.cache_dir()``), for an entry whose ``file`` is ``F.pth`
 - ``F.safetensors``: the weights ``checkpoint.read_state_dict`` takes from ``F.pth``, written after
   verification; its metadata names the sha256 of the file it was made from, and ``F.safetensors.sha256``
   records its own sha256, checked before every load (a copy that does not match is rebuilt);
-- ``.locks/*.lock``: held (``filelock``: ``flock`` on POSIX, ``LockFileEx`` on Windows) while a process
+- ``.locks/*.lock``, in the entry's folder: held (``filelock``: ``flock`` on POSIX, ``LockFileEx`` on
+  Windows) while a process
   downloads or converts, so that concurrent processes wait for the first one instead of downloading
   again. The OS drops a lock when its holder dies, so a crashed process never blocks the next one.
 
+Earlier versions kept every entry's files directly in the cache folder; a pinned entry's file found there
+with the pinned sha256 is moved into the entry's folder on first use (an unpinned one may be another
+entry's, and is downloaded again). Weights that do not fit their entry's declared scale and channels are
+refused, however they were verified.
+
 Every file is written whole to a temporary name, synced and renamed (:mod:`swinir_cli.durable`), with the
 permission bits of the downloaded file. Downloads are bounded: a body stops at the expected size (the
-pinned size, else ``Content-Length``, else :data:`MAX_UNSIZED_BYTES`); an attempt that stalls (no byte
-for ``timeout_s``) or crawls (under :data:`MIN_BYTES_PER_S` over ``timeout_s``) is retried, and the
-whole fetch gives up after ``$SWINIR_DOWNLOAD_TIMEOUT`` seconds (default :data:`DEFAULT_DEADLINE_S`).
+pinned size, else ``Content-Length``, else :data:`MAX_UNSIZED_BYTES`); an attempt whose status line and
+headers take over ``timeout_s``, that stalls (no byte for ``timeout_s``) or crawls (under
+:data:`MIN_BYTES_PER_S` over ``timeout_s``) is retried, and the whole fetch gives up after
+``$SWINIR_DOWNLOAD_TIMEOUT`` seconds (default :data:`DEFAULT_DEADLINE_S`): a watchdog shuts the
+connection when either time is up, wherever the exchange is blocked. A host that cannot be reached at all
+(its name does not resolve, the connection is refused, no route) is tried once more, then reported with
+the way to proceed offline.
 
 Nothing here prints: progress goes to a ``progress(done_bytes, total_bytes | None)`` callback, and every
 event (:class:`DownloadProgress`, :class:`DownloadRetry`, :class:`DownloadWaiting`) to an ``events``
@@ -31,22 +42,31 @@ import http.client
 import os
 import re
 import shutil
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from filelock import FileLock, Timeout
 from safetensors import SafetensorError, safe_open
 
 from swinir_cli.durable import write_file_atomically
-from swinir_cli.errors import CheckpointError, DownloadError, ModelNotFoundError, UsageError
+from swinir_cli.errors import (
+    CheckpointError,
+    DownloadError,
+    ModelNotFoundError,
+    SourceUnreachableError,
+    UsageError,
+)
 from swinir_cli.registry import ModelEntry, cache_dir
+from swinir_cli.tasks import LEVEL_KEY
 
 from ._version import __version__
 
@@ -67,6 +87,10 @@ CHUNK_BYTES = 1 << 20
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 #: Errors of a dropped, refused or stalled connection, or of a garbled response (bad status line).
 TRANSIENT_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError)
+#: Connection errors that say the host cannot be reached at all (rather than that it is slow or busy).
+UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH})
+#: Where ``hf://`` sources come from.
+HUB_HOST = "huggingface.co"
 SOURCE_SHA256_KEY = "source_sha256"
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _SHA256_RECORD = re.compile(r"([0-9a-fA-F]{64})(?:\s.*)?", re.DOTALL)
@@ -84,13 +108,14 @@ class DownloadProgress:
 @dataclass(frozen=True)
 class DownloadRetry:
     """Attempt ``attempt`` failed for ``reason``; the next starts in ``wait_s`` seconds, and the whole
-    fetch gives up ``deadline_s`` seconds after it started."""
+    fetch gives up ``deadline_s`` seconds after it started, or after the next attempt when ``last``."""
 
     model: str
     attempt: int
     reason: str
     wait_s: float
     deadline_s: float
+    last: bool = False
 
 
 @dataclass(frozen=True)
@@ -177,6 +202,16 @@ def deadline_from_env() -> float:
     return seconds
 
 
+def source_host(entry: ModelEntry) -> str | None:
+    """The host an entry's file comes from (``None`` for a local file)."""
+    return HUB_HOST if _is_hub(entry) else urlsplit(entry.url).hostname
+
+
+def entry_dir(entry: ModelEntry) -> Path:
+    """The entry's own folder in the cache: ``cache_dir() / NAME`` (names are plain, lowercase)."""
+    return cache_dir() / entry.name
+
+
 def cached_path(entry: ModelEntry) -> Path:
     """Where the entry's verified file lives once fetched (for ``hf://`` sources: the Hub's own cache)."""
     if _is_hub(entry):
@@ -186,12 +221,12 @@ def cached_path(entry: ModelEntry) -> Path:
         found = huggingface_hub.try_to_load_from_cache(repo_id, filename, revision=revision)
         if isinstance(found, str):
             return Path(found)
-    return cache_dir() / entry.file
+    return entry_dir(entry) / entry.file
 
 
 def safetensors_path(entry: ModelEntry) -> Path:
     """Where the entry's safetensors copy lives (the file itself when it is already safetensors)."""
-    return cache_dir() / (Path(entry.file).stem + ".safetensors")
+    return entry_dir(entry) / (Path(entry.file).stem + ".safetensors")
 
 
 def is_cached(entry: ModelEntry) -> bool:
@@ -224,6 +259,7 @@ def fetch(
 
     Raises:
         ModelNotFoundError: offline and the file is not cached (the message says how to get it).
+        SourceUnreachableError: the host cannot be reached at all, twice (the message says how to proceed).
         DownloadError: the source is missing (404), unreachable after the retries or the deadline, sends
             a malformed response, is not a checkpoint (unpinned), or its bytes do not match the pinned
             or recorded sha256 (they are deleted, never used); or the cache cannot be written.
@@ -234,7 +270,8 @@ def fetch(
     observer = _Observer(entry.name, progress, events)
     if _is_hub(entry):
         return _fetch_from_hub(entry, offline, observer)
-    target = cache_dir() / entry.file
+    target = entry_dir(entry) / entry.file
+    _adopt_legacy(entry, target)
     problem = _check_source(entry)
     if problem is None and target.is_file():
         return target
@@ -275,6 +312,17 @@ def verified_weights_path(
         ModelNotFoundError, DownloadError, UsageError: see :func:`fetch`.
         CheckpointError: the verified file of a pinned entry is not a readable checkpoint.
     """
+    weights = _weights_path(entry, progress, events, offline)
+    _check_fit(entry, weights)
+    return weights
+
+
+def _weights_path(
+    entry: ModelEntry,
+    progress: ProgressCallback | None,
+    events: DownloadListener | None,
+    offline: bool | None,
+) -> Path:
     source = fetch(entry, progress=progress, events=events, offline=offline)
     if source.suffix == ".safetensors":
         return source
@@ -288,6 +336,49 @@ def verified_weights_path(
     return _safetensors_copy(entry, source, _Observer(entry.name, progress, events))
 
 
+def _check_fit(entry: ModelEntry, weights: Path) -> None:
+    """Refuse weights whose network does not make what the entry declares: its scale (1 for denoising
+    and JPEG models) and its channels.
+
+    Raises:
+        DownloadError: they do not fit (one line naming the entry, the file and both settings).
+        CheckpointError: they are not a SwinIR checkpoint.
+    """
+    from swinir_cli.checkpoint import detect_config
+
+    config = detect_config(_tensor_shapes(weights))
+    declared = (entry.scale or 1, entry.channels)
+    if (config.upscale, config.in_chans) != declared:
+        raise DownloadError(
+            f"model '{entry.name}': its weights {weights} make {_made(config.upscale, config.in_chans)} "
+            f"results, but the registry entry declares {entry.task} {entry.level_label} on "
+            f"{_made(*declared)} images; not used (check the entry's url and {LEVEL_KEY[entry.task]})"
+        )
+
+
+def _made(scale: int, channels: int) -> str:
+    return f"x{scale} {'gray' if channels == 1 else 'color'}"
+
+
+def _tensor_shapes(weights: Path) -> dict[str, Any]:
+    """The checkpoint's tensors with their shapes and no data: a safetensors header is all that is read
+    (a ``.pth``, served from a read-only cache, is read whole)."""
+    import torch
+
+    from swinir_cli.checkpoint import read_state_dict
+
+    if weights.suffix != ".safetensors":
+        return read_state_dict(weights)
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            return {
+                name: torch.empty(handle.get_slice(name).get_shape(), device="meta")
+                for name in handle.keys()  # noqa: SIM118 (a handle is not iterable)
+            }
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from None
+
+
 def verify_cached(entry: ModelEntry) -> CacheCheck:
     """Re-hash the entry's cached file against its pinned or recorded sha256, and its safetensors copy
     against the copy's recorded sha256.
@@ -299,6 +390,8 @@ def verify_cached(entry: ModelEntry) -> CacheCheck:
     Raises:
         DownloadError: a recorded-hash file is unreadable or malformed, or the cache cannot be written.
     """
+    if not _is_hub(entry):
+        _adopt_legacy(entry, cached_path(entry))
     path = cached_path(entry)
     if not path.is_file():
         return CacheCheck(entry, None, None, None)
@@ -383,14 +476,56 @@ def _checkpoint_problem(path: Path) -> str | None:
 
 def _missing_offline_message(entry: ModelEntry, problem: str | None) -> str:
     why = f"its cached file failed verification ({problem})" if problem else "it is not in the cache"
-    if _is_hub(entry):
-        how = "(huggingface_hub keeps it in its own cache)"
-    else:
-        how = f"or copy {entry.file} to {cache_dir() / entry.file}"
     return (
         f"model '{entry.name}' is needed but {why}, and SWINIR_OFFLINE forbids downloading it: "
-        f"run `swinir download {entry.name}` while online {how}"
+        f"{_how_to_proceed_offline(entry)}"
     )
+
+
+def _how_to_proceed_offline(entry: ModelEntry) -> str:
+    if _is_hub(entry):
+        where = "(huggingface_hub keeps it in its own cache)"
+    else:
+        where = f"or copy {entry.file} from there to {entry_dir(entry) / entry.file}"
+    return (
+        f"run `swinir download {entry.name}` where the network is reachable {where}, or pass --weights FILE"
+    )
+
+
+def _unreachable_error(entry: ModelEntry, host: str, why: str) -> SourceUnreachableError:
+    return SourceUnreachableError(
+        f"cannot download model '{entry.name}': {host} cannot be reached ({why}); offline? "
+        + _how_to_proceed_offline(entry),
+        host,
+    )
+
+
+def _unreachable_reason(err: BaseException) -> str | None:
+    """Why the host cannot be reached at all (its name does not resolve, it refuses, no route), else
+    ``None`` (a slow, busy or misbehaving host)."""
+    reason = err.reason if isinstance(err, urllib.error.URLError) else err
+    if isinstance(reason, socket.gaierror):
+        return f"its name does not resolve: {reason.strerror or reason}"
+    if isinstance(reason, OSError) and reason.errno in UNREACHABLE_ERRNOS:
+        return (reason.strerror or str(reason)).lower()
+    return None
+
+
+def _adopt_legacy(entry: ModelEntry, target: Path) -> None:
+    """Move a pinned entry's file, and its safetensors copy, from the flat layout of earlier versions
+    (``cache_dir() / F``) into the entry's folder, when the file has the pinned sha256. The copy is
+    checked against the file before every use, like any copy."""
+    legacy = cache_dir() / entry.file
+    if not entry.pinned or target.exists() or not legacy.is_file() or sha256_of(legacy) != entry.sha256:
+        return
+    copy, new_copy = legacy.with_name(Path(entry.file).stem + ".safetensors"), safetensors_path(entry)
+    moves = [(legacy, target), (copy, new_copy), (_copy_record_path(copy), _copy_record_path(new_copy))]
+    with _storage_errors(entry, target.parent):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for old, new in moves:
+            if old != new and not new.exists():
+                with suppress(FileNotFoundError):  # not there, or another process moved it first
+                    os.replace(old, new)
 
 
 def _accept(entry: ModelEntry, part: Path, target: Path) -> None:
@@ -447,6 +582,7 @@ class _Attempts:
 def _download(entry: ModelEntry, part: Path, observer: _Observer, attempts: _Attempts) -> None:
     failures = 0
     attempt = 0
+    unreachable_before = False
     while True:
         attempt += 1
         before = part.stat().st_size if part.exists() else 0
@@ -455,6 +591,10 @@ def _download(entry: ModelEntry, part: Path, observer: _Observer, attempts: _Att
             return
         except (_TransferInterrupted, *TRANSIENT_ERRORS) as err:
             reason = _reason(err)
+            unreachable = _unreachable_reason(err)
+            if unreachable is not None and unreachable_before:
+                raise _unreachable_error(entry, source_host(entry) or entry.url, unreachable) from err
+            unreachable_before = unreachable is not None
             if attempts.remaining_s() <= 0:
                 raise DownloadError(
                     f"cannot download model '{entry.name}' from {entry.url}: gave up after "
@@ -469,7 +609,8 @@ def _download(entry: ModelEntry, part: Path, observer: _Observer, attempts: _Att
                     f"(gave up after {attempts.retries + 1} attempts without progress)"
                 ) from err
             wait = min(attempts.backoff_s * 2 ** max(failures - 1, 0), max(attempts.remaining_s(), 0))
-            observer.emit(DownloadRetry(entry.name, attempt, reason, wait, attempts.deadline_s))
+            last = unreachable_before or failures == attempts.retries
+            observer.emit(DownloadRetry(entry.name, attempt, reason, wait, attempts.deadline_s, last))
             time.sleep(wait)
 
 
@@ -496,18 +637,139 @@ def _transfer(entry: ModelEntry, part: Path, observer: _Observer, attempts: _Att
     if have:
         headers["Range"] = f"bytes={have}-"
     request = urllib.request.Request(entry.url, headers=headers)
+    watchdog = _Watchdog()
+    head_s = attempts.wait_s()
+    watchdog.arm(head_s, f"no complete status line and headers within {head_s:.3g} s")
     try:
-        response = urllib.request.urlopen(request, timeout=attempts.wait_s())
-    except urllib.error.HTTPError as err:
-        raise _status_error(entry, err, part) from err
-    with response:
-        offset, total = _response_range(entry, response, have)
-        total = entry.size if total is None else total
-        if entry.size is not None and total is not None and total != entry.size:
-            raise DownloadError(
-                f"model '{entry.name}': {entry.url} serves {total} bytes, expected {entry.size}"
-            )
-        _stream_body(entry, response, part, offset, total, observer, attempts)
+        with watchdog.converting():
+            try:
+                response = watchdog.opener().open(request, timeout=head_s)
+            except urllib.error.HTTPError as err:
+                raise _status_error(entry, err, part) from err
+            watchdog.arm(attempts.remaining_s(), "the deadline passed")
+            try:
+                offset, total = _response_range(entry, response, have)
+                total = entry.size if total is None else total
+                if entry.size is not None and total is not None and total != entry.size:
+                    raise DownloadError(
+                        f"model '{entry.name}': {entry.url} serves {total} bytes, expected {entry.size}"
+                    )
+                _stream_body(entry, response, part, offset, total, observer, attempts)
+            finally:
+                watchdog.disarm()  # before the connection closes: its descriptor may then be reused
+                response.close()
+    finally:
+        watchdog.disarm()
+
+
+class _Watchdog:
+    """Bounds one attempt as a whole: once its time is up, it shuts the attempt's connections, wherever
+    the exchange is blocked (TLS handshake, status line, headers, body), and :meth:`converting` turns
+    the failure this causes into :class:`_TransferStalled` saying why. Connecting itself is bounded by
+    the socket timeout."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._descriptors: list[int] = []
+        self._generation = 0
+        self._armed = False
+        self._timer: threading.Timer | None = None
+        self.fired: str | None = None
+
+    def arm(self, seconds: float, reason: str) -> None:
+        """Fire ``seconds`` from now (replacing an earlier time), saying ``reason``."""
+        with self._lock:
+            self._stop_timer()
+            self._generation += 1
+            self._armed = True
+            self._timer = threading.Timer(max(seconds, 0.0), self._fire, (self._generation, reason))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def disarm(self) -> None:
+        """Never fire from now on (waits for a firing under way to finish)."""
+        with self._lock:
+            self._armed = False
+            self._stop_timer()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        """A urllib opener (proxies and redirects as usual) whose connections this watchdog watches."""
+        watchdog = self
+
+        class WatchedHTTP(urllib.request.HTTPHandler):
+            def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+                return self.do_open(watchdog._connection(http.client.HTTPConnection), req)
+
+        class WatchedHTTPS(urllib.request.HTTPSHandler):
+            def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+                return self.do_open(
+                    watchdog._connection(http.client.HTTPSConnection), req, context=self._context
+                )
+
+        return urllib.request.build_opener(WatchedHTTP, WatchedHTTPS)
+
+    @contextmanager
+    def converting(self) -> Iterator[None]:
+        """Report what a fired watchdog caused (a reset or a cut connection) as the stall it is."""
+        try:
+            yield
+        except (OSError, http.client.HTTPException, _TransferInterrupted) as err:
+            if self.fired is not None:
+                raise _TransferStalled(self.fired) from err
+            raise
+        if self.fired is not None:  # a body without a stated size ends, cut, like a complete one
+            raise _TransferStalled(self.fired)
+
+    def _connection(self, base: type[http.client.HTTPConnection]) -> type[http.client.HTTPConnection]:
+        watch = self._watch
+
+        class Watched(base):  # type: ignore[valid-type, misc]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                create = self._create_connection
+
+                def connect_watched(*args: Any, **kwargs: Any) -> socket.socket:
+                    sock = create(*args, **kwargs)
+                    watch(sock.fileno())
+                    return sock
+
+                self._create_connection = connect_watched
+
+        return Watched
+
+    def _watch(self, descriptor: int) -> None:
+        with self._lock:
+            self._descriptors.append(descriptor)
+            if self.fired is not None:
+                _shut(descriptor)
+
+    def _fire(self, generation: int, reason: str) -> None:
+        with self._lock:
+            if not self._armed or generation != self._generation:
+                return
+            self.fired = reason
+            for descriptor in self._descriptors:
+                _shut(descriptor)
+
+
+def _shut(descriptor: int) -> None:
+    """Shut a connected socket down by its descriptor (the TLS layer over it, holding the same
+    descriptor, then reads an end of file); anything else is left alone."""
+    try:
+        sock = socket.socket(fileno=descriptor)
+    except OSError:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.detach()
 
 
 def _status_error(entry: ModelEntry, err: urllib.error.HTTPError, part: Path) -> Exception:
@@ -649,9 +911,7 @@ def _fetch_from_hub(entry: ModelEntry, offline: bool, observer: _Observer) -> Pa
     except hub_errors.LocalEntryNotFoundError as err:
         if offline:
             raise ModelNotFoundError(_missing_offline_message(entry, None)) from err
-        raise DownloadError(
-            f"cannot download model '{entry.name}' from {entry.url}: the Hub is unreachable"
-        ) from err
+        raise _unreachable_error(entry, HUB_HOST, "the Hugging Face Hub does not answer") from err
     except (hub_errors.HfHubHTTPError, OSError) as err:
         raise DownloadError(f"cannot download model '{entry.name}' from {entry.url}: {_reason(err)}") from err
     path = Path(found)
@@ -664,8 +924,8 @@ def _fetch_from_hub(entry: ModelEntry, offline: bool, observer: _Observer) -> Pa
                 f"model '{entry.name}': {path} from {entry.url} is not a checkpoint ({unloadable}); "
                 "not used (delete it from the Hugging Face cache)"
             )
-        with _storage_errors(entry, cache_dir()):
-            cache_dir().mkdir(parents=True, exist_ok=True)
+        with _storage_errors(entry, entry_dir(entry)):
+            entry_dir(entry).mkdir(parents=True, exist_ok=True)
             _record_sha256(_record_path(entry), digest, path)
     elif digest != expected:
         raise DownloadError(
@@ -689,7 +949,7 @@ def _is_hub(entry: ModelEntry) -> bool:
 
 
 def _record_path(entry: ModelEntry) -> Path:
-    return cache_dir() / (entry.file + ".sha256")
+    return entry_dir(entry) / (entry.file + ".sha256")
 
 
 def _copy_record_path(copy: Path) -> Path:

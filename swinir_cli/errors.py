@@ -59,6 +59,19 @@ class DownloadError(SwinIRError):
     """A model file could not be fetched or failed verification."""
 
 
+class SourceUnreachableError(DownloadError):
+    """A model's host cannot be reached at all (no name resolution, connection refused, no route): every
+    other model from ``host`` would fail the same way."""
+
+    def __init__(self, message: str, host: str) -> None:
+        super().__init__(message)
+        self.host = host
+
+
+class StdoutError(SwinIRError):
+    """Standard output is closed, its reader went away, or its disk is full: nothing more can go there."""
+
+
 class ModelNotFoundError(SwinIRError):
     """No registry entry or cached file matches the requested model."""
 

@@ -80,14 +80,31 @@ class ModelEntry:
 
 
 def cache_dir() -> Path:
-    """The directory holding downloaded weights: ``$SWINIR_CACHE_DIR``, else ``$XDG_CACHE_HOME/swinir``,
-    else ``~/.cache/swinir``. It is not created here."""
+    """The directory holding downloaded weights: ``$SWINIR_CACHE_DIR`` (``~`` and ``~user`` expanded),
+    else ``$XDG_CACHE_HOME/swinir`` when that is an absolute path (the XDG rule: a relative one is
+    ignored), else ``~/.cache/swinir``. It is not created here.
+
+    Raises:
+        UsageError: ``~user`` names no user, or no home directory can be found for the default.
+    """
     configured = os.environ.get("SWINIR_CACHE_DIR")
     if configured:
-        return Path(configured).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+        return _expand_user(configured, "SWINIR_CACHE_DIR")
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else _expand_user("~", "the default cache") / ".cache"
     return base / "swinir"
+
+
+def _expand_user(text: str, what: str) -> Path:
+    """``text`` with a leading ``~`` or ``~user`` expanded; one line naming ``what`` when it cannot be."""
+    expanded = os.path.expanduser(text)
+    if expanded.startswith("~"):
+        user = text[1:].split("/", 1)[0].split(os.sep, 1)[0]
+        reason = f"there is no user '{user}'" if user else "there is no home directory ($HOME is not set)"
+        raise UsageError(
+            f"{what} {text!r}: {reason} to expand '~{user}' for; set SWINIR_CACHE_DIR to a full path"
+        )
+    return Path(expanded)
 
 
 def load_registry() -> dict[str, ModelEntry]:
@@ -109,9 +126,20 @@ def get_model(name: str, registry: dict[str, ModelEntry] | None = None) -> Model
     models = load_registry() if registry is None else registry
     if name in models:
         return models[name]
-    close = difflib.get_close_matches(name, list(models), n=3)
+    close = close_names(name, list(models))
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise ModelNotFoundError(f"no model named '{name}' in the registry{hint} (`swinir models` lists them)")
+
+
+def close_names(name: str, names: list[str], limit: int = 3) -> list[str]:
+    """Up to ``limit`` of ``names`` that ``name`` was probably meant to be: the closest spellings, else the
+    closest of those with the same setting (``nope-x4`` -> the ``-x4`` models)."""
+    close = difflib.get_close_matches(name, names, n=limit)
+    if close or "-" not in name:
+        return close
+    level = name.rsplit("-", 1)[1]
+    same_level = [other for other in names if f"-{level}-" in f"{other}-"]
+    return difflib.get_close_matches(name, same_level, n=limit, cutoff=0)
 
 
 def choose_model(

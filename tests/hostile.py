@@ -59,6 +59,7 @@ class WeightServer:
         self.html_page: bytes | None = None
         self.content_range: str | None = None
         self.raw_status_line: bytes | None = None
+        self.drip_head_s: float | None = None
         self.gate = threading.Event()
         self.gate.set()
         self._stopped = threading.Event()
@@ -85,6 +86,9 @@ class WeightServer:
                 server.requests.append((self.path, self.headers.get("Range")))
                 if server.raw_status_line is not None:
                     self.wfile.write(server.raw_status_line)
+                    return
+                if server.drip_head_s is not None:
+                    self._drip_head(server.drip_head_s)
                     return
                 if server.statuses:
                     self.send_error(server.statuses.pop(0))
@@ -130,6 +134,17 @@ class WeightServer:
                         return
                     self.wfile.write(body[offset : offset + 1])
                     self.wfile.flush()
+
+            def _drip_head(self, seconds: float) -> None:
+                head = b"HTTP/1.1 200 OK\r\nX-Padding: " + b"a" * 60_000
+                for offset in range(len(head)):
+                    if server._stopped.wait(timeout=seconds):
+                        return
+                    try:
+                        self.wfile.write(head[offset : offset + 1])
+                        self.wfile.flush()
+                    except OSError:  # the client gave up
+                        return
 
             def _range_start(self) -> int:
                 header = self.headers.get("Range")

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REFERENCE, official_models, run_swinir, save_rgb, stderr_lines
+from conftest import (
+    REFERENCE,
+    assert_one_clean_error_line,
+    official_models,
+    run_swinir,
+    save_rgb,
+    stderr_lines,
+)
 from hostile import FILE_NAME, TINY_BYTES, TINY_SHA256, WeightServer, register
 from PIL import Image
 
@@ -79,16 +86,17 @@ def test_download_fetches_verifies_and_prepares_the_fast_copy(
     assert main(["download", "tiny-x2"]) == 0
     err = capsys.readouterr().err
     assert "tiny-x2: downloaded 1.5 MB and verified" in err  # plain lines: stderr is not a terminal here
-    assert sorted(p.name for p in cache.iterdir()) == [
+    assert sorted(p.name for p in cache.iterdir()) == ["tiny-x2"]  # each entry has its own folder
+    assert sorted(p.name for p in (cache / "tiny-x2").iterdir()) == [
         ".locks",  # lock files stay (removing one is not safe); the copy has its own recorded hash
         FILE_NAME,
         "sr_pixelshuffle_x2.safetensors",
         "sr_pixelshuffle_x2.safetensors.sha256",
     ]
-    assert hashlib.sha256((cache / FILE_NAME).read_bytes()).hexdigest() == TINY_SHA256
+    assert hashlib.sha256((cache / "tiny-x2" / FILE_NAME).read_bytes()).hexdigest() == TINY_SHA256
     _, document = models_json(capsys)
     tiny = next(record for record in document["models"] if record["name"] == "tiny-x2")
-    assert tiny["downloaded"] is True and tiny["path"] == str(cache / FILE_NAME)
+    assert tiny["downloaded"] is True and tiny["path"] == str(cache / "tiny-x2" / FILE_NAME)
     assert main(["download", "tiny-x2"]) == 0
     assert "tiny-x2: was already downloaded and verified" in capsys.readouterr().err
     assert len(server.requests) == 1
@@ -102,7 +110,7 @@ def test_download_with_a_wrong_hash_fails_on_one_line_and_leaves_nothing(
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[0].startswith("error: model 'tiny-x2'") and "f" * 64 in lines[0] and TINY_SHA256 in lines[0]
     assert lines[1] == "error: 1 of 1 model(s) could not be fetched: tiny-x2"
-    assert [p.name for p in cache.iterdir() if p.name != ".locks"] == []
+    assert [p.name for p in (cache / "tiny-x2").iterdir() if p.name != ".locks"] == []
 
 
 def test_download_needs_names_or_all(cache, capsys) -> None:
@@ -134,12 +142,12 @@ def test_models_verify_rehashes_and_deletes_a_corrupt_file(
     tiny = next(record for record in document["models"] if record["name"] == "tiny-x2")
     assert tiny["verified"] is True
     assert next(r for r in document["models"] if r["name"] == "real-x4")["verified"] is None
-    (cache / FILE_NAME).write_bytes(b"bitrot")
+    (cache / "tiny-x2" / FILE_NAME).write_bytes(b"bitrot")
     code, document = models_json(capsys, "--verify")
     assert code == 1
     tiny = next(record for record in document["models"] if record["name"] == "tiny-x2")
     assert tiny["verified"] is False and "does not match" in tiny["problem"]
-    assert not (cache / FILE_NAME).exists()
+    assert not (cache / "tiny-x2" / FILE_NAME).exists()
 
 
 @pytest.fixture
@@ -161,7 +169,7 @@ def test_upscale_with_a_registry_model_downloads_verifies_runs_and_then_works_wi
     register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", size=len(TINY_BYTES))
     assert upscale(image, tmp_path / "model.png", "--model", "tiny-x2") == 0
     assert len(server.requests) == 1
-    assert (cache / "sr_pixelshuffle_x2.safetensors").is_file()
+    assert (cache / "tiny-x2" / "sr_pixelshuffle_x2.safetensors").is_file()
     from_model = np.asarray(Image.open(tmp_path / "model.png"))
     assert upscale(image, tmp_path / "pth.png", "--weights", str(REFERENCE / "tiny" / FILE_NAME)) == 0
     # The cached safetensors copy and the published .pth give bit-identical outputs...
@@ -182,7 +190,7 @@ def test_upscale_with_a_wrong_hash_fails_on_one_line_and_caches_nothing(
     assert upscale(image, tmp_path / "out.png", "--model", "tiny-x2") != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "e" * 64 in err and TINY_SHA256 in err
-    assert [p.name for p in cache.iterdir() if p.name != ".locks"] == []
+    assert [p.name for p in (cache / "tiny-x2").iterdir() if p.name != ".locks"] == []
     assert not (tmp_path / "out.png").exists()
 
 
@@ -235,3 +243,38 @@ def test_a_retried_download_during_a_restore_is_named_with_its_model(
     assert code == 0 and (tmp_path / "out.png").is_file()
     retry = [line for line in err.splitlines() if "retrying" in line]
     assert len(retry) == 1 and "tiny-x2: attempt 1 failed (HTTP 503" in retry[0]
+
+
+def test_download_of_an_unknown_name_suggests_close_names_as_model_does(cache: Path) -> None:
+    download = run_swinir("download", "nope-x4")
+    upscale = run_swinir("upscale", "-m", "nope-x4", "photo.png")
+    assert download.returncode == upscale.returncode == 2
+    expected = "did you mean real-x4, real-x4-psnr, real-large-x4? (`swinir models` lists them)"
+    assert stderr_lines(download) == stderr_lines(upscale)
+    assert_one_clean_error_line(download, "no model named 'nope-x4'", expected)
+
+
+def test_an_unreachable_host_is_one_line_with_the_way_forward_and_its_other_models_are_not_tried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightServer, cache: Path
+) -> None:
+    """Connection refused, as offline: one retry, one line saying how to proceed, and the other models of
+    that host are listed as not fetched without being tried (`swinir download --all` offline)."""
+    dead = server.base_url
+    server.stop()
+    names = ["one-x2", "two-x2", "three-x2"]
+    lines = []
+    for name in names:
+        lines += [f"[models.{name}]", 'task = "upscale"', "scale = 2", f'url = "{dead}/{name}.pth"']
+    (tmp_path / "extra.toml").write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("SWINIR_REGISTRY", str(tmp_path / "extra.toml"))
+    result = run_swinir("download", *names, timeout=60)
+    assert result.returncode == 1
+    warning, error, summary = stderr_lines(result)
+    assert warning.startswith("warning: one-x2: attempt 1 failed (") and warning.endswith("(the last try)")
+    assert "1200" not in warning
+    assert error == (
+        "error: cannot download model 'one-x2': 127.0.0.1 cannot be reached (connection refused); offline? "
+        f"run `swinir download one-x2` where the network is reachable or copy one-x2.pth from there to "
+        f"{cache / 'one-x2' / 'one-x2.pth'}, or pass --weights FILE"
+    )
+    assert summary == "error: 3 of 3 model(s) could not be fetched: one-x2, two-x2, three-x2"

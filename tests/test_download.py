@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -20,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REFERENCE
+from conftest import REFERENCE, save_rgb
 from hostile import FILE_NAME, TINY, TINY_BYTES, TINY_SHA256, WeightServer, full_disk, register
 from safetensors import safe_open
 
 from swinir_cli.checkpoint import load_model, read_state_dict
 from swinir_cli.download import DownloadProgress, DownloadRetry, fetch, verified_weights_path, verify_cached
-from swinir_cli.errors import DownloadError, ModelNotFoundError, UsageError
+from swinir_cli.errors import DownloadError, ModelNotFoundError, SourceUnreachableError, UsageError
 from swinir_cli.registry import get_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,10 +43,11 @@ def server() -> Iterator[WeightServer]:
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The folder of entry `tiny-x2` in the cache (``$SWINIR_CACHE_DIR`` is its parent)."""
     cache_dir = tmp_path / "cache"
     monkeypatch.setenv("SWINIR_CACHE_DIR", str(cache_dir))
     monkeypatch.delenv("SWINIR_OFFLINE", raising=False)
-    return cache_dir
+    return cache_dir / "tiny-x2"
 
 
 @pytest.fixture
@@ -104,7 +106,7 @@ def test_hang_up_part_way_is_resumed_with_a_range_request(tiny_entry, server: We
 
 
 def test_partial_file_of_an_interrupted_process_is_resumed(tiny_entry, server: WeightServer, cache) -> None:
-    cache.mkdir()
+    cache.mkdir(parents=True)
     (cache / f"{FILE_NAME}.part").write_bytes(TINY_BYTES[:700_000])
     path = fetch(tiny_entry)
     assert path.read_bytes() == TINY_BYTES
@@ -135,11 +137,45 @@ def test_temporary_server_errors_are_retried(tiny_entry, server: WeightServer) -
     assert len(server.requests) == 3
 
 
-def test_unreachable_server_gives_up_after_the_retries(tiny_entry, server: WeightServer, cache) -> None:
-    server.stop()
-    with pytest.raises(DownloadError, match="gave up after 3 attempts"):
-        fetch(tiny_entry, retries=2, backoff_s=0)
+def test_a_refused_connection_is_retried_once_then_one_line_saying_how_to_proceed(
+    tiny_entry, server: WeightServer, cache: Path
+) -> None:
+    server.stop()  # nothing listens on its port any more: the connection is refused
+    events: list[object] = []
+    started = time.monotonic()
+    with pytest.raises(SourceUnreachableError) as caught:
+        fetch(tiny_entry, events=events.append)
+    assert time.monotonic() - started < 5
+    message = str(caught.value)
+    assert "\n" not in message and caught.value.host == "127.0.0.1"
+    assert (
+        "cannot download model 'tiny-x2': 127.0.0.1 cannot be reached (connection refused); offline?"
+        in message
+    )
+    assert f"run `swinir download tiny-x2` where the network is reachable or copy {FILE_NAME} " in message
+    assert f"to {cache / FILE_NAME}, or pass --weights FILE" in message
+    retries = [event for event in events if isinstance(event, DownloadRetry)]
+    assert len(retries) == 1 and retries[0].last
     assert not (cache / FILE_NAME).exists()
+
+
+def test_a_host_name_that_does_not_resolve_is_retried_once_then_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: Path
+) -> None:
+    """Offline, name resolution fails (the resolver is stood in for: the internet cannot be reached here)."""
+    lookups: list[str] = []
+
+    def no_resolution(host: str, *args: object, **kwargs: object) -> None:
+        lookups.append(host)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_resolution)
+    register(tmp_path, monkeypatch, f"https://weights.example/{FILE_NAME}")
+    with pytest.raises(
+        SourceUnreachableError, match=r"weights.example cannot be reached \(its name does not"
+    ):
+        fetch(get_model("tiny-x2"))
+    assert lookups == ["weights.example"] * 2
 
 
 def test_two_processes_download_once_and_both_succeed(tiny_entry, server: WeightServer, cache: Path) -> None:
@@ -305,7 +341,7 @@ def test_hub_source_offline_and_not_cached_is_a_clear_error(tmp_path, monkeypatc
 
 
 def test_lock_file_left_by_a_dead_process_does_not_block(tiny_entry, cache: Path) -> None:
-    cache.mkdir()
+    cache.mkdir(parents=True)
     (cache / ".locks").mkdir()
     (cache / ".locks" / f"{FILE_NAME}.lock").write_text("12345")  # a stale lock file: nobody holds its flock
     assert fetch(tiny_entry).read_bytes() == TINY_BYTES
@@ -391,7 +427,7 @@ def test_a_cache_poisoned_by_an_older_version_is_repaired_by_a_good_download(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightServer, cache: Path
 ) -> None:
     register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", sha256=None)
-    cache.mkdir()
+    cache.mkdir(parents=True)
     (cache / FILE_NAME).write_bytes(HTML_PAGE)  # what the older version kept, with its hash recorded
     (cache / f"{FILE_NAME}.sha256").write_text(f"{hashlib.sha256(HTML_PAGE).hexdigest()}  {FILE_NAME}\n")
     assert read_state_dict(verified_weights_path(get_model("tiny-x2"))).keys() == read_state_dict(TINY).keys()
@@ -424,10 +460,14 @@ def test_a_full_disk_while_writing_the_copy_is_a_one_line_error_leaving_no_parti
         )
         assert result.returncode == 1
         first = result.stderr.splitlines()[0]
-        assert f"cannot store model 'tiny-x2' in the cache {disk}: No space left on device" in first
+        assert (
+            f"cannot store model 'tiny-x2' in the cache {disk / 'tiny-x2'}: No space left on device" in first
+        )
         assert "sr_pixelshuffle_x2.safetensors" in first
         assert "Traceback" not in result.stderr
-        assert cache_listing(disk) == [FILE_NAME]  # the verified download; no partial copy, no temporary
+        assert cache_listing(disk / "tiny-x2") == [
+            FILE_NAME
+        ]  # the verified download; no partial copy, no temporary
 
 
 def test_a_read_only_cache_serves_its_verified_files_and_refuses_new_ones_on_one_line(
@@ -439,7 +479,7 @@ def test_a_read_only_cache_serves_its_verified_files_and_refuses_new_ones_on_one
         entry = get_model("tiny-x2")
         fetch(entry)  # verified, but never converted
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
-        assert verified_weights_path(entry) == disk / FILE_NAME  # loads the verified .pth itself
+        assert verified_weights_path(entry) == disk / "tiny-x2" / FILE_NAME  # loads the verified .pth itself
         register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", sha256=None)  # needs a record
         result = subprocess.run(
             [str(SWINIR), "models", "--verify"], capture_output=True, text=True, timeout=120
@@ -546,12 +586,13 @@ def test_a_waiting_second_process_says_what_it_waits_for(
     while not server.requests and time.monotonic() < deadline:
         time.sleep(0.05)
     second = subprocess.Popen([str(SWINIR), "download", "tiny-x2"], stderr=subprocess.PIPE, text=True)
-    time.sleep(3.0)
+    # Its first line, however long its start takes on a loaded machine (the gate opens by itself in 60 s).
+    said = second.stderr.readline()  # type: ignore[union-attr]
     server.gate.set()
     _, first_err = first.communicate(timeout=60)
     _, second_err = second.communicate(timeout=60)
-    assert (first.returncode, second.returncode) == (0, 0), first_err + second_err
-    assert f"tiny-x2: waiting for another process downloading {cache / FILE_NAME}" in second_err
+    assert (first.returncode, second.returncode) == (0, 0), first_err + said + second_err
+    assert said == f"tiny-x2: waiting for another process downloading {cache / FILE_NAME}\n"
     assert len(server.requests) == 1
 
 
@@ -582,7 +623,10 @@ def test_a_full_disk_during_the_download_is_a_one_line_error_naming_the_part_fil
         with pytest.raises(DownloadError) as caught:
             fetch(get_model("tiny-x2"), backoff_s=0)
         message = str(caught.value)
-        assert f"cannot store model 'tiny-x2' in the cache {disk}: No space left on device" in message
+        assert (
+            f"cannot store model 'tiny-x2' in the cache {disk / 'tiny-x2'}: No space left on device"
+            in message
+        )
         assert f"{FILE_NAME}.part" in message and "\n" not in message
 
 
@@ -597,3 +641,93 @@ def test_an_unpinned_safetensors_entry_is_checked_as_safetensors_and_recorded(
     path = verified_weights_path(get_model("tiny-x2"))
     assert path == cache / "tiny.safetensors" and path.read_bytes() == data
     assert (cache / "tiny.safetensors.sha256").read_text().split()[0] == hashlib.sha256(data).hexdigest()
+
+
+def test_status_line_and_headers_dripped_a_byte_at_a_time_are_cut_at_the_head_time(
+    tiny_entry, server: WeightServer
+) -> None:
+    server.drip_head_s = 0.05
+    events: list[object] = []
+    started = time.monotonic()
+    with pytest.raises(DownloadError) as caught:
+        fetch(tiny_entry, events=events.append, retries=1, backoff_s=0, timeout_s=1.0)
+    assert time.monotonic() - started < 10
+    message = str(caught.value)
+    assert "no complete status line and headers within 1 s" in message
+    assert "gave up after 2 attempts without progress" in message and "\n" not in message
+
+
+def test_status_line_and_headers_dripped_a_byte_at_a_time_stop_at_the_deadline(
+    tiny_entry, server: WeightServer, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole exchange is bounded: the process gives up at SWINIR_DOWNLOAD_TIMEOUT, lock released."""
+    server.drip_head_s = 0.05
+    monkeypatch.setenv("SWINIR_DOWNLOAD_TIMEOUT", "2")
+    started = time.monotonic()
+    result = subprocess.run([str(SWINIR), "download", "tiny-x2"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and time.monotonic() - started < 60, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "gave up after 2 s" in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# Each entry has its own cache files, and weights must fit their entry
+
+
+def register_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entries: dict[str, tuple[int, str]]
+) -> None:
+    """Point SWINIR_REGISTRY at unpinned upscale entries: name -> (scale, url)."""
+    lines = []
+    for name, (scale, url) in entries.items():
+        lines += [f"[models.{name}]", 'task = "upscale"', f"scale = {scale}", f'url = "{url}"']
+    (tmp_path / "extra.toml").write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("SWINIR_REGISTRY", str(tmp_path / "extra.toml"))
+
+
+def test_entries_whose_urls_end_in_the_same_file_name_never_share_a_cache_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightServer, cache: Path
+) -> None:
+    x4 = (REFERENCE / "tiny" / "sr_pixelshuffle_x4.pth").read_bytes()
+    server.files["/x2/weights.pth"], server.files["/x4/weights.pth"] = TINY_BYTES, x4
+    register_entries(
+        tmp_path,
+        monkeypatch,
+        {
+            "mine-x4": (4, f"{server.base_url}/x4/weights.pth"),
+            "mine-x2": (2, f"{server.base_url}/x2/weights.pth"),
+        },
+    )
+    first = verified_weights_path(get_model("mine-x4"))
+    second = verified_weights_path(get_model("mine-x2"))
+    assert first != second and first.parent.name == "mine-x4" and second.parent.name == "mine-x2"
+    assert load_model(first).config.upscale == 4 and load_model(second).config.upscale == 2
+    assert len(server.requests) == 2
+
+
+def test_weights_that_do_not_fit_their_entry_are_refused_on_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightServer, cache: Path
+) -> None:
+    server.files["/weights.pth"] = (REFERENCE / "tiny" / "sr_pixelshuffle_x4.pth").read_bytes()
+    register_entries(tmp_path, monkeypatch, {"mine-x2": (2, f"{server.base_url}/weights.pth")})
+    with pytest.raises(DownloadError) as caught:
+        verified_weights_path(get_model("mine-x2"))
+    message = str(caught.value)
+    assert message.startswith("model 'mine-x2': its weights ") and "\n" not in message
+    assert "make x4 color results, but the registry entry declares upscale x2 on x2 color images" in message
+    save_rgb(tmp_path / "photo.png")
+    result = subprocess.run(
+        [str(SWINIR), "upscale", "photo.png", "-m", "mine-x2"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 1 and not (tmp_path / "photo_x2.png").exists()
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [f"error: {message}"]
+
+
+def test_a_pinned_file_of_the_flat_layout_of_earlier_versions_is_moved_into_its_entry_folder(
+    tiny_entry, server: WeightServer, cache: Path
+) -> None:
+    cache.parent.mkdir()
+    (cache.parent / FILE_NAME).write_bytes(TINY_BYTES)
+    assert fetch(tiny_entry) == cache / FILE_NAME
+    assert server.requests == [] and not (cache.parent / FILE_NAME).exists()

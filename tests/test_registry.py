@@ -247,6 +247,34 @@ def test_cache_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert cache_dir() == tmp_path / "mine"
 
 
+def test_a_relative_xdg_cache_home_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The XDG rule: a relative $XDG_CACHE_HOME is invalid and must be ignored."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for relative in ("cache", "~/xdg", "./cache"):
+        monkeypatch.setenv("XDG_CACHE_HOME", relative)
+        assert cache_dir() == tmp_path / "home" / ".cache" / "swinir"
+
+
+def test_a_cache_dir_of_an_unknown_user_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SWINIR_CACHE_DIR", "~/mine")
+    assert cache_dir() == tmp_path / "home" / "mine"
+    monkeypatch.setenv("SWINIR_CACHE_DIR", "~nouser/x")
+    with pytest.raises(UsageError) as caught:
+        cache_dir()
+    assert str(caught.value) == (
+        "SWINIR_CACHE_DIR '~nouser/x': there is no user 'nouser' to expand '~nouser' for; "
+        "set SWINIR_CACHE_DIR to a full path"
+    )
+
+
+def test_an_unknown_name_with_a_setting_suggests_the_models_of_that_setting() -> None:
+    with pytest.raises(ModelNotFoundError, match="did you mean real-x4, real-x4-psnr, real-large-x4\\?"):
+        get_model("nope-x4")
+    with pytest.raises(ModelNotFoundError, match="did you mean denoise-color-25, denoise-gray-25\\?"):
+        get_model("blur-25")
+
+
 def test_installed_layout_reads_the_registry_shipped_inside_the_package(tmp_path: Path) -> None:
     """As in a wheel: swinir_cli/weights.toml beside the modules, no repository around them."""
     installed = tmp_path / "site-packages" / "swinir_cli"

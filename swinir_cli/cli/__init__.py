@@ -16,6 +16,7 @@ from typer.core import TyperArgument
 
 from ..errors import SwinIRError
 from ..signals import EXIT_INTERRUPTED, interrupt_on_stop_signals
+from ..stdout import deferred_failure
 from . import evaluate, models, restore
 from .options import Help, Version
 from .output import Output
@@ -97,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         restore_signals()
     code = code if isinstance(code, int) else 0
+    stdout_failure = deferred_failure()
+    if stdout_failure is not None:  # the work went on without its --json records: said once, at the end
+        console.error(str(stdout_failure))
+        code = code or stdout_failure.exit_code
     if argv is None:
         sys.exit(code)
     return code

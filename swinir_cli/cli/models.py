@@ -12,10 +12,11 @@ from ..download import (
     CacheCheck,
     cached_path,
     is_cached,
+    source_host,
     verified_weights_path,
     verify_cached,
 )
-from ..errors import DownloadError, SwinIRError, UsageError
+from ..errors import DownloadError, SourceUnreachableError, SwinIRError, UsageError
 from ..registry import ModelEntry, cache_dir, load_registry
 from ..resolve import named_entry
 from ..tasks import LEVEL_KEY
@@ -53,7 +54,7 @@ def models_command(
         records = [_record(entry, checks.get(name)) for name, entry in registry.items()]
         output.result({"cache_dir": str(cache_dir()), "models": records})
     else:
-        output.out.print(_table(registry, checks, verify, output.out.width))
+        output.data(_table(registry, checks, verify, output.out.width))
         output.info(f"cache: {cache_dir()}")
     corrupt = [name for name, check in checks.items() if check.problem]
     if corrupt:
@@ -71,7 +72,8 @@ def download_command(
 ) -> None:
     """Download models into the cache, verify them and prepare their fast-loading copies.
 
-    Interrupted downloads resume; a file whose sha256 does not match is deleted, never used.
+    Interrupted downloads resume; a file whose sha256 does not match is deleted, never used. Once a
+    host cannot be reached, its other models are not tried (they are listed as not fetched).
 
     [b]Examples[/]
 
@@ -85,9 +87,17 @@ def download_command(
     registry = load_registry()
     entries = list(registry.values()) if download_all else [named_entry(name) for name in names or []]
     failed = []
+    unreachable: set[str] = set()  # hosts that said so once: their other models are not tried
     for entry in entries:
+        if source_host(entry) in unreachable and not is_cached(entry):
+            failed.append(entry.name)
+            continue
         try:
             _download_one(entry, output)
+        except SourceUnreachableError as error:
+            output.error(str(error))
+            unreachable.add(error.host)
+            failed.append(entry.name)
         except SwinIRError as error:
             output.error(str(error))
             failed.append(entry.name)

@@ -7,6 +7,7 @@ message is :func:`~swinir_cli.text.printable`: a file name's control characters 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -32,6 +33,8 @@ from rich.progress import (
 from rich.text import Text
 
 from ..download import DownloadEvent, DownloadProgress, DownloadRetry, DownloadWaiting
+from ..errors import StdoutError
+from ..stdout import defer_failure, write_stdout
 from ..text import printable
 
 #: Seconds between two plain progress lines when stderr is not a terminal.
@@ -86,9 +89,10 @@ class Output:
         """A download's retry (a warning) or its wait for another process (a line); bytes are left to
         the progress displays."""
         if isinstance(event, DownloadRetry):
+            until = "the last try" if event.last else f"giving up {event.deadline_s:g} s after the start"
             self.warning(
                 f"{event.model}: attempt {event.attempt} failed ({event.reason}); retrying in "
-                f"{event.wait_s:.1f} s (giving up {event.deadline_s:g} s after the start)"
+                f"{event.wait_s:.1f} s ({until})"
             )
         elif isinstance(event, DownloadWaiting):
             self.info(f"{event.model}: waiting for another process {event.doing} {event.path}")
@@ -99,11 +103,33 @@ class Output:
     def result(self, record: dict[str, Any]) -> None:
         """One machine-readable result line on stdout (only with ``--json``).
 
-        The JSON is ASCII (other characters escaped), so any file name survives any locale.
+        The JSON is ASCII (other characters escaped), so any file name survives any locale. When stdout
+        fails (closed, its reader gone, a full disk) the records stop and the work goes on; the command
+        line reports that failure once, at the end (:func:`swinir_cli.stdout.deferred_failure`).
         """
         if self.json_lines:
-            sys.stdout.write(json.dumps(record) + "\n")
-            sys.stdout.flush()
+            try:
+                write_stdout((json.dumps(record) + "\n").encode("ascii"))
+            except StdoutError as error:
+                defer_failure(error)
+
+    def data(self, renderable: Any) -> None:
+        """Print ``renderable`` (a table) on stdout, whole or not at all.
+
+        Raises:
+            StdoutError: stdout is closed, its reader went away or its disk is full.
+        """
+        rendered = io.StringIO()
+        Console(
+            file=rendered,
+            width=self.out.width,
+            color_system=self.out.color_system,
+            force_terminal=self.out.is_terminal,
+            highlight=False,
+            soft_wrap=True,
+        ).print(renderable)
+        encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+        write_stdout(rendered.getvalue().encode(encoding, errors="replace"))
 
     @contextmanager
     def progress(
