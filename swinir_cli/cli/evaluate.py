@@ -51,7 +51,7 @@ def evaluate(
     task: o.EvalTask = None,
     sigma: o.SynthesisSigma = None,
     quality: o.SynthesisQuality = None,
-    scale: o.Scale = None,
+    scale: o.EvalScale = None,
     tile: o.Tile = "0",
     tile_overlap: o.TileOverlap = None,
     device: o.Device = "auto",
