@@ -23,6 +23,12 @@ class UsageError(BatchStopError):
     exit_code = 2
 
 
+class InterruptedByUser(SwinIRError):
+    """Ctrl-C (SIGINT) outside a batch's own handling: a download, a model load, a verification."""
+
+    exit_code = 130
+
+
 class CheckpointError(SwinIRError):
     """A weights file cannot be read, is unsafe, or is not a SwinIR checkpoint."""
 
