@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import UsageError
+from ..imageio import format_names
 from ..tasks import AUTO, DEJPEG, DENOISE, TASK_NAMES, UPSCALE
 
 
@@ -75,8 +76,9 @@ Format = Annotated[
     _option(
         "--format",
         "-f",
-        metavar="png|jpg|webp|tiff|...",
-        help="Output format; default png, or the --output file's suffix (which must agree).",
+        metavar="FORMAT",
+        help=f"Output format: {', '.join(format_names())}; default png, or the --output file's suffix "
+        "(which must agree).",
     ),
 ]
 OutputQuality = Annotated[
