@@ -114,7 +114,6 @@ _WRITTEN = {
     "SGI": "sgi",
     "PCX": "pcx",
     "DIB": "dib",
-    "IM": "im",
     "DDS": "dds",
 }
 # Formats that hold at most 256 colours: a colour result loses colours (warned).
