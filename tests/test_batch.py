@@ -419,9 +419,9 @@ def test_ctrl_c_stops_with_130_and_leaves_no_partial_file(tmp_path: Path) -> Non
     process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
     lines = []
     try:
-        for line in iter(process.stderr.readline, b""):  # the plain log names each image as it starts
+        for line in iter(process.stderr.readline, b""):  # the plain log names each image as it is written
             lines.append(line.decode())
-            if line.startswith(b"[2/2]"):
+            if line.startswith(b"[1/2]"):  # the large image runs now
                 time.sleep(0.5)  # well inside the large image's tiles
                 process.send_signal(signal.SIGINT)
                 break

@@ -465,15 +465,18 @@ def test_json_has_a_failed_record_per_input_when_the_model_cannot_be_had(
     monkeypatch.setenv("SWINIR_REGISTRY", str(registry))
     monkeypatch.setenv("SWINIR_CACHE_DIR", str(tmp_path / "cache"))
     first, second = save_rgb(tmp_path / "a.png"), save_rgb(tmp_path / "b.png", seed=1)
-    out = tmp_path / "out"
-    assert main(["upscale", str(first), str(second), "-m", "gone-x2", "-o", str(out), "--json"]) == 1
+    out, missing = tmp_path / "out", str(tmp_path / "missing.png")
+    command = ["upscale", str(first), missing, str(second), "-m", "gone-x2", "-o", str(out), "--json"]
+    assert main(command) == 1
     captured = capsys.readouterr()
     records = [json.loads(line) for line in captured.out.splitlines()]
     assert [(r["input"], r["output"], r["status"]) for r in records] == [
+        (missing, None, "failed"),  # its own reason, and no output: planning found none
         (str(first), str(out / "a_x2.png"), "failed"),
         (str(second), str(out / "b_x2.png"), "failed"),
     ]
-    assert all("gone.pth" in r["error"] for r in records)
+    assert records[0]["error"] == f"{missing}: no such file or folder"
+    assert all("gone.pth" in r["error"] for r in records[1:])
     assert len(captured.err.splitlines()) == 1 and "gone.pth" in captured.err  # the one line of the stop
 
 

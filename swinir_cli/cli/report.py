@@ -36,9 +36,9 @@ def report_result(out: Output, result: JobResult, *, single: bool) -> None:
 
 def report_stopped(out: Output, jobs: list[Job], error: str) -> None:
     """The ``--json`` records of the inputs a stopped batch did not reach: each ``failed`` with ``error``
-    (the one line the command ends with)."""
+    (the one line the command ends with), or with its own problem when planning found one."""
     for job in jobs:
-        out.result(record(job.input_name, _output(job), None, 0.0, "failed", error))
+        out.result(record(job.input_name, _output(job), None, 0.0, "failed", job.problem or error))
 
 
 def _output(job: Job) -> str | None:
