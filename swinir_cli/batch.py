@@ -25,8 +25,9 @@ and ``overwrite`` is on). Formats without provenance (BMP, GIF, ...) and ``strip
 swinir cannot recognise later: such an existing output is neither skipped nor replaced. The hidden
 ``.<output name>.source.json`` records of earlier versions are honoured and removed when their output is
 written again. Files in folders that are not images (judged by suffix) and special files (FIFOs,
-devices, sockets) found in folders or through patterns are ignored and listed; every other problem fails
-its own job, and the batch goes on.
+devices, sockets) and symbolic links to nothing found in folders or through patterns are ignored and listed,
+as are sub-folders not entered (without ``recursive``); every other problem fails its own job, and the
+batch goes on.
 
 After the model, :func:`resize_image` gives other output sizes.
 """
@@ -131,12 +132,14 @@ class JobResult:
 
 @dataclass
 class BatchPlan:
-    """The jobs to run, the files found in folders that are not images, and other files left out with
-    the reason (special files, outputs of this very run): ignored, not errors."""
+    """The jobs to run, the files found in folders that are not images, other files left out with the
+    reason (special files, dangling links, outputs of this very run): ignored, not errors; and the input
+    folders whose sub-folders were not entered (without ``recursive``), with their number."""
 
     jobs: list[Job]
     not_images: list[Path] = field(default_factory=list)
     ignored: list[tuple[Path, str]] = field(default_factory=list)
+    unentered: list[tuple[Path, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -220,7 +223,8 @@ def plan_jobs(
     ]
     jobs, own_outputs = _without_own_outputs(jobs)
     ignored = found.ignored + [(path, "an output of this run, not an input") for path in own_outputs]
-    return BatchPlan(found.problems + _refuse_clashes(jobs), found.not_images, ignored)
+    jobs = found.problems + _refuse_clashes(jobs)
+    return BatchPlan(jobs, found.not_images, ignored, found.unentered)
 
 
 @dataclass
@@ -231,6 +235,7 @@ class _Found:
     problems: list[Job] = field(default_factory=list)
     not_images: list[Path] = field(default_factory=list)
     ignored: list[tuple[Path, str]] = field(default_factory=list)
+    unentered: list[tuple[Path, int]] = field(default_factory=list)
 
     def add(self, path: Path, *, recursive: bool, exclude: Path | None, matched: bool = False) -> None:
         """Add ``path``, named on the command line or ``matched`` by a pattern."""
@@ -241,14 +246,17 @@ class _Found:
             self.problems.append(Job(path, None, f"{path}: {special}, not a regular file; skipped"))
         elif path.is_dir():
             try:
-                images, others = _folder_files(path, recursive, exclude)
+                listing = _folder_files(path, recursive, exclude)
             except OSError as exc:
                 self.problems.append(
                     Job(path, None, f"{path}: cannot list the folder ({exc.strerror or exc})")
                 )
                 return
-            self.files += [(image, path) for image in images]
-            self.not_images += others
+            self.files += [(image, path) for image in listing.images]
+            self.not_images += listing.others
+            self.ignored += listing.ignored
+            if listing.subfolders:
+                self.unentered.append((path, listing.subfolders))
         elif path.exists() or path.is_symlink():  # a dangling link fails when read, naming the reason
             self.files.append((path, None))
         else:
@@ -312,18 +320,37 @@ def _expand(pattern: str) -> list[Path]:
     return sorted(Path(p) for p in glob.glob(pattern, recursive=True))
 
 
-def _folder_files(folder: Path, recursive: bool, exclude: Path | None) -> tuple[list[Path], list[Path]]:
-    """(images, other files) in ``folder``, sorted; hidden entries and the ``exclude`` folder are left out."""
+@dataclass
+class _Listing:
+    """What a folder holds: images, other files, files left out with the reason (special files,
+    dangling links), and sub-folders not entered (without ``recursive``)."""
+
+    images: list[Path] = field(default_factory=list)
+    others: list[Path] = field(default_factory=list)
+    ignored: list[tuple[Path, str]] = field(default_factory=list)
+    subfolders: int = 0
+
+
+def _folder_files(folder: Path, recursive: bool, exclude: Path | None) -> _Listing:
+    """What ``folder`` holds, sorted; hidden entries and the ``exclude`` folder are left out."""
     excluded = exclude.resolve() if exclude is not None else None
-    files = []
+    listing = _Listing()
     for path in sorted(folder.rglob("*") if recursive else folder.iterdir()):
         relative = path.relative_to(folder)
-        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+        if any(part.startswith(".") for part in relative.parts):
             continue
         if excluded is not None and path.resolve().is_relative_to(excluded):
             continue
-        files.append(path)
-    return [p for p in files if is_probably_image(p)], [p for p in files if not is_probably_image(p)]
+        special = _special_kind(path)
+        if path.is_dir():
+            listing.subfolders += not recursive
+        elif special is not None:
+            listing.ignored.append((path, f"{special}, not a regular file"))
+        elif not path.exists():
+            listing.ignored.append((path, "a symbolic link to nothing"))
+        else:
+            (listing.images if is_probably_image(path) else listing.others).append(path)
+    return listing
 
 
 def _unique(found: list[tuple[Path, Path | None]]) -> Iterator[tuple[Path, Path | None]]:
@@ -801,12 +828,14 @@ def output_size(
 
     Raises:
         UsageError: ``outscale`` is combined with ``width``/``height``, a value is not positive, or a
-            side is over :data:`MAX_OUTPUT_SIDE`.
+            side (or ``outscale``, which makes every side larger) is over :data:`MAX_OUTPUT_SIDE`.
     """
     if outscale is not None and (width is not None or height is not None):
         raise UsageError("--outscale cannot be combined with --width/--height")
-    if any(value is not None and value <= 0 for value in (outscale, width, height)):
+    if any(value is not None and not value > 0 for value in (outscale, width, height)):  # NaN too
         raise UsageError("--outscale, --width and --height must be positive")
+    if outscale is not None and outscale > MAX_OUTPUT_SIDE:
+        raise UsageError(f"--outscale {outscale:g} makes every output side over {MAX_OUTPUT_SIDE} pixels")
     for option, value in (("--width", width), ("--height", height)):
         if value is not None and value > MAX_OUTPUT_SIDE:
             raise UsageError(f"{option} {value} is over the limit of {MAX_OUTPUT_SIDE} pixels a side")

@@ -6,6 +6,8 @@ complete sentence that names the file, model or value at fault, so that nothing 
 
 from __future__ import annotations
 
+from .signals import EXIT_INTERRUPTED
+
 
 class SwinIRError(Exception):
     """Base class of every error swinir-cli raises on purpose."""
@@ -21,6 +23,13 @@ class UsageError(BatchStopError):
     """The command was asked for something it cannot do (bad option value, incompatible choices)."""
 
     exit_code = 2
+
+
+class InterruptedByUser(SwinIRError):
+    """Ctrl-C (SIGINT, or SIGTERM/SIGHUP: :mod:`swinir_cli.signals`) outside a batch's own handling: a
+    download, a model load, a verification."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 class CheckpointError(SwinIRError):

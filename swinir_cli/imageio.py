@@ -114,6 +114,28 @@ PROVENANCE_KEY = "swinir:provenance"
 _XMP_TAG = 700
 _DEFAULT_QUALITY = {"JPEG": 95, "WEBP": 95, "AVIF": 90}
 _FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF", "JP2": "JPEG2000"}
+# The formats written, by Pillow name, with the word --format shows for each: those that hold any result
+# at its size in gray, colour and alpha (ICO and ICNS resize to icon sizes; MSP, PALM, XBM and BLP take
+# only 1-bit or palette images; SPIDER stores floats; PDF is a document).
+_WRITTEN = {
+    "PNG": "png",
+    "JPEG": "jpg",
+    "WEBP": "webp",
+    "AVIF": "avif",
+    "TIFF": "tiff",
+    "BMP": "bmp",
+    "GIF": "gif",
+    "TGA": "tga",
+    "PPM": "ppm",
+    "JPEG2000": "jp2",
+    "QOI": "qoi",
+    "SGI": "sgi",
+    "PCX": "pcx",
+    "DIB": "dib",
+    "DDS": "dds",
+}
+# Formats that hold at most 256 colours: a colour result loses colours (warned).
+_PALETTE_ONLY = frozenset({"GIF"})
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SIGNATURES = (
@@ -151,6 +173,11 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     if fmt in Image.OPEN and fmt not in _UNSAFE_OR_STUB_FORMATS
 )
 """Lower-case file suffixes (with the dot) of every format :func:`read_image` opens."""
+
+
+WRITABLE_FORMATS: dict[str, str] = {fmt: word for fmt, word in _WRITTEN.items() if fmt in Image.SAVE}
+"""The formats :func:`write_image` writes (those of this Pillow build), by Pillow name: the ``--format``
+word of each."""
 
 
 def is_probably_image(path: Path) -> bool:
@@ -588,6 +615,11 @@ def keeps_alpha(fmt: str) -> bool:
     return fmt in _KEEPS_ALPHA
 
 
+def keeps_colours(fmt: str) -> bool:
+    """Whether the Pillow format ``fmt`` stores every colour of a colour image (GIF holds 256)."""
+    return fmt not in _PALETTE_ONLY
+
+
 def keeps_16_bit(fmt: str) -> bool:
     """Whether :func:`write_image` stores 16 bits per sample in the Pillow format ``fmt`` (PNG, TIFF)."""
     return fmt in _KEEPS_16_BIT
@@ -602,9 +634,14 @@ def output_format(path: Path, format: str | None = None) -> str:
             raise ImageError(f"{path}: cannot tell the image format from the suffix {path.suffix!r}")
     else:
         fmt = _FORMAT_ALIASES.get(format.upper(), format.upper())
-    if fmt not in Image.SAVE or fmt in _UNSAFE_OR_STUB_FORMATS:
-        raise ImageError(f"{path}: writing {fmt} images is not supported")
+    if fmt not in WRITABLE_FORMATS:
+        raise ImageError(f"{path}: swinir does not write {fmt} images (it writes {'|'.join(format_names())})")
     return fmt
+
+
+def format_names() -> list[str]:
+    """The ``--format`` words of :data:`WRITABLE_FORMATS`, in the table's order (``png``, ``jpg``...)."""
+    return list(WRITABLE_FORMATS.values())
 
 
 def write_image(

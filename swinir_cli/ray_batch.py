@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -171,12 +173,29 @@ def run_on_ray(
     ray = require_ray()
     rows = job_rows(jobs)
     started = time.perf_counter()
-    new_outputs = {i for i, job in enumerate(jobs) if job.target is not None and not job.target.exists()}
     summary = BatchSummary()
+    with _native_stderr_aside():
+        _run(ray, jobs, rows, factory, workers, summary, (on_start, on_result))
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _run(
+    ray: ModuleType,
+    jobs: Sequence[Job],
+    rows: list[dict[str, Any]],
+    factory: JobRunnerFactory,
+    workers: int | None,
+    summary: BatchSummary,
+    callbacks: tuple[Callable[[Job, int], None] | None, Callable[[JobResult], None] | None],
+) -> None:
+    """The body of :func:`run_on_ray`: results go into ``summary``."""
+    on_start, on_result = callbacks
+    new_outputs = {i for i, job in enumerate(jobs) if job.target is not None and not job.target.exists()}
     owned = not ray.is_initialized()
     if owned:  # RAY_ADDRESS names a cluster to join; without it a local Ray starts, without its dashboard
         local = {} if os.environ.get("RAY_ADDRESS") else {"include_dashboard": False}
-        ray.init(logging_level=logging.WARNING, **local)
+        ray.init(**_ray_logging(), **local)
     restore_signals = interrupt_on_stop_signals()  # ray.init makes SIGTERM exit at once: Ctrl-C here too
     arrived: dict[int, JobResult] = {}
     try:
@@ -197,8 +216,50 @@ def run_on_ray(
         restore_signals()
         if owned:
             ray.shutdown()
-    summary.seconds = time.perf_counter() - started
-    return summary
+
+
+#: Set (to anything but 0) to see Ray's own log lines, as tracebacks.
+DEBUG_VARIABLE = "SWINIR_DEBUG"
+
+
+def _debugging() -> bool:
+    return os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+
+
+def _ray_logging() -> dict[str, Any]:
+    """``ray.init`` keywords that keep Ray's Python log lines (its warnings, Ray Data's notes, the actors'
+    output) from the user unless ``SWINIR_DEBUG`` is set: swinir reports every result and error itself."""
+    if _debugging():
+        return {"logging_level": logging.INFO}
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+    return {"logging_level": logging.CRITICAL, "log_to_driver": False}
+
+
+@contextmanager
+def _native_stderr_aside() -> Iterator[None]:
+    """Ray's native code (its core worker in this process, and the local daemons it starts) writes log
+    lines straight to file descriptor 2; unless ``SWINIR_DEBUG`` is set, that descriptor points at the
+    null device meanwhile, and ``sys.stderr`` (swinir's own lines) at a copy of the real one."""
+    if _debugging() or sys.stderr is None:
+        yield
+        return
+    sys.stderr.flush()
+    real = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    python_stderr = sys.stderr
+    encoding = getattr(python_stderr, "encoding", None) or "utf-8"
+    try:
+        with open(
+            real, "w", buffering=1, encoding=encoding, errors="backslashreplace", closefd=False
+        ) as copy:
+            sys.stderr = copy
+            yield
+    finally:
+        sys.stderr = python_stderr
+        os.dup2(real, 2)
+        os.close(real)
 
 
 def _report(

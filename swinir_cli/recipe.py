@@ -30,7 +30,7 @@ from .batch import (
     run_one,
 )
 from .errors import UsageError
-from .imageio import LoadedImage, keeps_16_bit, keeps_alpha, output_format
+from .imageio import LoadedImage, keeps_16_bit, keeps_alpha, keeps_colours, output_format
 from .provenance import settings_fingerprint
 from .tasks import AUTO
 
@@ -237,6 +237,8 @@ class RecipeRunner:
             self._warn_once("alpha", f"{name}: {fmt} has no alpha channel; the transparency is dropped")
         if image.bit_depth == 16 and not keeps_16_bit(fmt):
             self._warn_once("depth", f"{name}: {fmt} stores 8 bits per sample; the 16-bit depth is reduced")
+        if image.channels == 3 and model_channels == 3 and not keeps_colours(fmt):
+            self._warn_once("colours", f"{name}: {fmt} holds 256 colours; the result's colours are reduced")
         if image.channels == 3 and model_channels == 1:
             self._warn_once(
                 "gray",

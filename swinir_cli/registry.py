@@ -202,7 +202,7 @@ def _no_model_message(
     )
     listed = ", ".join(str(level) for level in available) or "none"
     return (
-        f"no registered{kind} {task} model has {level_key} {value}; available {level_key}s: {listed} "
+        f"no registered{kind} {task} model has {level_key} {value}; {level_key} values available: {listed} "
         "(or pass --weights FILE)"
     )
 

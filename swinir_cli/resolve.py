@@ -239,7 +239,13 @@ class ModelChooser:
             chosen = choose_jpeg_model_quality(estimated)
             found = f"JPEG quality ~{estimated}"
         else:
-            estimated_sigma = estimate_noise_sigma(to_8_bit(image.pixels))
+            try:
+                estimated_sigma = estimate_noise_sigma(to_8_bit(image.pixels))
+            except ImageError as exc:
+                raise ImageError(
+                    f"{image.name}: cannot estimate the noise level ({exc}); "
+                    f"pass --sigma {self.request.kind.levels_metavar}"
+                ) from None
             chosen = choose_noise_model_sigma(estimated_sigma)
             found = f"noise sigma ~{estimated_sigma:.1f}"
         if self.notice is not None:

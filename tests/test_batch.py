@@ -401,6 +401,11 @@ def test_output_size_from_outscale_width_or_height() -> None:
         output_size((24, 20), outscale=2, height=9)
     with pytest.raises(UsageError, match="positive"):
         output_size((24, 20), outscale=0)
+    with pytest.raises(UsageError, match="positive"):
+        output_size((24, 20), outscale=float("nan"))
+    for absurd in (1e308, float("inf")):  # larger than any side can be, for any input
+        with pytest.raises(UsageError, match="every output side over 65535"):
+            output_size((1, 1), outscale=absurd)
 
 
 def test_resize_keeps_depth_gray_and_alpha_and_picks_the_filter() -> None:
@@ -600,18 +605,16 @@ def test_a_stop_signal_ends_the_batch_as_ctrl_c_does(tmp_path: Path, stop: signa
     command = [str(SWINIR), "denoise", str(folder), "-o", str(out), "--json", *SLOW_DENOISE]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-    lines = []
     try:
-        for line in iter(process.stderr.readline, b""):  # the plain log names each image as it starts
-            lines.append(line.decode())
-            if line.startswith(b"[2/2]"):
-                time.sleep(0.5)  # well inside the large image's tiles
-                process.send_signal(stop)
-                break
+        deadline = time.monotonic() + 120
+        while not (out / "a_small_denoised.png").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the small image is written beside the large one's restoring (overlapped I/O)
+        time.sleep(1.0)  # well inside the large image's tiles
+        process.send_signal(stop)
         records, remaining = (part.decode() for part in process.communicate(timeout=60))
     finally:
         process.kill()
-    assert process.returncode == 130, "".join(lines) + remaining
+    assert process.returncode == 130, remaining
     assert "Traceback" not in remaining
     assert remaining.splitlines()[-1].startswith("error: interrupted: 1 done, 0 skipped, 0 failed")
     statuses = [(Path(r["input"]).name, r["status"]) for r in map(json.loads, records.splitlines())]
@@ -700,6 +703,33 @@ def test_special_files_through_globs_and_symlinks_are_skipped(tmp_path: Path) ->
     assert b"pipe.png: a FIFO, not a regular file, ignored" in globbed.stderr
     named = run_swinir("upscale", "link.png", "-w", SR_X2, cwd=tmp_path, timeout=120)
     assert named.returncode == 1 and b"link.png: a FIFO, not a regular file" in named.stderr
+
+
+def test_fifos_and_links_to_nothing_inside_folders_are_listed_and_skipped(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    touch_images(folder, "a.png")
+    touch_images(folder / "sub", "b.png")
+    os.mkfifo(folder / "pipe.png")
+    (folder / "gone.png").symlink_to(folder / "nothing.png")
+    os.mkfifo(folder / "sub" / "deep.png")
+    flat = plan_jobs([str(folder)], str(tmp_path / "out"), X2)
+    assert [job.source for job in flat.jobs] == [folder / "a.png"]
+    assert flat.ignored == [
+        (folder / "gone.png", "a symbolic link to nothing"),
+        (folder / "pipe.png", "a FIFO, not a regular file"),
+    ]
+    assert flat.unentered == [(folder, 1)]  # sub/ was not entered: said, not silent
+    deep = plan_jobs([str(folder)], str(tmp_path / "out"), X2, recursive=True)
+    assert [job.source for job in deep.jobs] == [folder / "a.png", folder / "sub" / "b.png"]
+    assert (folder / "sub" / "deep.png", "a FIFO, not a regular file") in deep.ignored
+    assert deep.unentered == []
+    summary = run_swinir("upscale", folder, "-w", SR_X2, "-o", tmp_path / "out", timeout=120)
+    assert summary.returncode == 0, summary.stderr
+    said = summary.stderr.decode()
+    assert f"{folder / 'pipe.png'}: a FIFO, not a regular file, ignored" in said
+    assert f"{folder / 'gone.png'}: a symbolic link to nothing, ignored" in said
+    assert said.splitlines()[-1].startswith("1 done, 0 skipped, 0 failed, 2 ignored in ")
 
 
 def test_the_output_pixel_limit_holds_while_another_thread_reads_images(tmp_path: Path) -> None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +15,7 @@ import numpy as np
 import pytest
 from conftest import (
     REFERENCE,
+    SWINIR,
     assert_one_clean_error_line,
     official_models,
     run_swinir,
@@ -115,8 +120,30 @@ def test_download_with_a_wrong_hash_fails_on_one_line_and_leaves_nothing(
 
 def test_download_needs_names_or_all(cache, capsys) -> None:
     assert main(["download"]) == 2
-    assert "name the models to download, or pass --all" in capsys.readouterr().err
+    said = capsys.readouterr().err  # what to pass: a name, where the names are, or --all
+    assert said.startswith("error: name the models to download (swinir download real-x4; ")
+    assert "`swinir models` lists them" in said and "--all" in said
     assert main(["download", "real-x4", "--all"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_a_download_says_interrupted_on_one_line(tmp_path, monkeypatch, server, cache) -> None:
+    server.trickle_s = 0.05  # a byte every 50 ms: the download is still running when SIGINT comes
+    register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("SWINIR_DEBUG", None)
+    with subprocess.Popen(
+        [SWINIR, "download", "tiny-x2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    ) as process:
+        deadline = time.monotonic() + 60
+        while not server.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.requests, "the download never started"
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert err.decode().splitlines() == ["error: interrupted"]
 
 
 def test_download_of_an_unknown_name_suggests_close_ones(cache, capsys) -> None:

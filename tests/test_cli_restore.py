@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import subprocess
 from pathlib import Path
 
@@ -221,11 +222,12 @@ def test_quiet_prints_nothing_and_plain_lines_name_each_image(tmp_path: Path) ->
     text = plain.stderr.decode()
     assert "\x1b" not in text and "\r" not in text  # no terminal control codes when stderr is a pipe
     lines = text.splitlines()
-    assert lines[0] == f"[1/3] {first} -> {tmp_path / 'plain' / 'first_x2.png'}"
-    # the first image is written while the second is restored (overlapped I/O): no time left to show yet
-    assert lines[1].startswith(f"[2/3] {second} -> {tmp_path / 'plain' / 'second_x2.png'}")
-    assert lines[2].startswith(f"[3/3] {third} -> {tmp_path / 'plain' / 'third_x2.png'} (")
-    assert lines[2].endswith(" left)")  # once an image is written, the time the batch has left
+    # each image is named as its result is written, with its seconds and the time the batch has left
+    out = tmp_path / "plain"
+    for line, (n, image) in zip(lines, enumerate((first, second, third), start=1), strict=False):
+        named = re.escape(f"[{n}/3] {image} -> {out / image.stem}_x2.png (")
+        left = r", \d+:\d\d left" if n < 3 else ""  # on the last image nothing is left
+        assert re.fullmatch(named + r"\d+\.\d s" + left + r"\)", line), line
     assert lines[3].startswith("3 done, 0 skipped, 0 failed in ") and lines[3].endswith(" s")
     assert len(lines) == 4
 
@@ -431,3 +433,175 @@ def test_standard_output_that_fails_or_is_closed_is_one_line_and_exit_1(tmp_path
         ["bash", "-c", f"{SWINIR} upscale - -w {SR_X2} -o x.png <&-"], cwd=tmp_path, capture_output=True
     )
     assert closed_in.returncode == 1 and b"<stdin>: standard input is closed" in closed_in.stderr
+
+
+# --- issue 21: refused before any work, a way forward in every error ---------------------------------
+
+
+def _one_error(capsys: pytest.CaptureFixture[str], *words: str) -> None:
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert all(word in lines[0] for word in words), lines[0]
+
+
+def test_several_inputs_into_one_image_file_or_an_existing_file_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = save_rgb(tmp_path / "a.png"), save_rgb(tmp_path / "b.png", seed=1)
+    (tmp_path / "notes.txt").write_text("not a folder")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    common = ["-w", str(SR_X2), "--device", "cpu"]
+    assert main(["upscale", str(first), str(second), "-o", str(tmp_path / "one.png"), *common]) == 2
+    _one_error(capsys, "one.png", "names an image file", "folder")
+    assert main(["upscale", str(tmp_path), "-o", str(tmp_path / "notes.txt"), *common]) == 2
+    _one_error(capsys, "notes.txt", "is a file", "folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no folder one.png/, no image restored
+
+
+@pytest.fixture
+def tiny_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """SWINIR_REGISTRY with `tiny-x2` (the tiny x2 model, fetched by a copy) and `tiny-dn-15` (a colour
+    denoiser for sigma 15, the only one: --sigma auto picks it); returns the (empty) cache folder."""
+    registry = tmp_path / "registry.toml"
+    registry.write_text(
+        f'[models.tiny-x2]\ntask = "upscale"\nscale = 2\nurl = "{SR_X2}"\ndescription = "tiny"\n'
+        f'[models.tiny-dn-15]\ntask = "denoise"\nsigma = 15\nchannels = 3\nurl = "{DN_COLOR}"\n'
+        'description = "tiny"\n'
+    )
+    monkeypatch.setenv("SWINIR_REGISTRY", str(registry))
+    monkeypatch.setenv("SWINIR_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_missing_inputs_are_named_and_no_model_is_fetched(
+    tmp_path: Path, tiny_registry: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = str(tmp_path / "missing.png")
+    assert main(["upscale", missing, "-m", "tiny-x2", "--device", "cpu"]) == 1
+    assert capsys.readouterr().err == f"error: {missing}: no such file or folder\n"
+    other = str(tmp_path / "other.png")
+    assert main(["upscale", missing, other, "-m", "tiny-x2", "-o", str(tmp_path / "out"), "--json"]) == 1
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {missing}: no such file or folder", f"error: {other}: no such file or folder"]
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert [(r["input"], r["status"], r["output"]) for r in records] == [(missing, "failed", None),
+                                                                       (other, "failed", None)]  # fmt: skip
+    assert not tiny_registry.exists() or not any(tiny_registry.rglob("*.*"))  # nothing downloaded
+
+
+def test_json_has_a_failed_record_per_input_when_the_model_cannot_be_had(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = tmp_path / "registry.toml"
+    registry.write_text(
+        f'[models.gone-x2]\ntask = "upscale"\nscale = 2\nurl = "{tmp_path / "gone.pth"}"\ndescription = "x"\n'
+    )
+    monkeypatch.setenv("SWINIR_REGISTRY", str(registry))
+    monkeypatch.setenv("SWINIR_CACHE_DIR", str(tmp_path / "cache"))
+    first, second = save_rgb(tmp_path / "a.png"), save_rgb(tmp_path / "b.png", seed=1)
+    out, missing = tmp_path / "out", str(tmp_path / "missing.png")
+    command = ["upscale", str(first), missing, str(second), "-m", "gone-x2", "-o", str(out), "--json"]
+    assert main(command) == 1
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert [(r["input"], r["output"], r["status"]) for r in records] == [
+        (missing, None, "failed"),  # its own reason, and no output: planning found none
+        (str(first), str(out / "a_x2.png"), "failed"),
+        (str(second), str(out / "b_x2.png"), "failed"),
+    ]
+    assert records[0]["error"] == f"{missing}: no such file or folder"
+    assert all("gone.pth" in r["error"] for r in records[1:])
+    assert len(captured.err.splitlines()) == 1 and "gone.pth" in captured.err  # the one line of the stop
+
+
+def test_formats_that_cannot_hold_the_result_are_refused_and_gif_is_warned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = save_rgb(tmp_path / "a.png")
+    common = [str(image), "-w", str(SR_X2), "--device", "cpu", "--tile", "0"]
+    for icon in ("x.ico", "x.icns"):
+        assert main(["upscale", *common, "-o", str(tmp_path / icon)]) == 2
+        _one_error(capsys, icon, "does not write", "png")
+    for fmt in ("msp", "palm", "xbm", "blp", "nosuch"):
+        assert main(["upscale", *common, "-f", fmt]) == 2
+        _one_error(capsys, f"--format {fmt}", "not a format swinir writes", "png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+    assert main(["upscale", *common, "-f", "gif"]) == 0
+    assert "gif holds 256 colours" in capsys.readouterr().err.lower()
+    assert Image.open(tmp_path / "a_x2.gif").size == (48, 40)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e308", "1e999", "abc", "0"])
+def test_outscale_must_be_a_finite_positive_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    image = save_rgb(tmp_path / "a.png")
+    assert main(["upscale", str(image), "--outscale", value, "-w", str(SR_X2), "--device", "cpu"]) == 2
+    _one_error(capsys, "--outscale")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_image_data_for_a_terminal_and_standard_input_from_a_terminal_are_refused(tmp_path: Path) -> None:
+    image = save_rgb(tmp_path / "a.png").read_bytes()
+    controller, terminal = pty.openpty()
+    try:
+        command = [SWINIR, "denoise", "-", "--sigma", "15", "-w", DN_COLOR, "--device", "cpu"]
+        with subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=terminal, stderr=subprocess.PIPE, cwd=tmp_path
+        ) as to_terminal:
+            _, err = to_terminal.communicate(image, timeout=120)
+        assert to_terminal.returncode == 2, err
+        assert_one_clean_error_line(subprocess.CompletedProcess([], 2, b"", err), "not for a terminal")
+        command = [SWINIR, "upscale", "-", "-w", SR_X2, "-o", "out.png"]
+        with subprocess.Popen(
+            command, stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path
+        ) as from_terminal:
+            _, err = from_terminal.communicate(timeout=120)
+        assert from_terminal.returncode == 2, err
+        assert_one_clean_error_line(subprocess.CompletedProcess([], 2, b"", err), "standard input", "pipe")
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_noise_estimation_on_a_tiny_image_names_the_file(
+    tmp_path: Path, tiny_registry: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tiny = save_rgb(tmp_path / "tiny.png", height=3, width=3)
+    assert main(["denoise", str(tiny), "--device", "cpu"]) == 1
+    _one_error(capsys, str(tiny), "cannot estimate the noise level", "--sigma 15|25|50")
+
+
+def test_a_folder_without_r_says_its_sub_folders_were_not_entered(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "shots"
+    (folder / "day1").mkdir(parents=True)
+    (folder / "day2").mkdir()
+    save_rgb(folder / "top.png")
+    save_rgb(folder / "day1" / "inner.png")
+    assert main(["upscale", str(folder), "-w", str(SR_X2), "--device", "cpu", "--tile", "0"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        f"warning: {folder}: 2 sub-folder(s) not entered; -r (--recursive) restores their images"
+    ]
+
+
+def test_help_lists_choices_and_says_what_tile_auto_does(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # one line per option
+    assert main(["upscale", "--help"]) == 0
+    shown = capsys.readouterr().out
+    assert "auto|fp32|fp16|bf16" in shown and "eval" not in shown
+    assert (
+        "'auto': the whole image when its estimated memory fits the device's budget, else the tile plan"
+        in shown
+    )
+    assert "png, jpg, webp" in shown and "ico" not in shown
+    assert main(["eval", "--help"]) == 0
+    assert "With --restored: the factor of the results" in capsys.readouterr().out
+    assert main(["dejpeg", "x.png", "--quality", "35"]) == 2
+    _one_error(capsys, "quality values available: 10, 20, 30, 40")

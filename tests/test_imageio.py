@@ -30,10 +30,12 @@ from swinir_cli.errors import ImageError, UsageError
 from swinir_cli.imageio import (
     IMAGE_EXTENSIONS,
     PROVENANCE_KEY,
+    WRITABLE_FORMATS,
     ImageMetadata,
     LoadedImage,
     encode_image,
     is_probably_image,
+    output_format,
     read_image,
     read_provenance,
     to_8_bit,
@@ -503,9 +505,27 @@ def test_unknown_suffix_and_format_are_refused(tmp_path: Path) -> None:
     image = LoadedImage(random_pixels(4, 4, 3))
     with pytest.raises(ImageError, match=r"out\.xyz: cannot tell the image format"):
         write_image(tmp_path / "out.xyz", image)
-    with pytest.raises(ImageError, match="writing NOPE images is not supported"):
+    with pytest.raises(ImageError, match="swinir does not write NOPE images"):
         write_image(tmp_path / "out.png", image, format="nope")
     assert leftover_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("fmt", sorted(WRITABLE_FORMATS))
+def test_every_written_format_holds_any_result_at_its_size(fmt: str) -> None:
+    """Gray, colour, with and without alpha, at a size no icon format has: read back at that size."""
+    for channels, alpha in ((1, False), (3, False), (3, True), (1, True)):
+        image = LoadedImage(
+            random_pixels(300, 301, channels), random_pixels(300, 301, 1)[..., 0] if alpha else None
+        )
+        back = read_image(encode_image(image, fmt))
+        assert (back.width, back.height) == (301, 300), (fmt, channels, alpha)
+
+
+@pytest.mark.parametrize("fmt", ["ICO", "ICNS", "MSP", "PALM", "XBM", "BLP", "SPIDER", "PDF", "EPS"])
+def test_formats_that_cannot_hold_a_result_are_not_written(fmt: str) -> None:
+    assert fmt not in WRITABLE_FORMATS
+    with pytest.raises(ImageError, match=f"swinir does not write {fmt} images"):
+        output_format(Path("out"), fmt)
 
 
 def test_disk_full_mid_write_removes_temporary_and_keeps_old_output(tmp_path: Path, monkeypatch) -> None:

@@ -189,7 +189,7 @@ def test_chooser_refuses_a_model_of_another_task_or_scale(local_registry: Path) 
         ModelChooser(
             ModelRequest("upscale", model="classical-x2", scale=4), restorer_options={"device": "cpu"}
         ).restorer_for(image)
-    with pytest.raises(UsageError, match="available scales: 2, 3, 4, 8"):
+    with pytest.raises(UsageError, match="scale values available: 2, 3, 4, 8"):
         ModelChooser(ModelRequest("upscale", scale=5)).restorer_for(image)
 
 

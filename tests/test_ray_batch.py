@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from batch_folders import (
     save_rgb,
     statuses,
 )
-from conftest import SWINIR, run_swinir
+from conftest import SWINIR, run_swinir, stderr_lines
 
 from swinir_cli.batch import Job, JobResult, run_jobs
 from swinir_cli.errors import UsageError
@@ -236,15 +237,24 @@ def test_ctrl_c_of_the_driver_exits_130_and_leaves_nothing_partial(
     assert {Path(name).stem + "_out.png" for name, status in records if status == "done"} <= set(left)
 
 
-def test_cli_ray_gives_a_plain_runs_outputs_records_and_exit_code(tmp_path: Path) -> None:
+def test_cli_ray_gives_a_plain_runs_outputs_records_lines_and_exit_code(tmp_path: Path) -> None:
     folder = make_good_and_bad_folder(tmp_path / "in", good=3)
     command = ["denoise", folder, "--sigma", "15", "--weights", DN_COLOR, "--tile", "0", "--suffix", "_out",
-               "--json", "--quiet", "--device", "cpu"]  # fmt: skip
+               "--json", "--device", "cpu"]  # fmt: skip
     plain = run_swinir(*command, "-o", tmp_path / "plain")
     on_ray = run_swinir(*command, "-o", tmp_path / "ray", "--ray", "--ray-workers", "2", timeout=300)
     assert on_ray.returncode == plain.returncode == 1, on_ray.stderr.decode()
     assert cli_records(on_ray) == cli_records(plain)
     assert_same_outputs(outputs(tmp_path / "ray"), outputs(tmp_path / "plain"))
+    # only swinir's own lines: none of Ray's (its token warning, its core worker's, Ray Data's notes)
+    said_plain = {_without_figures(line, tmp_path / "plain") for line in stderr_lines(plain)}
+    said_on_ray = [_without_figures(line, tmp_path / "ray") for line in stderr_lines(on_ray)]
+    assert said_on_ray and all(line in said_plain for line in said_on_ray), said_on_ray
+
+
+def _without_figures(line: str, out: Path) -> str:
+    """A line without its output folder and its timings (seconds, time left)."""
+    return re.sub(r" \(\d+\.\d s.*\)$| in \d+\.\d s$", "", line.replace(str(out), "OUT"))
 
 
 def test_cli_ray_without_ray_says_how_to_install_it(tmp_path: Path) -> None:

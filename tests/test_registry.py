@@ -104,9 +104,9 @@ def test_choose_model_picks_the_documented_default(task: str, options: dict, exp
 @pytest.mark.parametrize(
     "task, options, listed",
     [
-        ("upscale", {"scale": 5}, "available scales: 2, 3, 4, 8"),
-        ("denoise", {"sigma": 30}, "available sigmas: 15, 25, 50"),
-        ("dejpeg", {"quality": 90, "channels": 1}, "available qualitys: 10, 20, 30, 40"),
+        ("upscale", {"scale": 5}, "scale values available: 2, 3, 4, 8"),
+        ("denoise", {"sigma": 30}, "sigma values available: 15, 25, 50"),
+        ("dejpeg", {"quality": 90, "channels": 1}, "quality values available: 10, 20, 30, 40"),
         ("upscale", {}, "needs a scale"),
     ],
 )

@@ -7,14 +7,17 @@ Each command group lives in its own module and registers itself on :data:`app` h
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
 from typer import Abort
 from typer.core import TyperArgument
 
-from ..errors import SwinIRError
+from ..errors import InterruptedByUser, SwinIRError
 from ..signals import EXIT_INTERRUPTED, interrupt_on_stop_signals
 from ..stdout import deferred_failure
 from . import evaluate, models, restore
@@ -58,14 +61,30 @@ _ClickException = next(kind for kind in typer.BadParameter.__mro__ if kind.__nam
 
 def _command() -> typer.core.TyperGroup:
     """The Click command of :data:`app`, its arguments shown by their metavar alone in help (Typer would
-    add their Python type, such as ``<list[str]>``)."""
+    add their Python type, such as ``<list[str]>``), each command's Ctrl-C an :class:`InterruptedByUser`
+    (Typer would turn it into a silent exit 130 before :func:`main` sees it)."""
     command = typer.main.get_command(app)
     groups = [command, *getattr(command, "commands", {}).values()]
     for group in groups:
         for param in group.params:
             if isinstance(param, TyperArgument):
                 param.display_type_rich = lambda ctx: None  # type: ignore[attr-defined]
+        if group.callback is not None:
+            group.callback = _interruptible(group.callback)
     return command
+
+
+def _interruptible(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """``callback``, its KeyboardInterrupt raised as :class:`InterruptedByUser`."""
+
+    @functools.wraps(callback)
+    def interruptible(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise InterruptedByUser("interrupted") from None
+
+    return interruptible
 
 
 def main(argv: list[str] | None = None) -> int:

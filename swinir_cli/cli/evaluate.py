@@ -56,7 +56,7 @@ def evaluate(
     task: o.EvalTask = None,
     sigma: o.SynthesisSigma = None,
     quality: o.SynthesisQuality = None,
-    scale: o.Scale = None,
+    scale: o.EvalScale = None,
     lq_resize: o.LqResize = "integer",
     tile: o.Tile = "0",
     tile_overlap: o.TileOverlap = None,

@@ -82,8 +82,12 @@ def download_command(
       swinir download --all
     """
     output = Output(quiet=quiet)
-    if download_all == bool(names):
-        raise UsageError("name the models to download, or pass --all (not both)")
+    if download_all and names:
+        raise UsageError("name the models to download or pass --all, not both")
+    if not download_all and not names:
+        raise UsageError(
+            "name the models to download (swinir download real-x4; `swinir models` lists them), or pass --all"
+        )
     registry = load_registry()
     entries = list(registry.values()) if download_all else [named_entry(name) for name in names or []]
     failed = []

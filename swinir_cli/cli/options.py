@@ -7,6 +7,7 @@ Each alias below is an ``Annotated`` type that a command's parameter (or a gener
 from __future__ import annotations
 
 import inspect
+import math
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import UsageError
+from ..imageio import format_names
 from ..matlab_resize import PASS_MODES
 from ..tasks import AUTO, DEJPEG, DENOISE, TASK_NAMES, UPSCALE
 
@@ -75,8 +77,9 @@ Format = Annotated[
     _option(
         "--format",
         "-f",
-        metavar="png|jpg|webp|tiff|...",
-        help="Output format; default png, or the --output file's suffix (which must agree).",
+        metavar="FORMAT",
+        help=f"Output format: {', '.join(format_names())}; default png, or the --output file's suffix "
+        "(which must agree).",
     ),
 ]
 OutputQuality = Annotated[
@@ -129,8 +132,18 @@ Scale = Annotated[
         "-s",
         min=1,
         metavar=UPSCALE.levels_metavar,
-        help="Upscaling factor (default: 4, or the model's). For `eval --restored`: the factor of the "
-        "results, whose border is not measured.",
+        help="Upscaling factor (default: 4, or the model's).",
+    ),
+]
+EvalScale = Annotated[
+    int | None,
+    _option(
+        "--scale",
+        "-s",
+        min=1,
+        metavar=UPSCALE.levels_metavar,
+        help="Upscaling factor (default: the model's). With --restored: the factor of the results, whose "
+        "border is not measured.",
     ),
 ]
 Sigma = Annotated[
@@ -159,8 +172,8 @@ Tile = Annotated[
         "--tile",
         "-t",
         metavar="PIXELS|auto",
-        help="Tile side in input pixels, 0 for the whole image, or 'auto' (the largest tile that fits "
-        "the device's free memory).",
+        help="Largest tile side in input pixels, 0 for the whole image at once, or 'auto': the whole image "
+        "when its estimated memory fits the device's budget, else the tile plan of least compute that fits.",
         show_default=True,
     ),
 ]
@@ -194,7 +207,10 @@ RayWorkers = Annotated[
 PrecisionOption = Annotated[
     Precision,
     _option(
-        "--precision", help="Compute precision; auto is fp32 (fp16 is refused on the CPU).", show_default=True
+        "--precision",
+        metavar="|".join(Precision),
+        help="Compute precision; auto is fp32 (fp16 is refused on the CPU).",
+        show_default=True,
     ),
 ]
 EngineOption = Annotated[
@@ -222,7 +238,7 @@ Alpha = Annotated[
 
 # --- final size -------------------------------------------------------------------------------------
 Outscale = Annotated[
-    float | None,
+    str | None,
     _option(
         "--outscale",
         metavar="FACTOR",
@@ -359,6 +375,23 @@ def parse_tile(value: str) -> int | None:
     if tile < 0:
         raise UsageError(f"--tile must not be negative, got {tile}")
     return tile
+
+
+def parse_float(value: str | None, option: str) -> float | None:
+    """A float option's value (None when not given): a finite number.
+
+    Raises:
+        UsageError: not a number, or not finite (``nan``, ``inf``, or too large for a float).
+    """
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise UsageError(f"{option} must be a number, not {value!r}") from None
+    if not math.isfinite(number):
+        raise UsageError(f"{option} must be a finite number, not {value!r}")
+    return number
 
 
 def check_tiling(tile: int | None, overlap: int | None, window: int) -> None:

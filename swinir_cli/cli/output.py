@@ -190,6 +190,8 @@ class AmountColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         unit = task.fields.get("unit", "")
+        if unit == "running":
+            return Text("running")
         if unit == "bytes":
             return Text(_megabytes(task.completed, task.total))
         total = "?" if task.total is None else f"{task.total:.0f}"
@@ -197,13 +199,15 @@ class AmountColumn(ProgressColumn):
 
 
 class EtaColumn(TimeRemainingColumn):
-    """The time left: the task's own ``eta`` field (seconds) when it has one, else rich's estimate."""
+    """The time left: the task's own ``eta`` field (seconds at the time ``eta_at``, counting down since)
+    when it has one, else rich's estimate."""
 
     def render(self, task: Task) -> Text:
         eta = task.fields.get("eta")
         if eta is None:
             return super().render(task)
-        return Text(_clock(eta), style="progress.remaining")
+        since = time.monotonic() - task.fields.get("eta_at", time.monotonic())
+        return Text(_clock(eta - since), style="progress.remaining")
 
 
 def _clock(seconds: float) -> str:
@@ -248,8 +252,13 @@ class BatchProgress:
 
     Rates and times left count only restoring: a download has its own rate, and the batch's time left
     is the mean time of the images restored so far (skipped and failed ones do not count) times the images
-    left, divided by ``workers`` (images restored at once), shown once an image is written (with
-    overlapped I/O, the first is written while the second runs).
+    left, divided by ``workers`` (images restored at once), known once an image is written; on a terminal
+    it counts down between images.
+
+    Plain lines (no terminal): ``[n/N] input -> output (seconds, time left)`` as each image of a batch is
+    written; tile lines (every few seconds) only for a single image, so that no image of a batch gets them
+    and another not; download lines always. On a terminal, the bar of images, and below it a bar for the
+    running image (its tiles or download), or with several workers one row per running image.
     """
 
     def __init__(self, output: Output, bar: Progress | None, total_images: int, workers: int = 1) -> None:
@@ -264,21 +273,22 @@ class BatchProgress:
         self._last_line = self._work_started = self._image_started = time.monotonic()
         self._finished = 0
         self._restored: list[float] = []  # seconds of each image restored so far
+        self._running: dict[str, Any] = {}  # input name -> its row (several workers) or None
         if bar is not None:
             self._images = bar.add_task("images", total=total_images, unit="images", eta=None)
             self._work = bar.add_task("", total=None, unit="tiles", visible=False)
 
     def start(self, index: int, input_name: str, output_name: str) -> None:
-        """Image ``index`` (from 0) begins."""
+        """Image ``index`` (from 0) begins (its output is named when it is written)."""
         self._name = input_name
         self._unit = "tiles"
         self._last_line = self._work_started = self._image_started = time.monotonic()
         if self._bar is None:
-            if self._total > 1:  # a single image is named once, when it is written
-                eta = self.batch_eta()
-                left = "" if eta is None else f" ({_clock(eta)} left)"
-                self._output.info(f"[{index + 1}/{self._total}] {input_name} -> {output_name}{left}")
             return
+        if self._workers > 1:
+            self._running[input_name] = self._bar.add_task(_shown(input_name), total=None, unit="running")
+            return
+        self._running[input_name] = None
         self._bar.reset(self._work, description=_shown(input_name), total=None, unit="tiles", visible=True)
 
     def tiles(self, done: int, total: int) -> None:
@@ -295,14 +305,25 @@ class BatchProgress:
             done, total, "bytes", f"downloading {name}: {_megabytes(done, total)}", f"downloading {name}"
         )
 
-    def finished(self, status: str = "done", seconds: float | None = None) -> None:
+    def finished(
+        self, status: str = "done", seconds: float | None = None, names: tuple[str, str] | None = None
+    ) -> None:
         """One more image is ``done``, ``skipped`` or ``failed``; ``seconds``: its work time (default: since
-        it started; with overlapped I/O the next image starts before this one is written)."""
+        it started; with overlapped I/O the next image starts before this one is written); ``names``: its
+        (input, output), named in a line when it was written in a batch."""
         self._finished += 1
         if status == "done":
             self._restored.append(time.monotonic() - self._image_started if seconds is None else seconds)
-        if self._bar is not None:
-            self._bar.update(self._images, advance=1, eta=self.batch_eta())
+        eta = self.batch_eta()
+        if names is not None and status == "done" and self._total > 1:
+            self._written(*names, self._restored[-1], eta)
+        if self._bar is None:
+            return
+        self._bar.update(self._images, advance=1, eta=eta, eta_at=time.monotonic())
+        row = self._running.pop(names[0], None) if names is not None else None
+        if row is not None:
+            self._bar.remove_task(row)
+        if not self._running or names is None:
             self._bar.update(self._work, visible=False)
 
     def batch_eta(self) -> float | None:
@@ -311,6 +332,15 @@ class BatchProgress:
             return None
         mean = sum(self._restored) / len(self._restored)
         return mean * (self._total - self._finished) / self._workers
+
+    def _written(self, input_name: str, output_name: str, seconds: float, eta: float | None) -> None:
+        if self._bar is not None:
+            self._output.info(f"{input_name} -> {output_name} ({seconds:.1f} s)")
+            return
+        left = f", {_clock(eta)} left" if eta else ""
+        self._output.info(
+            f"[{self._finished}/{self._total}] {input_name} -> {output_name} ({seconds:.1f} s{left})"
+        )
 
     def _update(
         self, done: float, total: float | None, unit: str, line: str, label: str | None = None
@@ -326,6 +356,8 @@ class BatchProgress:
             self._bar.update(self._work, completed=done, total=total, unit=unit)
             return
         now = time.monotonic()
+        if unit == "tiles" and self._total > 1:
+            return
         if now - self._last_line >= PLAIN_PROGRESS_INTERVAL:
             self._last_line = now
             percent = f" ({100 * done / total:.0f}%)" if total else ""

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..batch import BatchPlan, BatchSummary, JobResult
+from ..batch import BatchPlan, BatchSummary, Job, JobResult
 from ..text import json_name, valid_unicode
 from .output import Output
 
 
 def report_not_images(out: Output, plan: BatchPlan) -> None:
-    """One line (and ``--json`` record) per file left out: not an image, special, an output of this run."""
+    """One line (and ``--json`` record) per file left out: not an image, special, an output of this run;
+    a warning per input folder whose sub-folders were not entered."""
+    for folder, count in plan.unentered:
+        out.warning(f"{folder}: {count} sub-folder(s) not entered; -r (--recursive) restores their images")
     for path in plan.not_images:
         out.info(f"{path}: not an image file, ignored")
         out.result(record(str(path), None, None, 0.0, "ignored", "not an image file"))
@@ -27,8 +30,7 @@ def report_not_images(out: Output, plan: BatchPlan) -> None:
 
 def report_result(out: Output, result: JobResult, *, single: bool) -> None:
     """A failure always gets its line, and so does an existing output that was redone (its note); in a
-    batch, skipped images are only counted, and on a terminal each written image is named (plain logs
-    named it when it started)."""
+    batch, skipped images are only counted (the batch's progress names each written image)."""
     job = result.job
     if result.note is not None:
         out.warning(result.note)
@@ -36,10 +38,20 @@ def report_result(out: Output, result: JobResult, *, single: bool) -> None:
         out.error(result.error or f"{job.input_name}: failed")
     elif result.status == "skipped" and single:
         out.info(f"{job.input_name}: {job.output_name} exists, skipped (--overwrite redoes it)")
-    elif result.status == "done" and out.interactive and not single:
-        out.info(f"{job.input_name} -> {job.output_name} ({result.seconds:.1f} s)")
-    output = job.output_name if result.status in ("done", "skipped") else None
-    out.result(record(job.input_name, output, result.model, result.seconds, result.status, result.error))
+    shown = record(job.input_name, _output(job), result.model, result.seconds, result.status, result.error)
+    out.result(shown)
+
+
+def report_stopped(out: Output, jobs: list[Job], error: str) -> None:
+    """The ``--json`` records of the inputs a stopped batch did not reach: each ``failed`` with ``error``
+    (the one line the command ends with), or with its own problem when planning found one."""
+    for job in jobs:
+        out.result(record(job.input_name, _output(job), None, 0.0, "failed", job.problem or error))
+
+
+def _output(job: Job) -> str | None:
+    """The job's output as records name it; None when planning found no output for it (a missing input)."""
+    return None if job.problem is not None and job.target is None else job.output_name
 
 
 def record(

@@ -19,15 +19,15 @@ from typing import Any
 
 import typer
 
-from ..batch import STDIO, BatchPlan, OutputOptions, output_size, plan_jobs
-from ..errors import ImageError, UsageError
-from ..imageio import output_format
+from ..batch import STDIO, BatchPlan, BatchSummary, OutputOptions, output_size, plan_jobs
+from ..errors import BatchStopError, ImageError, UsageError
+from ..imageio import IMAGE_EXTENSIONS, format_names, output_format
 from ..recipe import OutputSize, RestoreRecipe, RestorerSettings
 from ..resolve import ModelFacts, ModelRequest, check_request
 from ..tasks import AUTO, DEJPEG, DENOISE, TASKS, UPSCALE, Task
 from . import options as o
 from .output import BatchProgress, Output
-from .report import report_not_images, report_result, report_summary
+from .report import report_not_images, report_result, report_stopped, report_summary
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,9 @@ class RestoreOptions:
             tf32=values["tf32"],
             tta=values["tta"],
             alpha=str(values["alpha"]),
-            size=OutputSize(values["outscale"], values["width"], values["height"]),
+            size=OutputSize(
+                o.parse_float(values["outscale"], "--outscale"), values["width"], values["height"]
+            ),
             suffix=values["suffix"],
             format=values["format"],
             output_quality=values["output_quality"],
@@ -279,25 +281,59 @@ def _devices(options: RestoreOptions) -> list[str]:
 
 
 def _check_output(options: RestoreOptions) -> None:
-    if options.json and options.output == STDIO:
-        raise UsageError("--json and --output - both write to standard output; choose one")
-    if options.output == STDIO and sys.stdout is not None and sys.stdout.isatty():
-        raise UsageError("--output - writes image data, not for a terminal; redirect it to a file or a pipe")
+    """Refuse an output that cannot be written: binary data for a terminal, a format that cannot hold the
+    result, one file for several images, a size no image can have.
+
+    Raises:
+        UsageError: naming the option at fault.
+    """
+    to_stdout = options.output == STDIO or (options.output is None and options.inputs == (STDIO,))
+    if options.json and to_stdout:
+        raise UsageError("--json and the image both go to standard output; give --output a file or folder")
+    if to_stdout and sys.stdout is not None and sys.stdout.isatty():
+        raise UsageError(
+            "the result is image data, not for a terminal: redirect standard output to a file or a pipe, "
+            "or give --output a file or folder"
+        )
+    if STDIO in options.inputs and sys.stdin is not None and sys.stdin.isatty():
+        raise UsageError("'-' reads an image from standard input, which is a terminal: pipe one in (< a.png)")
     output_size((1, 1), outscale=options.size.outscale, width=options.size.width, height=options.size.height)
     if options.format is not None:
         try:
             output_format(Path("output"), options.format)
         except ImageError:
-            raise UsageError(f"--format {options.format}: not a format swinir can write") from None
-    if options.output in (None, STDIO) or not _names_a_file(options):
+            raise UsageError(
+                f"--format {options.format}: not a format swinir writes ({'|'.join(format_names())})"
+            ) from None
+    if options.output in (None, STDIO):
+        return
+    if not _names_a_file(options):
+        _check_output_folder(options.output)
         return
     target = Path(options.output)
     try:
         from_suffix = output_format(target)
-    except ImageError:
-        raise UsageError(f"--output {target}: cannot tell the image format from its suffix") from None
+    except ImageError as exc:
+        raise UsageError(f"--output {exc}") from None
     if options.format is not None and output_format(target, options.format) != from_suffix:
         raise UsageError(f"--output {target} names a {from_suffix} file but --format is {options.format}")
+
+
+def _check_output_folder(output: str) -> None:
+    """The ``--output`` of several inputs (or a folder, or a pattern) must be a folder: not an existing
+    file, nor a new path named like an image file.
+
+    Raises:
+        UsageError: naming the path.
+    """
+    folder = Path(output)
+    if folder.is_dir() or output.endswith(("/", "\\")):
+        return
+    need = "several inputs, a folder or a pattern need an output folder"
+    if folder.exists():
+        raise UsageError(f"--output {output} is a file; {need}")
+    if folder.suffix.lower() in IMAGE_EXTENSIONS:
+        raise UsageError(f"--output {output} names an image file; {need} (end it with '/' to make one)")
 
 
 def _names_a_file(options: RestoreOptions) -> bool:
@@ -343,35 +379,65 @@ def _spread(options: RestoreOptions) -> Spread:
 
 
 def run(recipe: RestoreRecipe, plan: BatchPlan, out: Output, *, fixed_model: bool, spread: Spread) -> int:
-    """Restore every job of ``plan`` (a fixed model is fetched first); returns the batch's exit code."""
+    """Restore every job of ``plan`` (a fixed model is fetched first); returns the batch's exit code.
+
+    Jobs that failed in planning (a missing input) are reported without a model: when no job is left,
+    the model is neither fetched nor loaded.
+
+    Raises:
+        BatchStopError: the batch stopped (with ``--json``, each input not yet reported has its
+            ``failed`` record first).
+    """
     single = len(plan.jobs) == 1
-    with out.batch_progress(len(plan.jobs), workers=spread.workers) as progress:
+    reported: set[int] = set()
+    workable = any(job.problem is None for job in plan.jobs)
+    try:
+        with out.batch_progress(len(plan.jobs), workers=spread.workers) as progress:
 
-        def on_start(job: Any, index: int) -> None:
-            _started(progress, job, index)
+            def on_start(job: Any, index: int) -> None:
+                _started(progress, job, index)
 
-        def on_result(result: Any) -> None:
-            progress.finished(result.status, result.seconds)
-            report_result(out, result, single=single)
+            def on_result(result: Any) -> None:
+                reported.add(id(result.job))
+                progress.finished(
+                    result.status, result.seconds, (result.job.input_name, result.job.output_name)
+                )
+                report_result(out, result, single=single)
 
-        if spread.ray or spread.devices:
-            from ..parallel import RecipeRunnerFactory, run_on_devices
-            from ..ray_batch import run_on_ray
-
-            factory = RecipeRunnerFactory(recipe)
-            if spread.ray:
-                summary = run_on_ray(plan.jobs, factory, workers=spread.ray_workers, on_start=on_start,
-                                     on_result=on_result)  # fmt: skip
-            else:
-                summary = run_on_devices(plan.jobs, factory, spread.devices, on_start=on_start,
-                                         on_result=on_result)  # fmt: skip
-        else:
-            runner = recipe.runner(on_warning=out.warning, progress=progress, notice=out.info)
-            if fixed_model:
-                runner.prepare()
-            summary = runner.run_all(plan.jobs, on_start=on_start, on_result=on_result)
+            where = spread if workable else Spread()
+            callbacks = (on_start, on_result)
+            summary = _run_spread(recipe, plan, out, progress, callbacks, fixed_model and workable, where)
+    except BatchStopError as stop:
+        report_stopped(out, [job for job in plan.jobs if id(job) not in reported], str(stop))
+        raise
     report_summary(out, summary, plan)
     return summary.exit_code
+
+
+def _run_spread(
+    recipe: RestoreRecipe,
+    plan: BatchPlan,
+    out: Output,
+    progress: BatchProgress,
+    callbacks: tuple[Callable[[Any, int], None], Callable[[Any], None]],
+    prepare: bool,
+    spread: Spread,
+) -> BatchSummary:
+    """The jobs run where ``spread`` says, ``prepare``: the fixed model fetched and loaded first."""
+    on_start, on_result = callbacks
+    if spread.ray or spread.devices:
+        from ..parallel import RecipeRunnerFactory, run_on_devices
+        from ..ray_batch import run_on_ray
+
+        factory = RecipeRunnerFactory(recipe)
+        if spread.ray:
+            return run_on_ray(plan.jobs, factory, workers=spread.ray_workers, on_start=on_start,
+                              on_result=on_result)  # fmt: skip
+        return run_on_devices(plan.jobs, factory, spread.devices, on_start=on_start, on_result=on_result)
+    runner = recipe.runner(on_warning=out.warning, progress=progress, notice=out.info)
+    if prepare:
+        runner.prepare()
+    return runner.run_all(plan.jobs, on_start=on_start, on_result=on_result)
 
 
 def _started(progress: BatchProgress, job: Any, index: int) -> None:
