@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REFERENCE, save_rgb
+from conftest import REFERENCE, run_swinir, save_rgb
 from hostile import FILE_NAME, TINY, TINY_BYTES, TINY_SHA256, WeightServer, full_disk, register
 from safetensors import safe_open
 
 from swinir_cli.checkpoint import load_model, read_state_dict
 from swinir_cli.download import DownloadProgress, DownloadRetry, fetch, verified_weights_path, verify_cached
 from swinir_cli.errors import DownloadError, ModelNotFoundError, SourceUnreachableError, UsageError
+from swinir_cli.imageio import read_image
 from swinir_cli.registry import get_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -731,3 +732,23 @@ def test_a_pinned_file_of_the_flat_layout_of_earlier_versions_is_moved_into_its_
     (cache.parent / FILE_NAME).write_bytes(TINY_BYTES)
     assert fetch(tiny_entry) == cache / FILE_NAME
     assert server.requests == [] and not (cache.parent / FILE_NAME).exists()
+
+
+def test_a_model_folder_copied_to_an_offline_machine_is_used_as_readme_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightServer, cache: Path
+) -> None:
+    """README's offline recipe: `swinir download NAME` where there is a network prints the file's path;
+    the model's folder, the `.pth` alone, copied under another cache serves `SWINIR_OFFLINE=1` runs."""
+    register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", size=len(TINY_BYTES))
+    downloaded = run_swinir("download", "tiny-x2")
+    assert downloaded.returncode == 0, downloaded.stderr
+    assert str(cache / FILE_NAME) in downloaded.stdout.decode() + downloaded.stderr.decode()
+    server.stop()
+    other_cache = tmp_path / "offline-cache"
+    (other_cache / "tiny-x2").mkdir(parents=True)
+    shutil.copy(cache / FILE_NAME, other_cache / "tiny-x2" / FILE_NAME)
+    save_rgb(tmp_path / "photo.png")
+    offline = {"SWINIR_CACHE_DIR": str(other_cache), "SWINIR_OFFLINE": "1"}
+    result = run_swinir("upscale", "photo.png", "-m", "tiny-x2", cwd=tmp_path, env=offline)
+    assert result.returncode == 0, result.stderr
+    assert read_image(tmp_path / "photo_x2.png").pixels.shape == (40, 48, 3)
