@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -48,6 +49,7 @@ from .imageio import (
     output_format,
     pillow_pixel_limit,
     read_image,
+    read_image_stream,
     write_image,
 )
 
@@ -462,7 +464,7 @@ class JobSteps:
         """The job's decoded input (standard input when ``job.source`` is None)."""
         limit = PILLOW_LIMIT if self.max_pixels is None else self.max_pixels
         if job.source is None:
-            return read_image(_read_stdin(), max_pixels=limit)
+            return read_image_stream(_stdin(), max_pixels=limit)
         return read_image(job.source, max_pixels=limit)
 
     def restore(self, image: LoadedImage, job: Job) -> LoadedImage:
@@ -489,13 +491,11 @@ class JobSteps:
         return JobResult(job, "done", time.perf_counter() - started)
 
 
-def _read_stdin() -> bytes:
+def _stdin() -> BinaryIO:
+    """Standard input's bytes, to be read within a bound (:func:`~swinir_cli.imageio.read_image_stream`)."""
     if sys.stdin is None:
         raise ImageError("<stdin>: standard input is closed")
-    try:
-        return sys.stdin.buffer.read()
-    except OSError as exc:
-        raise ImageError(f"<stdin>: cannot read ({exc.strerror or exc})") from None
+    return sys.stdin.buffer
 
 
 def _write_stdout(data: bytes) -> None:
