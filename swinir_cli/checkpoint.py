@@ -98,20 +98,27 @@ def _read_tensors(stream: BinaryIO, size: int, path: Path) -> dict[str, torch.Te
         raise CheckpointError(f"{path}: empty file, not a checkpoint")
     head = stream.read(16)
     stream.seek(0)
+    if _looks_like_safetensors(head, size):  # first: its header length may begin with any byte
+        return _load_safetensors(path)
     if head.startswith(_ZIP_SIGNATURE):
         _check_zip_records(stream, size, path)
         return _state_dict(_torch_load(stream, path), path)
     if head.startswith(_PICKLE_SIGNATURE):
         return _state_dict(_torch_load(stream, path), path)
     other = next((what for start, what in _OTHER_FORMATS if head.lstrip().startswith(start)), None)
-    if other is None and (path.suffix == ".safetensors" or _looks_like_safetensors(head, size)):
-        try:  # memory-mapped from the file just checked to be a regular file
-            return load_safetensors(str(path))
-        except (SafetensorError, OSError) as exc:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    if other is None and path.suffix == ".safetensors":
+        return _load_safetensors(path)  # its reader says what is wrong with it
     raise CheckpointError(
         f"{path}: {other + ', ' if other else ''}not a PyTorch .pth or .safetensors checkpoint"
     )
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, memory-mapped (the file was just checked to be a regular file)."""
+    try:
+        return load_safetensors(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
 def _looks_like_safetensors(head: bytes, size: int) -> bool:

@@ -288,6 +288,17 @@ def test_a_web_page_served_as_a_model_is_named_for_what_it_is(
     assert "(an HTML or XML page, not a PyTorch .pth or .safetensors checkpoint)" in str(caught.value)
 
 
+def test_a_safetensors_file_is_told_by_its_header_even_when_it_starts_like_a_pickle(tmp_path: Path) -> None:
+    state = read_state_dict(TINY_X2)
+    path = tmp_path / "weights.pth"  # a name that does not say safetensors
+    for padding in range(512):  # the header's length (its first byte) grows with the metadata
+        save_file(state, path, metadata={"padding": "x" * padding})
+        if path.read_bytes()[0] == 0x80:  # a pickle's first byte
+            break
+    assert path.read_bytes()[0] == 0x80
+    assert read_state_dict(path).keys() == state.keys()
+
+
 @pytest.mark.parametrize(
     ("make", "reason"),
     [
