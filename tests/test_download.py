@@ -13,6 +13,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -597,3 +598,30 @@ def test_an_unpinned_safetensors_entry_is_checked_as_safetensors_and_recorded(
     path = verified_weights_path(get_model("tiny-x2"))
     assert path == cache / "tiny.safetensors" and path.read_bytes() == data
     assert (cache / "tiny.safetensors.sha256").read_text().split()[0] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_fifo_where_a_hash_record_is_expected_is_refused_without_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: Path
+) -> None:
+    register(tmp_path, monkeypatch, f"http://127.0.0.1:9/{FILE_NAME}", sha256=None)
+    cache.mkdir()
+    (cache / FILE_NAME).write_bytes(TINY_BYTES)
+    os.mkfifo(cache / f"{FILE_NAME}.sha256")  # opening it for reading would wait for a writer forever
+    outcome: list[BaseException | None] = []
+
+    def check() -> None:
+        try:
+            verify_cached(get_model("tiny-x2"))
+            outcome.append(None)
+        except BaseException as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=check, daemon=True)
+    worker.start()
+    worker.join(30)
+    assert outcome, "still waiting for a writer to the hash record"
+    assert isinstance(outcome[0], DownloadError)
+    assert str(outcome[0]) == (
+        f"model 'tiny-x2': cannot read the recorded hash {cache / FILE_NAME}.sha256: "
+        "is a FIFO, not a regular file"
+    )
