@@ -341,7 +341,7 @@ class _CappedReader(io.RawIOBase):
     def tell(self) -> int:
         return self._stream.tell()
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: memoryview) -> int:
         view = memoryview(buffer).cast("B")
         wanted = len(view)
         if self.cap is not None and self.cap < self._size:
