@@ -492,7 +492,7 @@ class JobSteps:
 
 
 def _stdin() -> BinaryIO:
-    """Standard input's bytes, to be read within a bound (:func:`~swinir_cli.imageio.read_image_stream`)."""
+    """Standard input's byte stream, read within a bound by :func:`~swinir_cli.imageio.read_image_stream`."""
     if sys.stdin is None:
         raise ImageError("<stdin>: standard input is closed")
     return sys.stdin.buffer
