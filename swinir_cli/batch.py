@@ -38,13 +38,13 @@ import contextlib
 import dataclasses
 import glob
 import json
-import os
 import stat
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -60,10 +60,12 @@ from .imageio import (
     output_format,
     pillow_pixel_limit,
     read_image,
+    read_image_stream,
     read_provenance,
     write_image,
 )
 from .provenance import ContentId, Provenance, place_of
+from .reading import read_regular
 from .signals import EXIT_INTERRUPTED
 from .stdout import write_stdout
 
@@ -560,7 +562,7 @@ class JobSteps:
         """The job's decoded input (standard input when ``job.source`` is None)."""
         limit = PILLOW_LIMIT if self.max_pixels is None else self.max_pixels
         if job.source is None:
-            return read_image(_read_stdin(), max_pixels=limit)
+            return read_image_stream(_stdin(), max_pixels=limit)
         return read_image(job.source, max_pixels=limit)
 
     def restore(self, image: LoadedImage, job: Job) -> LoadedImage:
@@ -591,13 +593,11 @@ class JobSteps:
         return self.done(job, time.perf_counter() - started)
 
 
-def _read_stdin() -> bytes:
+def _stdin() -> BinaryIO:
+    """Standard input's byte stream, read within a bound by :func:`~swinir_cli.imageio.read_image_stream`."""
     if sys.stdin is None:
         raise ImageError("<stdin>: standard input is closed")
-    try:
-        return sys.stdin.buffer.read()
-    except OSError as exc:
-        raise ImageError(f"<stdin>: cannot read ({exc.strerror or exc})") from None
+    return sys.stdin.buffer
 
 
 def _write_stdout(data: bytes) -> None:
@@ -746,20 +746,10 @@ _LEGACY_RECORD_LIMIT = 64 * 1024
 
 def _legacy_record(target: Path) -> dict[str, object] | None:
     """An earlier version's record of ``target``'s input (path, size, mtime); None when there is none."""
-    path = source_record_path(target)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
     try:
-        descriptor = os.open(path, flags)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            return None
-        record = json.loads(os.read(descriptor, _LEGACY_RECORD_LIMIT))
+        record = json.loads(read_regular(source_record_path(target), _LEGACY_RECORD_LIMIT))
     except (OSError, ValueError):
         return None
-    finally:
-        os.close(descriptor)
     return record if isinstance(record, dict) and isinstance(record.get("source"), str) else None
 
 

@@ -7,10 +7,14 @@ import or run code is refused, never executed.
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
+import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from safetensors import SafetensorError
@@ -18,6 +22,7 @@ from safetensors.torch import load_file as load_safetensors
 
 from .errors import CheckpointError, StateDictMismatchError
 from .network import SwinIR, SwinIRConfig
+from .reading import open_regular
 
 __all__ = ["DERIVED_BUFFERS", "detect_config", "load_model", "model_from_state_dict", "read_state_dict"]
 
@@ -41,23 +46,126 @@ _BLOCK_KEY = re.compile(r"^layers\.(\d+)\.residual_group\.blocks\.(\d+)\.")
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read the tensors of a ``.pth`` or ``.safetensors`` checkpoint without running any code.
 
-    From a ``.pth`` dict, ``params_ema`` is used when present, else ``params``, else the dict itself.
+    From a ``.pth`` dict, ``params_ema`` is used when present, else ``params``, else the dict itself. The
+    file is opened without blocking and must be a regular file; its format is told by its contents. A
+    ``.pth`` zip archive's records are checked against the file before any is read (torch.save stores
+    them uncompressed, so none may be compressed or claim more bytes than the file holds). Only dense
+    CPU floating-point tensors are accepted (integers too for :data:`DERIVED_BUFFERS`), each backed by
+    the values it claims, and weights must be finite.
 
     Raises:
-        CheckpointError: the file is missing, unreadable, not a checkpoint, or its pickle carries code.
+        CheckpointError: the file is missing, unreadable, not a checkpoint, its pickle carries code, or
+            its tensors are not plain finite weights.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such weights file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: empty file, not a checkpoint")
-    if path.suffix == ".safetensors":
-        try:
-            return load_safetensors(str(path))
-        except (SafetensorError, OSError) as exc:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        stream = open_regular(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such weights file") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the weights ({exc.strerror or exc})") from None
+    with stream:
+        try:
+            state = _read_tensors(stream, os.fstat(stream.fileno()).st_size, path)
+        except OSError as exc:
+            raise CheckpointError(f"{path}: cannot read the weights ({exc.strerror or exc})") from None
+    _check_tensors(state, path)
+    return state
+
+
+#: What a file that is not a checkpoint may be, by its first bytes (after leading white space), for the
+#: message that says so.
+_OTHER_FORMATS = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"<", "an HTML or XML page"),
+)
+_ZIP_SIGNATURE = b"PK\x03\x04"
+#: A pickle of protocol 2 or later: what torch.save wrote before its zip format (PyTorch < 1.6).
+_PICKLE_SIGNATURE = b"\x80"
+#: The value types weights may have; :data:`DERIVED_BUFFERS` may also be integers.
+FLOAT_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
+INTEGER_DTYPES = frozenset({torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64})
+
+
+def _read_tensors(stream: BinaryIO, size: int, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of the checkpoint ``stream`` (``size`` bytes) holds, as saved (unchecked)."""
+    if size == 0:
+        raise CheckpointError(f"{path}: empty file, not a checkpoint")
+    head = stream.read(16)
+    stream.seek(0)
+    if _looks_like_safetensors(head, size):  # first: its header length may begin with any byte
+        return _load_safetensors(path)
+    if head.startswith(_ZIP_SIGNATURE):
+        _check_zip_records(stream, size, path)
+        return _state_dict(_torch_load(stream, path), path)
+    if head.startswith(_PICKLE_SIGNATURE):
+        return _state_dict(_torch_load(stream, path), path)
+    other = next((what for start, what in _OTHER_FORMATS if head.lstrip().startswith(start)), None)
+    if other is None and path.suffix == ".safetensors":
+        return _load_safetensors(path)  # its reader says what is wrong with it
+    raise CheckpointError(
+        f"{path}: {other + ', ' if other else ''}not a PyTorch .pth or .safetensors checkpoint"
+    )
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, memory-mapped (the file was just checked to be a regular file)."""
+    try:
+        return load_safetensors(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def _looks_like_safetensors(head: bytes, size: int) -> bool:
+    """A safetensors file: an 8-byte little-endian header length, then that much JSON in the file."""
+    return len(head) > 8 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size
+
+
+def _check_zip_records(stream: BinaryIO, size: int, path: Path) -> None:
+    """Refuse a zip archive whose records could make the reader allocate more than the file holds:
+    a compressed record (a zip bomb; torch.save stores records as they are) or one that claims more
+    bytes than the file has after its start, or records that together claim more than the file."""
+    try:
+        with zipfile.ZipFile(stream) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
+        raise CheckpointError(
+            f"{path}: not a PyTorch .pth checkpoint (a damaged zip archive: {exc})"
+        ) from None
+    finally:
+        stream.seek(0)
+    claimed = 0
+    for record in records:
+        if record.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointError(
+                f"{path}: its record {record.filename!r} is compressed, which torch.save never does "
+                f"(it would inflate to {record.file_size} bytes); refused before reading it"
+            )
+        if record.compress_size != record.file_size or record.header_offset + record.file_size > size:
+            raise CheckpointError(
+                f"{path}: its record {record.filename!r} claims {record.file_size} bytes, more than the "
+                f"file of {size} bytes holds there; refused before reading it"
+            )
+        claimed += record.file_size
+    if claimed > size:
+        raise CheckpointError(
+            f"{path}: its records claim {claimed} bytes, more than the file's {size}; "
+            "refused before reading them"
+        )
+
+
+def _torch_load(stream: BinaryIO, path: Path) -> object:
+    """``torch.load`` with ``weights_only``, on the CPU, its warnings silenced (this module checks what
+    they warn of)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(stream, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         lines = str(exc).strip().splitlines()
         detail = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), _first_line(exc))
@@ -66,7 +174,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"({detail.strip()})"
         ) from None
     except Exception as exc:  # arbitrary bytes make the unpickler fail in arbitrary ways
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_first_line(exc)})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
+
+
+def _state_dict(data: object, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a loaded ``.pth``: ``params_ema``, else ``params``, else the dict itself."""
     if isinstance(data, Mapping):
         for key in ("params_ema", "params"):
             if isinstance(data.get(key), Mapping):
@@ -74,8 +186,46 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 break
     if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"{path}: holds no state dict of tensors")
-    _check_stored(data, path)
     return dict(data)
+
+
+def _is_derived(name: str) -> bool:
+    return name.rsplit(".", 1)[-1] in DERIVED_BUFFERS
+
+
+def _check_tensors(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Refuse tensors that are not plain weights, then those not backed by the values they claim, then
+    weights that are not finite (every result would be black or wrong), in that order: each check
+    relies on the ones before it."""
+    for name, tensor in state.items():
+        problem = _tensor_kind_problem(tensor, integers_allowed=_is_derived(name))
+        if problem is not None:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} {problem}; only dense CPU floating-point tensors are weights"
+            )
+    _check_stored(state, path)
+    for name, tensor in state.items():
+        if not _is_derived(name) and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"{path}: tensor {name!r} holds NaN or infinite values; refused, since every result "
+                "would be black or wrong"
+            )
+
+
+def _tensor_kind_problem(tensor: torch.Tensor, *, integers_allowed: bool) -> str | None:
+    """What makes ``tensor`` something other than a plain weight (None when it is one)."""
+    if tensor.device.type != "cpu":
+        return f"is on the {tensor.device.type} device, without values in the file"
+    if tensor.is_nested:
+        return "is a nested tensor"
+    if tensor.layout != torch.strided:
+        return f"is sparse ({str(tensor.layout).removeprefix('torch.')})"
+    if tensor.is_quantized:
+        return f"is quantized ({str(tensor.dtype).removeprefix('torch.')})"
+    allowed = FLOAT_DTYPES | INTEGER_DTYPES if integers_allowed else FLOAT_DTYPES
+    if tensor.dtype not in allowed:
+        return f"holds {str(tensor.dtype).removeprefix('torch.')} values"
+    return None
 
 
 def _check_stored(state: Mapping[str, torch.Tensor], path: Path) -> None:
@@ -88,6 +238,16 @@ def _check_stored(state: Mapping[str, torch.Tensor], path: Path) -> None:
                 f"{path}: tensor {name!r} declares shape {tuple(tensor.shape)} ({tensor.numel()} values) "
                 f"but stores only {stored}; refused"
             )
+
+
+def _stored_values(state: Mapping[str, torch.Tensor]) -> int:
+    """The values the tensors' storages hold, each storage counted once (tensors may share one)."""
+    storages = {
+        tensor.untyped_storage().data_ptr(): tensor.untyped_storage().nbytes()
+        // max(tensor.element_size(), 1)
+        for tensor in state.values()
+    }
+    return sum(storages.values())
 
 
 def _first_line(exc: Exception) -> str:
@@ -148,7 +308,7 @@ def _check_size_against_file(
     of its parameters) outnumber every value the file stores: building it would allocate memory the
     file cannot fill, possibly terabytes."""
     needed = blocks * (4 * embed_dim * embed_dim + 2 * embed_dim * hidden)
-    stored = sum(tensor.numel() for tensor in state.values())
+    stored = _stored_values(state)
     if needed > stored:
         raise CheckpointError(
             f"not a SwinIR checkpoint: its shapes describe a network of at least {needed} parameters "

@@ -65,6 +65,7 @@ from swinir_cli.errors import (
     SourceUnreachableError,
     UsageError,
 )
+from swinir_cli.reading import open_regular, read_regular
 from swinir_cli.registry import ModelEntry, cache_dir
 from swinir_cli.tasks import LEVEL_KEY
 
@@ -94,6 +95,8 @@ HUB_HOST = "huggingface.co"
 SOURCE_SHA256_KEY = "source_sha256"
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _SHA256_RECORD = re.compile(r"([0-9a-fA-F]{64})(?:\s.*)?", re.DOTALL)
+#: Longest hash record read: 64 hex digits, two spaces, a file name (at most 255 bytes) and a newline fit.
+RECORD_MAX_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -416,7 +419,7 @@ def expected_sha256(entry: ModelEntry) -> str | None:
 def sha256_of(path: Path) -> str:
     """The hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
-    with path.open("rb") as stream:
+    with open_regular(path) as stream:
         while chunk := stream.read(CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
@@ -963,7 +966,7 @@ def _read_record(record: Path, entry: ModelEntry) -> str | None:
         DownloadError: the record cannot be read or is not ``<64 hex digits>  NAME`` (ASCII).
     """
     try:
-        data = record.read_bytes()
+        data = read_regular(record, RECORD_MAX_BYTES)
     except FileNotFoundError:
         return None
     except OSError as err:
@@ -986,7 +989,8 @@ def _read_copy_record(copy: Path) -> str | None:
     """The recorded sha256 of a safetensors copy; ``None`` when missing or malformed (the copy is
     derived data: it is then rebuilt, never trusted)."""
     try:
-        match = _SHA256_RECORD.fullmatch(_copy_record_path(copy).read_bytes().decode("ascii").strip())
+        record = read_regular(_copy_record_path(copy), RECORD_MAX_BYTES)
+        match = _SHA256_RECORD.fullmatch(record.decode("ascii").strip())
     except (OSError, UnicodeDecodeError):
         return None
     return match[1].lower() if match else None

@@ -64,6 +64,10 @@ class ImageError(SwinIRError):
     """An input image cannot be read or an output image cannot be written."""
 
 
+class NonFiniteResultError(SwinIRError):
+    """The model's result for an image holds inf or NaN even in fp32: it would be written black or white."""
+
+
 class DownloadError(SwinIRError):
     """A model file could not be fetched or failed verification."""
 

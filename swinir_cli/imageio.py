@@ -42,7 +42,6 @@ import html
 import io
 import os
 import re
-import stat
 import struct
 import threading
 import warnings
@@ -68,6 +67,7 @@ from swinir_cli.durable import (
 )
 from swinir_cli.errors import ImageError, UsageError
 from swinir_cli.provenance import ContentId
+from swinir_cli.reading import FileTooLargeError, open_regular, read_within
 
 # Pillow formats never opened: EPS runs Ghostscript on load; the others are identification-only stubs
 # or need Windows.
@@ -271,33 +271,69 @@ def read_image(
     name: str | None = None,
     max_pixels: int | _PillowLimit | None = PILLOW_LIMIT,
 ) -> LoadedImage:
-    """Decode an image file (or its bytes, e.g. from stdin) into a :class:`LoadedImage`.
+    """Decode an image file (or its bytes) into a :class:`LoadedImage`.
 
     ``name`` labels the image in messages (default: the path, or ``<stdin>`` for bytes).
     ``max_pixels`` refuses images with more pixels than this, judged from the header before any pixel
     memory is allocated: ``PILLOW_LIMIT`` (default) uses Pillow's limit, None disables the check.
 
     A path is opened without blocking and must be a regular file (a FIFO, device, socket or directory,
-    also behind a symlink, is refused at once); its header is identified and size-checked before the
-    file is read whole, so a large file that is not an image is never loaded into memory.
+    also behind a symlink, is refused at once; see :mod:`swinir_cli.reading`). The decoder reads from the
+    open file only what it needs, and never past :func:`encoded_bytes_limit` of the image's pixels (its
+    header: of none), so a tail appended to an image is never read and a large file that is not an image
+    is never loaded into memory.
 
     Raises ImageError for an unreadable source (missing, not a regular file, permissions), an empty file,
     contents no reader recognises, corrupt or truncated data, too many pixels and unsupported modes.
     """
-    limit = pillow_pixel_limit() if isinstance(max_pixels, _PillowLimit) else max_pixels
-    caught: list[warnings.WarningMessage] = []
+    limit = _pixel_limit(max_pixels)
     if isinstance(source, bytes):
-        label = name or "<stdin>"
-        data = source
-    else:
-        label = name or str(source)
-        data = _read_checked_file(Path(source), label, limit, caught)
-    if not data:
-        raise ImageError(f"{label}: empty file")
-    with _pillow_reading(caught):
-        image = _decode(data, label, limit)
-    messages = tuple(_one_line(w.message) for w in caught)
-    return dataclasses.replace(image, warnings=messages, content=ContentId.of(data))
+        return _decode_stream(io.BytesIO(source), len(source), name or "<stdin>", limit)
+    label = name or str(source)
+    try:
+        with open_regular(Path(source)) as stream:
+            return _decode_stream(stream, os.fstat(stream.fileno()).st_size, label, limit)
+    except OSError as exc:
+        raise ImageError(f"{label}: cannot read ({_os_reason(exc)})") from exc
+
+
+def read_image_stream(
+    stream: BinaryIO, *, name: str = "<stdin>", max_pixels: int | _PillowLimit | None = PILLOW_LIMIT
+) -> LoadedImage:
+    """Decode the image a stream holds (standard input), reading at most :func:`encoded_bytes_limit` of
+    ``max_pixels`` bytes from it: more is refused, since no image within the pixel limit needs it.
+
+    Raises ImageError as :func:`read_image` does, and for a stream longer than that bound.
+    """
+    limit = _pixel_limit(max_pixels)
+    max_bytes = encoded_bytes_limit(limit)
+    try:
+        data = read_within(stream, max_bytes, name)
+    except FileTooLargeError as exc:
+        raise ImageError(
+            f"{name}: {exc.strerror}, more than an image within the limit of {limit} pixels can take "
+            "(--max-pixels raises the limit)"
+        ) from exc
+    except OSError as exc:
+        raise ImageError(f"{name}: cannot read ({_os_reason(exc)})") from exc
+    return read_image(data, name=name, max_pixels=limit)
+
+
+#: Bytes an encoded image may take per pixel: the largest raw pixel (16-bit RGBA, 8 bytes) three times
+#: over, since text formats (PPM ``P3``) spend up to 18 bytes on a 16-bit RGB pixel.
+ENCODED_BYTES_PER_PIXEL = 24
+#: Bytes an encoded image may take beyond its pixels: metadata (a JPEG's ICC profile alone may take 16 MiB),
+#: thumbnails; data appended after the image (a motion photo's video) is never read from a file.
+ENCODED_EXTRA_BYTES = 32 << 20
+
+
+def encoded_bytes_limit(pixels: int | None) -> int | None:
+    """The most bytes a decoder reads for an image of ``pixels`` pixels (None: no bound)."""
+    return None if pixels is None else ENCODED_EXTRA_BYTES + ENCODED_BYTES_PER_PIXEL * pixels
+
+
+def _pixel_limit(max_pixels: int | _PillowLimit | None) -> int | None:
+    return pillow_pixel_limit() if isinstance(max_pixels, _PillowLimit) else max_pixels
 
 
 def pillow_pixel_limit() -> int | None:
@@ -325,77 +361,95 @@ def _pillow_reading(caught: list[warnings.WarningMessage]) -> Iterator[None]:
             caught.extend(recorded)
 
 
-def _read_checked_file(
-    path: Path, label: str, limit: int | None, caught: list[warnings.WarningMessage]
-) -> bytes:
-    """The bytes of ``path`` once it is known to be a regular file with an identifiable image header."""
-    try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below by its kind.
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except OSError as exc:
-        raise ImageError(f"{label}: cannot read ({_os_reason(exc)})") from exc
-    try:
-        status = os.fstat(descriptor)
-        kind = _special_file_kind(status.st_mode)
-        if kind is not None:
-            raise ImageError(f"{label}: cannot read ({kind})")
-        if status.st_size == 0:
-            raise ImageError(f"{label}: empty file")
-        with os.fdopen(os.dup(descriptor), "rb") as stream:
-            with _pillow_reading(caught):
-                _identify(stream, label, limit)
-            stream.seek(0)
-            return stream.read()
-    except OSError as exc:
-        raise ImageError(f"{label}: cannot read ({_os_reason(exc)})") from exc
-    finally:
-        os.close(descriptor)
+class _CappedReader(io.RawIOBase):
+    """A seekable binary stream of ``size`` bytes read no further than :attr:`cap` (what an image's
+    header can take, until :meth:`fit` says how large the image is): past it, reads give end-of-file and
+    :attr:`hit` records that a decoder wanted more."""
+
+    def __init__(self, stream: BinaryIO, size: int) -> None:
+        super().__init__()
+        self._stream = stream
+        self._size = size
+        self.cap = encoded_bytes_limit(0)
+        self.bounded_by = "more than an image's header can take"
+        self.hit = False
+
+    def fit(self, width: int, height: int) -> None:
+        """Let the decoder read what an image of ``width`` x ``height`` can need."""
+        self.cap = encoded_bytes_limit(width * height)
+        self.bounded_by = f"more than a {width}x{height} image can take"
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._stream.tell()
+
+    def readinto(self, buffer: memoryview) -> int:
+        view = memoryview(buffer).cast("B")
+        wanted = len(view)
+        if self.cap is not None and self.cap < self._size:
+            allowed = max(self.cap - self._stream.tell(), 0)
+            if wanted > allowed:
+                self.hit, wanted = True, allowed
+        data = self._stream.read(wanted)
+        view[: len(data)] = data
+        return len(data)
 
 
-def _special_file_kind(mode: int) -> str | None:
-    """What a file is when it is not a regular file (``None`` for a regular file)."""
-    kinds = (
-        (stat.S_ISDIR, "is a directory"),
-        (stat.S_ISFIFO, "is a FIFO, not a regular file"),
-        (stat.S_ISCHR, "is a character device, not a regular file"),
-        (stat.S_ISBLK, "is a block device, not a regular file"),
-        (stat.S_ISSOCK, "is a socket, not a regular file"),
-    )
-    for test, kind in kinds:
-        if test(mode):
-            return kind
-    return None if stat.S_ISREG(mode) else "not a regular file"
+#: Read-ahead of the stream a decoder reads (Pillow reads PNG chunks and JPEG markers a few bytes at a time).
+_DECODER_BUFFER_BYTES = 1 << 16
 
 
-def _identify(stream: BinaryIO, label: str, limit: int | None) -> None:
-    """Check the header of an open file (format and size) reading only what Pillow's identification needs."""
-    prefix = stream.read(16)
-    stream.seek(0)
-    with _decoder_errors(label, prefix), Image.open(stream, formats=_readable_formats()) as opened:
-        _check_size(opened.size, limit, label)
+def _decode_stream(stream: BinaryIO, size: int, label: str, limit: int | None) -> LoadedImage:
+    """Decode the image ``stream`` (``size`` bytes, seekable) holds, its warnings collected."""
+    if size == 0:
+        raise ImageError(f"{label}: empty file")
+    caught: list[warnings.WarningMessage] = []
+    capped = _CappedReader(stream, size)
+    with _pillow_reading(caught):
+        image = _decode(io.BufferedReader(capped, _DECODER_BUFFER_BYTES), capped, label, limit)
+    warned = tuple(_one_line(w.message) for w in caught)
+    return dataclasses.replace(image, warnings=warned, content=ContentId.of_stream(stream))
 
 
 @contextlib.contextmanager
-def _decoder_errors(label: str, prefix: bytes) -> Iterator[None]:
-    """Turn what Pillow and OpenCV raise on hostile bytes into an :class:`ImageError` naming the file."""
+def _decoder_errors(label: str, prefix: bytes, capped: _CappedReader) -> Iterator[None]:
+    """Turn what Pillow and OpenCV raise on hostile bytes into an :class:`ImageError` naming the file;
+    a failure after the decoder was stopped at its byte bound says so."""
     try:
         yield
-    except UnidentifiedImageError as exc:
+    except (UnidentifiedImageError, *_DECODER_ERRORS) as exc:
+        if capped.hit:
+            raise ImageError(
+                f"{label}: decoding it needs more than {capped.cap} bytes, {capped.bounded_by}; refused"
+            ) from exc
+        if not isinstance(exc, UnidentifiedImageError):
+            raise ImageError(f"{label}: corrupt or truncated image data ({_one_line(exc)})") from exc
         claimed = _claimed_format(prefix)
         if claimed is not None:
             raise ImageError(f"{label}: corrupt or truncated {claimed} header") from exc
         raise ImageError(f"{label}: not an image (no image format recognises its contents)") from exc
-    except _DECODER_ERRORS as exc:
-        raise ImageError(f"{label}: corrupt or truncated image data ({_one_line(exc)})") from exc
 
 
-def _decode(data: bytes, label: str, limit: int | None) -> LoadedImage:
+def _decode(stream: BinaryIO, capped: _CappedReader, label: str, limit: int | None) -> LoadedImage:
+    """Decode ``stream`` (read through ``capped``, whose bound is fitted to the image once its size is
+    known)."""
+    prefix = stream.read(16)
+    stream.seek(0)
     with (
-        _decoder_errors(label, data[:16]),
-        Image.open(io.BytesIO(data), formats=_readable_formats()) as opened,
+        _decoder_errors(label, prefix, capped),
+        Image.open(stream, formats=_readable_formats()) as opened,
     ):
         _check_size(opened.size, limit, label)
-        pixels, alpha = _decode_pixels(opened, data, label)
+        capped.fit(*opened.size)
+        pixels, alpha = _decode_pixels(opened, stream, label)
         orientation, metadata = _read_metadata(opened)
         if opened.mode == "CMYK":
             metadata = dataclasses.replace(
@@ -437,17 +491,19 @@ def _check_size(size: tuple[int, int], limit: int | None, label: str) -> None:
     if limit is not None and width * height > limit:
         raise ImageError(
             f"{label}: {width}x{height} = {width * height} pixels exceeds the limit of {limit} "
-            "(possible decompression bomb; raise the pixel limit to allow it)"
+            "(possible decompression bomb; --max-pixels N raises the limit)"
         )
 
 
-def _decode_pixels(opened: Image.Image, data: bytes, label: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """Pixels (HxWxC) and alpha (HxW or None) of the first frame, before orientation."""
+def _decode_pixels(opened: Image.Image, stream: BinaryIO, label: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pixels (HxWxC) and alpha (HxW or None) of the first frame, before orientation (``stream``: the
+    file ``opened`` reads)."""
     rawmode = _raw_mode(opened)  # read before load(), which clears the tile list
     opened.load()  # decodes (and so validates) every byte first, whichever decoder delivers the pixels
     mode = opened.mode
     if mode in ("RGB", "RGBA") and ";16" in rawmode:  # Pillow has reduced 16-bit colour to 8 bits
-        return _decode_16_bit_colour(data, gray=rawmode.startswith("LA"), label=label)
+        stream.seek(0)
+        return _decode_16_bit_colour(stream.read(), gray=rawmode.startswith("LA"), label=label)
     if mode in _UINT16_GRAY_MODES or mode == "I":
         return _uint16_gray(opened, label)
     if mode == "CMYK":
@@ -991,20 +1047,12 @@ def read_provenance(path: Path) -> str | None:
     is opened without blocking (a FIFO is never waited on).
     """
     try:
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except OSError:
-        return None
-    try:
-        if _special_file_kind(os.fstat(descriptor).st_mode) is not None:
-            return None
-        with os.fdopen(os.dup(descriptor), "rb") as stream:
+        with open_regular(path) as stream:
             reader = _HeaderReader(stream)
             find = _PROVENANCE_READERS.get(_claimed_format(reader.read(16)) or "")
             return None if find is None else find(reader)
     except (OSError, ValueError, struct.error):
         return None
-    finally:
-        os.close(descriptor)
 
 
 class _HeaderReader:
@@ -1127,4 +1175,5 @@ def _one_line(message: object) -> str:
 
 
 def _os_reason(exc: OSError) -> str:
-    return exc.strerror.lower() if exc.strerror else _one_line(exc)
+    """The OS's reason, its first letter lower-cased to follow a colon ("is a FIFO" keeps its capitals)."""
+    return exc.strerror[:1].lower() + exc.strerror[1:] if exc.strerror else _one_line(exc)

@@ -30,7 +30,7 @@ from .devices import (
 )
 from .download import verified_weights_path
 from .ensemble import self_ensemble
-from .errors import UsageError
+from .errors import NonFiniteResultError, UsageError
 from .imageio import LoadedImage, to_colour, to_gray
 from .network import SwinIR
 from .registry import get_model
@@ -50,7 +50,8 @@ class Restorer:
         tile_overlap: overlap between tiles in input pixels (None: the tiler's default for the window).
         batch: tiles per forward pass.
         precision: ``auto``, ``fp32``, ``fp16`` or ``bf16`` (see :func:`resolve_precision`); below fp32
-            every tile is checked for inf/NaN and recomputed in fp32 when it has any.
+            every tile is checked for inf/NaN and recomputed in fp32 when it has any; an fp32 result
+            with inf/NaN fails the image (:class:`~swinir_cli.errors.NonFiniteResultError`).
         tta: average the eight flips/rotations of each tile (:mod:`swinir_cli.ensemble`), 8x slower.
         on_warning: receives one line when a tile had to shrink after running out of GPU memory.
         engine: ``auto`` (PyTorch), ``torch`` or ``openvino`` (CPU only, the optional extra; see
@@ -136,23 +137,37 @@ class Restorer:
         return self._forward(x)[..., : h * self.scale, : w * self.scale]
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The network in the chosen precision; a result with inf/NaN is recomputed in fp32.
+        """The network in the chosen precision; a result with inf/NaN is recomputed in fp32, and one that
+        is still not finite fails the image (clamped, NaN would be written black and inf white).
 
         Below fp32 it runs under autocast: matmuls and convolutions in fp16/bf16, LayerNorm in fp32
         (:class:`swinir_cli.network.FloatLayerNorm`), softmax in fp32 inside the attention kernel.
+
+        Raises:
+            NonFiniteResultError: the fp32 result holds inf or NaN.
         """
         if self.engine == "openvino":
-            return self._forward_openvino(x)
-        with self._fp32_matmuls():
-            if self.dtype == torch.float32:
-                return self.model(x)
-            with torch.autocast(self.device.type, dtype=self.dtype):
-                y = self.model(x)
-            if torch.isfinite(y).all():
-                return y.float()
-            if self.on_warning is not None:
-                self.on_warning(f"{PRECISION_NAMES[self.dtype]} overflowed on a tile; recomputed it in fp32")
+            y = self._forward_openvino(x)
+        else:
+            with self._fp32_matmuls():
+                y = self._forward_torch(x)
+        if not torch.isfinite(y).all():
+            raise NonFiniteResultError(
+                "the model's result holds inf or NaN even in fp32 (its weights overflow)"
+            )
+        return y
+
+    def _forward_torch(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dtype == torch.float32:
             return self.model(x)
+        with torch.autocast(self.device.type, dtype=self.dtype):
+            y = self.model(x)
+        return y.float() if torch.isfinite(y).all() else self._recompute_in_fp32(x)
+
+    def _recompute_in_fp32(self, x: torch.Tensor) -> torch.Tensor:
+        if self.on_warning is not None:
+            self.on_warning(f"{PRECISION_NAMES[self.dtype]} overflowed on a tile; recomputed it in fp32")
+        return self.model(x)
 
     def _fp32_matmuls(self) -> contextlib.AbstractContextManager:
         """TF32 on or off as asked, on CUDA only; elsewhere the global settings stay as they are."""
@@ -170,9 +185,7 @@ class Restorer:
         y = self._openvino(x)
         if self.dtype == torch.float32 or torch.isfinite(y).all():
             return y
-        if self.on_warning is not None:
-            self.on_warning(f"{PRECISION_NAMES[self.dtype]} overflowed on a tile; recomputed it in fp32")
-        return self.model(x)
+        return self._recompute_in_fp32(x)
 
     def _cache_place(self) -> dict:
         """The OpenVINO cache folder beside the weights and the key of their file, where it is writable."""
@@ -273,16 +286,21 @@ class Restorer:
 
         Raises:
             UsageError: ``alpha`` is neither ``bicubic`` nor ``model``.
+            NonFiniteResultError: the model's result holds inf or NaN even in fp32 (the message names
+                the image).
         """
         if alpha not in ("bicubic", "model"):
             raise UsageError(f"alpha must be 'bicubic' or 'model', not {alpha!r}")
-        restored = self._restore_channels(image.pixels, progress)
-        if image.alpha is None:
-            restored_alpha = None
-        elif alpha == "model":
-            restored_alpha = self._restore_channels(image.alpha[..., None], progress)[..., 0]
-        else:
-            restored_alpha = self._resize_alpha(image.alpha)
+        try:
+            restored = self._restore_channels(image.pixels, progress)
+            if image.alpha is None:
+                restored_alpha = None
+            elif alpha == "model":
+                restored_alpha = self._restore_channels(image.alpha[..., None], progress)[..., 0]
+            else:
+                restored_alpha = self._resize_alpha(image.alpha)
+        except NonFiniteResultError as exc:
+            raise NonFiniteResultError(f"{image.name}: {exc}; nothing written") from None
         return dataclasses.replace(image, pixels=restored, alpha=restored_alpha)
 
     def _restore_channels(

@@ -5,7 +5,8 @@ Every output swinir writes in a format that carries metadata (PNG, JPEG, WebP, T
 (never its path: outputs get shared), its size and sha256, a hash of where the input was (its resolved
 path, hashed, so an input changed in place is told apart from another input of the same name) and a
 fingerprint of the settings that change pixels (:func:`settings_fingerprint`). A later run compares it with
-its own job to skip, redo or refuse an existing output. Imports nothing from the rest of the project.
+its own job to skip, redo or refuse an existing output. Imports only the ground floor's
+:mod:`swinir_cli.reading`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
+
+from .reading import open_regular
 
 __all__ = ["ContentId", "Provenance", "place_of", "settings_fingerprint"]
 
@@ -42,17 +46,24 @@ class ContentId:
 
     @classmethod
     def of_file(cls, path: Path) -> ContentId:
-        """The content id of the file at ``path``, read in 1 MiB blocks.
+        """The content id of the regular file at ``path``, opened without blocking.
 
         Raises:
-            OSError: the file cannot be read.
+            OSError: the file cannot be read, or is not a regular file.
         """
+        with open_regular(path) as stream:
+            return cls.of_stream(stream)
+
+    @classmethod
+    def of_stream(cls, stream: BinaryIO) -> ContentId:
+        """The content id of what ``stream`` holds from its start, read in 1 MiB blocks (memory stays
+        bounded whatever the size)."""
+        stream.seek(0)
         digest = hashlib.sha256()
         size = 0
-        with open(path, "rb") as stream:
-            while block := stream.read(1 << 20):
-                digest.update(block)
-                size += len(block)
+        while block := stream.read(1 << 20):
+            digest.update(block)
+            size += len(block)
         return cls(size, digest.hexdigest())
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import stat
 import tomllib
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -20,10 +19,13 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from swinir_cli.errors import ModelNotFoundError, UsageError
+from swinir_cli.reading import read_regular
 from swinir_cli.tasks import LEVEL_KEY, LEVEL_RANGE, TASK_NAMES
 
 TASKS = TASK_NAMES
 REMOTE_SCHEMES = ("http", "https", "hf")
+#: Longest registry file read (the packaged one takes 14 KB).
+REGISTRY_MAX_BYTES = 16 << 20
 
 _INT_KEYS = ("scale", "sigma", "quality", "channels", "size", "parameters")
 _STR_KEYS = ("task", "url", "sha256", "description", "architecture", "file")
@@ -217,11 +219,7 @@ def _packaged_registry_text() -> tuple[str, str]:
 
 def _read_text(path: Path) -> str:
     try:
-        kind = os.stat(path).st_mode
-        if not stat.S_ISREG(kind):
-            what = "a directory" if stat.S_ISDIR(kind) else "not a regular file"
-            raise UsageError(f"cannot read registry file {path}: it is {what}")
-        return path.read_bytes().decode("utf-8")
+        return read_regular(path, REGISTRY_MAX_BYTES).decode("utf-8")
     except OSError as err:
         raise UsageError(f"cannot read registry file {path}: {err.strerror or err}") from err
     except UnicodeDecodeError as err:

@@ -1,12 +1,15 @@
 """Shared test helpers for hostile conditions (not a test module): a loopback HTTP server for weight
-files that misbehaves on request, and a small tmpfs standing in for a full disk."""
+files that misbehaves on request, a small tmpfs standing in for a full disk, and hostile files."""
 
 from __future__ import annotations
 
 import hashlib
+import io
+import struct
 import subprocess
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -178,3 +181,47 @@ def full_disk(directory: Path, size: str = "256k") -> Iterator[Path]:
             if subprocess.run(["umount", str(directory)], capture_output=True, check=False).returncode == 0:
                 break
             time.sleep(0.1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Hostile files: tails that take no disk space, zip records that lie
+
+
+def with_sparse_tail(path: Path, data: bytes, tail_bytes: int) -> Path:
+    """``path`` holding ``data``, then ``tail_bytes`` zero bytes that take no disk space (a sparse file)."""
+    with path.open("wb") as stream:
+        stream.write(data)
+        stream.truncate(len(data) + tail_bytes)
+    return path
+
+
+#: The tiny checkpoint's largest record (589,824 bytes).
+LARGEST_RECORD = "sr_pixelshuffle_x2/data/72"
+
+
+def zip_bomb_checkpoint(path: Path, inflated_bytes: int) -> Path:
+    """The tiny checkpoint with its largest record replaced by ``inflated_bytes`` zeros, deflated: a
+    file of about a thousandth of that size."""
+    with zipfile.ZipFile(io.BytesIO(TINY_BYTES)) as source, zipfile.ZipFile(path, "w") as bomb:
+        for record in source.infolist():
+            if record.filename != LARGEST_RECORD:
+                bomb.writestr(record, source.read(record))
+                continue
+            deflated = zipfile.ZipInfo(record.filename)
+            deflated.compress_type = zipfile.ZIP_DEFLATED
+            with bomb.open(deflated, "w", force_zip64=True) as stream:
+                for _ in range(inflated_bytes >> 20):
+                    stream.write(bytes(1 << 20))
+    return path
+
+
+def checkpoint_claiming(path: Path, record: str, claimed_bytes: int) -> Path:
+    """The tiny checkpoint whose zip directory says ``record`` (stored, uncompressed) holds
+    ``claimed_bytes``: the bytes in the file are unchanged."""
+    data = bytearray(TINY_BYTES)
+    entry = data.index(b"PK\x01\x02")  # the first central directory entry
+    while data[entry + 46 : entry + 46 + len(record)] != record.encode():
+        entry = data.index(b"PK\x01\x02", entry + 4)
+    struct.pack_into("<II", data, entry + 20, claimed_bytes, claimed_bytes)  # compressed, uncompressed
+    path.write_bytes(data)
+    return path

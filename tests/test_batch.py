@@ -31,6 +31,7 @@ from conftest import (
     run_swinir,
     save_rgb,
 )
+from hostile import with_sparse_tail
 from PIL import Image
 
 from swinir_cli.batch import (
@@ -44,7 +45,15 @@ from swinir_cli.batch import (
 )
 from swinir_cli.cli import main
 from swinir_cli.errors import UsageError
-from swinir_cli.imageio import ImageMetadata, LoadedImage, read_image, read_provenance, write_image
+from swinir_cli.imageio import (
+    ENCODED_BYTES_PER_PIXEL,
+    ENCODED_EXTRA_BYTES,
+    ImageMetadata,
+    LoadedImage,
+    read_image,
+    read_provenance,
+    write_image,
+)
 from swinir_cli.pipeline import Restorer
 from swinir_cli.provenance import ContentId, Provenance, place_of
 
@@ -557,6 +566,20 @@ def test_stdin_to_stdout_gives_the_same_pixels_as_file_to_file(tmp_path: Path) -
     from_pipe, from_file = read_image(tmp_path / "piped.png"), read_image(tmp_path / "out.png")
     assert np.array_equal(from_pipe.pixels, from_file.pixels)
     assert np.array_equal(from_pipe.alpha, from_file.alpha)
+
+
+def test_stdin_longer_than_the_pixel_limit_allows_is_refused_after_reading_only_that(tmp_path: Path) -> None:
+    image = save_rgb(tmp_path / "in.png", height=24, width=20)
+    tailed = with_sparse_tail(tmp_path / "tailed.png", image.read_bytes(), 256 << 20)
+    command = f"cat {tailed} | {SWINIR} upscale - -w {SR_X2} --device cpu -o out.png --max-pixels 2000"
+    result = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, timeout=120)
+    limit = ENCODED_EXTRA_BYTES + ENCODED_BYTES_PER_PIXEL * 2000
+    assert result.returncode == 1, result.stderr
+    assert (
+        f"<stdin>: more than {limit} bytes, more than an image within the limit of 2000 pixels can take "
+        "(--max-pixels raises the limit)"
+    ) in result.stderr.decode()
+    assert b"Traceback" not in result.stderr and not (tmp_path / "out.png").exists()
 
 
 def test_recursive_mirrors_the_tree_with_non_ascii_names(tmp_path: Path) -> None:

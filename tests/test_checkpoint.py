@@ -2,19 +2,45 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import warnings
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from conftest import REFERENCE, official_models, random_state_dict
+from conftest import REFERENCE, assert_one_clean_error_line, official_models, random_state_dict, run_many
+from hostile import (
+    FILE_NAME,
+    LARGEST_RECORD,
+    TINY_BYTES,
+    WeightServer,
+    checkpoint_claiming,
+    register,
+    zip_bomb_checkpoint,
+)
+from PIL import Image
 from safetensors.torch import save_file
 
 from swinir_cli.checkpoint import detect_config, load_model, model_from_state_dict, read_state_dict
-from swinir_cli.errors import CheckpointError, StateDictMismatchError
+from swinir_cli.download import verified_weights_path
+from swinir_cli.errors import CheckpointError, DownloadError, StateDictMismatchError
+from swinir_cli.registry import get_model
 
 OFFICIAL = official_models()
+
+
+def _png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+PNG_BYTES = _png_bytes()
 ROW_IDS = [row["file"].removesuffix(".pth") for row in OFFICIAL]
 
 
@@ -105,7 +131,7 @@ def test_pickle_that_runs_code_is_refused(tmp_path: Path) -> None:
     ("content", "reason"),
     [
         (b"", "empty file"),
-        (b"this is not a checkpoint at all", "not a PyTorch checkpoint"),
+        (b"this is not a checkpoint at all", "not a PyTorch .pth or .safetensors checkpoint"),
     ],
 )
 def test_unreadable_files_get_a_clear_error(tmp_path: Path, content: bytes, reason: str) -> None:
@@ -219,3 +245,210 @@ def test_a_crafted_checkpoint_through_the_command_is_one_line_and_exit_1(tmp_pat
     assert result.returncode == 1, result.stderr
     assert "stores only 1" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out.png").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# Hostile files: what is not a checkpoint is named for what it is; nothing is allocated that the file
+# does not hold; only plain finite weights pass
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("photo.png", PNG_BYTES, "a PNG image, not a PyTorch .pth or .safetensors checkpoint"),
+        (
+            "login.pth",
+            b"\n<!doctype html><html><body>Log in</body></html>",
+            "an HTML or XML page, not a PyTorch .pth or .safetensors checkpoint",
+        ),
+    ],
+)
+def test_an_image_or_a_web_page_as_weights_is_named_for_what_it_is(
+    tmp_path: Path, name: str, content: bytes, reason: str
+) -> None:
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(CheckpointError) as caught:
+        read_state_dict(tmp_path / name)
+    assert str(caught.value) == f"{tmp_path / name}: {reason}"
+    assert "pickle" not in str(caught.value)
+
+
+def test_a_web_page_served_as_a_model_is_named_for_what_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SWINIR_CACHE_DIR", str(tmp_path / "cache"))
+    server = WeightServer()
+    try:
+        server.html_page = b"<!doctype html><html><body>Please log in to download this file.</body></html>"
+        register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", sha256=None)
+        with pytest.raises(DownloadError) as caught:
+            verified_weights_path(get_model("tiny-x2"))
+    finally:
+        server.stop()
+    assert "(an HTML or XML page, not a PyTorch .pth or .safetensors checkpoint)" in str(caught.value)
+
+
+def test_a_safetensors_file_is_told_by_its_header_even_when_it_starts_like_a_pickle(tmp_path: Path) -> None:
+    state = read_state_dict(TINY_X2)
+    path = tmp_path / "weights.pth"  # a name that does not say safetensors
+    for padding in range(512):  # the header's length (its first byte) grows with the metadata
+        save_file(state, path, metadata={"padding": "x" * padding})
+        if path.read_bytes()[0] == 0x80:  # a pickle's first byte
+            break
+    assert path.read_bytes()[0] == 0x80
+    assert read_state_dict(path).keys() == state.keys()
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda path: os.mkfifo(path), "is a FIFO, not a regular file"),
+        (lambda path: path.mkdir(), "is a directory"),
+        (lambda path: path.symlink_to("/dev/zero"), "is a character device, not a regular file"),
+    ],
+    ids=["fifo", "folder", "device"],
+)
+def test_a_fifo_folder_or_device_as_weights_says_what_it_is_without_waiting(
+    tmp_path: Path, make, reason: str
+) -> None:
+    path = tmp_path / "weights.pth"
+    make(path)
+    with pytest.raises(CheckpointError) as caught:
+        read_state_dict(path)  # a FIFO is opened without waiting for a writer
+    assert str(caught.value) == f"{path}: cannot read the weights ({reason})"
+
+
+def test_weights_as_a_photo_or_a_fifo_through_the_command_are_one_line_and_exit_1(tmp_path: Path) -> None:
+    (tmp_path / "photo.png").write_bytes(PNG_BYTES)
+    os.mkfifo(tmp_path / "fifo.pth")
+    photo, fifo = run_many(
+        [
+            ["upscale", tmp_path / "photo.png", "-w", tmp_path / "photo.png", "-o", tmp_path / "out.png"],
+            ["upscale", tmp_path / "photo.png", "-w", tmp_path / "fifo.pth", "-o", tmp_path / "out.png"],
+        ]
+    )
+    assert photo.returncode == fifo.returncode == 1
+    assert_one_clean_error_line(
+        photo, "photo.png: a PNG image, not a PyTorch .pth or .safetensors checkpoint"
+    )
+    assert_one_clean_error_line(fifo, "fifo.pth: cannot read the weights (is a FIFO, not a regular file)")
+    assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        # 64 MiB of zeros deflated into a 64 KB file: inflating it is the bomb
+        (lambda path: zip_bomb_checkpoint(path, 64 << 20), f"record {LARGEST_RECORD!r} is compressed"),
+        (
+            lambda path: checkpoint_claiming(path, "sr_pixelshuffle_x2/data/0", 2**31),
+            "record 'sr_pixelshuffle_x2/data/0' claims 2147483648 bytes, more than the file",
+        ),
+        # each record fits in the file, but the first overlaps all the others
+        (
+            lambda path: checkpoint_claiming(path, "sr_pixelshuffle_x2/data.pkl", len(TINY_BYTES)),
+            "its records claim",
+        ),
+    ],
+    ids=["deflated", "oversized", "overlapping"],
+)
+def test_zip_records_that_would_allocate_more_than_the_file_are_refused_before_reading(
+    tmp_path: Path, make, reason: str
+) -> None:
+    path = make(tmp_path / "crafted.pth")
+    with pytest.raises(CheckpointError) as caught:
+        read_state_dict(path)
+    assert str(caught.value).startswith(f"{path}: ") and reason in str(caught.value)
+    assert "refused before reading" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def _on_meta(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: torch.empty_like(tensor, device="meta") for name, tensor in state.items()}
+
+
+def _replaced(name: str, make: Callable[[], torch.Tensor]) -> Callable[[dict], dict]:
+    return lambda state: {**state, name: make()}
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        # shapes without values: the size checks pass, building the network would allocate them
+        (_on_meta, "is on the meta device"),
+        (
+            _replaced("conv_first.weight", lambda: torch.zeros(60, 3, 3, 3).to_sparse()),
+            "is sparse (sparse_coo)",
+        ),
+        (
+            _replaced("conv_first.weight", lambda: torch.zeros(60, 27).to_sparse_csr()),
+            "is sparse (sparse_csr)",
+        ),
+        (
+            _replaced(
+                "conv_first.bias", lambda: torch.quantize_per_tensor(torch.zeros(60), 0.1, 0, torch.qint8)
+            ),
+            "is quantized (qint8)",
+        ),
+        (
+            _replaced("conv_first.weight", lambda: torch.zeros(60, 3, 3, 3, dtype=torch.complex64)),
+            "holds complex64 values",
+        ),
+        (
+            _replaced("conv_first.weight", lambda: torch.zeros(60, 3, 3, 3, dtype=torch.int32)),
+            "holds int32 values",
+        ),
+    ],
+    ids=["meta", "sparse", "sparse-csr", "quantized", "complex", "integer"],
+)
+def test_only_dense_cpu_floating_point_tensors_are_weights(tmp_path: Path, change, reason: str) -> None:
+    path = tmp_path / "odd.pth"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # making sparse and quantized tensors warns
+        torch.save({"params": change(read_state_dict(TINY_X2))}, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # reading them must not
+        with pytest.raises(CheckpointError) as caught:
+            read_state_dict(path)
+    assert str(caught.value).startswith(f"{path}: tensor ") and reason in str(caught.value)
+    assert "only dense CPU floating-point tensors are weights" in str(caught.value)
+
+
+def test_integer_position_indices_and_half_precision_weights_are_accepted(tmp_path: Path) -> None:
+    state = read_state_dict(TINY_X2)
+    assert any(
+        name.endswith("relative_position_index") and not t.is_floating_point() for name, t in state.items()
+    )
+    path = tmp_path / "half.pth"
+    torch.save(
+        {"params": {name: t.half() if t.is_floating_point() else t for name, t in state.items()}}, path
+    )
+    assert read_state_dict(path).keys() == state.keys()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_weights_that_are_not_finite_are_refused_at_load(tmp_path: Path, value: float) -> None:
+    state = read_state_dict(TINY_X2)
+    weight = state["conv_last.weight"].clone()
+    weight[0, 0, 0, 0] = value
+    for path in (tmp_path / "broken.pth", tmp_path / "broken.safetensors"):
+        if path.suffix == ".pth":
+            torch.save({"params": {**state, "conv_last.weight": weight}}, path)
+        else:
+            save_file({**state, "conv_last.weight": weight}, path)
+        with pytest.raises(CheckpointError) as caught:
+            load_model(path)
+        assert str(caught.value) == (
+            f"{path}: tensor 'conv_last.weight' holds NaN or infinite values; refused, since every result "
+            "would be black or wrong"
+        )
+
+
+def test_tensors_sharing_one_storage_count_its_values_once(tmp_path: Path) -> None:
+    # a 1200-wide embedding needs about 24 million values; 400 names for one 65,536-value storage
+    # (saved once) must not pass for 26 million
+    shared = torch.zeros(2**16)
+    views = {f"extra.{i}": shared for i in range(400)}
+    path = crafted(tmp_path, "shared", **{"conv_first.weight": torch.zeros(1200, 3, 3, 3)}, **views)
+    assert path.stat().st_size < 2 * len(TINY_BYTES)
+    with pytest.raises(CheckpointError, match="refused before allocating"):
+        load_model(path)

@@ -14,6 +14,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -752,3 +753,30 @@ def test_a_model_folder_copied_to_an_offline_machine_is_used_as_readme_says(
     result = run_swinir("upscale", "photo.png", "-m", "tiny-x2", cwd=tmp_path, env=offline)
     assert result.returncode == 0, result.stderr
     assert read_image(tmp_path / "photo_x2.png").pixels.shape == (40, 48, 3)
+
+
+def test_a_fifo_where_a_hash_record_is_expected_is_refused_without_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: Path
+) -> None:
+    register(tmp_path, monkeypatch, f"http://127.0.0.1:9/{FILE_NAME}", sha256=None)
+    cache.mkdir()
+    (cache / FILE_NAME).write_bytes(TINY_BYTES)
+    os.mkfifo(cache / f"{FILE_NAME}.sha256")  # opening it for reading would wait for a writer forever
+    outcome: list[BaseException | None] = []
+
+    def check() -> None:
+        try:
+            verify_cached(get_model("tiny-x2"))
+            outcome.append(None)
+        except BaseException as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=check, daemon=True)
+    worker.start()
+    worker.join(30)
+    assert outcome, "still waiting for a writer to the hash record"
+    assert isinstance(outcome[0], DownloadError)
+    assert str(outcome[0]) == (
+        f"model 'tiny-x2': cannot read the recorded hash {cache / FILE_NAME}.sha256: "
+        "is a FIFO, not a regular file"
+    )

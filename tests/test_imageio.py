@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 import warnings
 import zlib
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from hostile import full_disk
+from hostile import full_disk, with_sparse_tail
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageCms, ImageFile, ImageOps, PngImagePlugin
@@ -28,6 +29,8 @@ from PIL import Image, ImageCms, ImageFile, ImageOps, PngImagePlugin
 from swinir_cli.durable import FileIdentity
 from swinir_cli.errors import ImageError, UsageError
 from swinir_cli.imageio import (
+    ENCODED_BYTES_PER_PIXEL,
+    ENCODED_EXTRA_BYTES,
     IMAGE_EXTENSIONS,
     PROVENANCE_KEY,
     WRITABLE_FORMATS,
@@ -37,6 +40,7 @@ from swinir_cli.imageio import (
     is_probably_image,
     output_format,
     read_image,
+    read_image_stream,
     read_provenance,
     to_8_bit,
     to_colour,
@@ -463,7 +467,7 @@ def test_bomb_header_refused_quickly_and_max_pixels_applies(tmp_path: Path) -> N
     import time
 
     started = time.perf_counter()
-    with pytest.raises(ImageError, match=r"bomb\.png: 100000x100000"):
+    with pytest.raises(ImageError, match=r"bomb\.png: 100000x100000.*--max-pixels N raises the limit"):
         read_image(bomb_png_bytes(), name="bomb.png")
     assert time.perf_counter() - started < 1.0
     small = valid_png_bytes()  # 24x24 = 576 pixels
@@ -676,6 +680,80 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
     message, grown_mb = result.stdout.splitlines()
     assert message == f"{big}: not an image (no image format recognises its contents)", result.stderr
     assert int(grown_mb) < 100  # reading it whole would have taken 3 GB
+
+
+def test_an_image_with_a_2_gb_sparse_tail_is_decoded_in_bounded_memory(tmp_path: Path) -> None:
+    tailed = with_sparse_tail(tmp_path / "tailed.png", valid_png_bytes(), 2 << 30)
+    script = f"""
+import resource
+from swinir_cli.imageio import read_image
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+image = read_image({str(tailed)!r})
+print(image.width, image.height)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    size, grown_mb = result.stdout.splitlines()
+    assert size == "24 24", result.stderr
+    assert int(grown_mb) < 100  # reading it whole took 2 GB
+
+
+def png_with_a_large_chunk(path: Path, chunk_bytes: int, before: bytes) -> Path:
+    """A valid 24x24 PNG with a private ancillary chunk of ``chunk_bytes`` zeros (sparse) before its
+    chunk ``before`` (IDAT: the header goes on past it; IEND: the pixels are followed by it)."""
+    png = valid_png_bytes()
+    position = png.index(before) - 4
+    crc = zlib.crc32(b"prVt")
+    for _ in range(chunk_bytes >> 20):
+        crc = zlib.crc32(bytes(1 << 20), crc)
+    with path.open("wb") as stream:
+        stream.write(png[:position] + struct.pack(">I", chunk_bytes) + b"prVt")
+        stream.seek(chunk_bytes, os.SEEK_CUR)
+        stream.write(struct.pack(">I", crc) + png[position:])
+    return path
+
+
+@pytest.mark.parametrize(
+    ("before", "pixels", "bounded_by"),
+    [
+        (b"IDAT", 0, "more than an image's header can take"),
+        (b"IEND", 24 * 24, "more than a 24x24 image can take"),
+    ],
+    ids=["in-the-header", "after-the-pixels"],
+)
+def test_a_decoder_that_would_read_past_what_the_image_can_need_is_stopped(
+    tmp_path: Path, before: bytes, pixels: int, bounded_by: str
+) -> None:
+    path = png_with_a_large_chunk(tmp_path / "padded.png", 48 << 20, before)
+    limit = ENCODED_EXTRA_BYTES + ENCODED_BYTES_PER_PIXEL * pixels
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageError) as caught:
+            read_image(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(caught.value) == f"{path}: decoding it needs more than {limit} bytes, {bounded_by}; refused"
+    assert peak < limit + (8 << 20)
+
+
+def test_a_stream_longer_than_an_image_within_the_pixel_limit_can_take_is_refused(tmp_path: Path) -> None:
+    tailed = with_sparse_tail(tmp_path / "tailed.png", valid_png_bytes(), 256 << 20)
+    limit = ENCODED_EXTRA_BYTES + ENCODED_BYTES_PER_PIXEL * 1000
+    tracemalloc.start()
+    try:
+        with tailed.open("rb") as stream, pytest.raises(ImageError) as caught:
+            read_image_stream(stream, max_pixels=1000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(caught.value) == (
+        f"<stdin>: more than {limit} bytes, more than an image within the limit of 1000 pixels can take "
+        "(--max-pixels raises the limit)"
+    )
+    assert peak < 2 * limit + (8 << 20)  # read once, then joined
+    with tailed.open("rb") as stream:
+        assert read_image_stream(stream, max_pixels=None).width == 24
 
 
 def palette_png_without_plte() -> bytes:

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REFERENCE, SWINIR_S_X4, TINY_CASES
+from conftest import REFERENCE, SWINIR_S_X4, TINY_CASES, run_swinir, save_rgb
 from PIL import Image
 
 from swinir_cli import cpu
-from swinir_cli.errors import ImageError, UsageError
+from swinir_cli.checkpoint import read_state_dict
+from swinir_cli.errors import ImageError, NonFiniteResultError, UsageError
 from swinir_cli.imageio import LoadedImage, read_image
 from swinir_cli.pipeline import Restorer, select_device
 from swinir_cli.resolve import ModelChooser, ModelRequest
@@ -128,6 +129,56 @@ def test_bf16_stays_close_and_overflow_is_recomputed_in_fp32(
     restorer.model.forward = overflowing
     assert_matches_golden(restorer.restore_pixels(data["image_u8"]), data["pipeline_u8"])
     assert warnings and "recomputed it in fp32" in warnings[0]
+
+
+def overflowing_weights(path: Path) -> Path:
+    """The tiny x2 checkpoint with every last-convolution weight at 3e38: finite, but its sums overflow."""
+    state = read_state_dict(TINY / "sr_pixelshuffle_x2.pth")
+    torch.save(
+        {"params": {**state, "conv_last.weight": torch.full_like(state["conv_last.weight"], 3e38)}}, path
+    )
+    return path
+
+
+NOT_FINITE = "the model's result holds inf or NaN even in fp32 (its weights overflow); nothing written"
+
+
+@pytest.mark.parametrize("tile", [0, 16], ids=["whole", "tiled"])
+def test_a_result_still_not_finite_in_fp32_fails_its_image(tmp_path: Path, tile: int) -> None:
+    restorer = Restorer.from_weights(overflowing_weights(tmp_path / "overflow.pth"), device="cpu", tile=tile)
+    image = LoadedImage(np.full((40, 36, 3), 128, np.uint8), name="photo.png")
+    with pytest.raises(NonFiniteResultError) as caught:
+        restorer.restore_image(image)
+    assert str(caught.value) == f"photo.png: {NOT_FINITE}"
+
+
+def test_bf16_overflow_still_not_finite_in_fp32_fails_its_image_after_the_warning(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = tmp_path / "cpuinfo"  # as in the test above: PyTorch emulates bf16 where the CPU lacks it
+    fake.write_text("processor\t: 0\nflags\t\t: avx512f avx512_bf16\n")
+    monkeypatch.setattr(cpu, "CPUINFO", fake)
+    warnings: list[str] = []
+    restorer = Restorer.from_weights(
+        overflowing_weights(tmp_path / "overflow.pth"),
+        device="cpu",
+        tile=0,
+        precision="bf16",
+        on_warning=warnings.append,
+    )
+    with pytest.raises(NonFiniteResultError) as caught:
+        restorer.restore_image(LoadedImage(np.full((16, 16, 3), 128, np.uint8), name="photo.png"))
+    assert str(caught.value) == f"photo.png: {NOT_FINITE}"
+    assert warnings == ["bf16 overflowed on a tile; recomputed it in fp32"]
+
+
+def test_an_image_whose_result_is_not_finite_fails_and_is_not_written(tmp_path: Path) -> None:
+    weights = overflowing_weights(tmp_path / "overflow.pth")
+    save_rgb(tmp_path / "a.png")
+    result = run_swinir("upscale", "a.png", "-w", weights, "--device", "cpu", "-o", "out.png", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert f"a.png: {NOT_FINITE}" in result.stderr.decode() and b"Traceback" not in result.stderr
+    assert not (tmp_path / "out.png").exists()
 
 
 @pytest.fixture
