@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -18,6 +19,9 @@ from PIL import Image
 
 from swinir_cli.imageio import LoadedImage, read_image
 from swinir_cli.pipeline import Restorer
+
+if TYPE_CHECKING:
+    from hostile import WeightServer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 REFERENCE = SHARED / "reference"
@@ -31,6 +35,17 @@ DN_COLOR = TINY / "dn_color.pth"
 SWINIR = Path(sys.executable).with_name("swinir")
 #: Processes run side by side on the 2-core test machines; one thread each keeps them from fighting.
 PARALLEL_RUNS = 2
+
+
+@pytest.fixture
+def server() -> Iterator[WeightServer]:
+    """A loopback HTTP server (``hostile.WeightServer``) serving the tiny checkpoint as ``/FILE_NAME``."""
+    from hostile import FILE_NAME, TINY_BYTES, WeightServer  # hostile imports this module
+
+    weight_server = WeightServer()
+    weight_server.files[f"/{FILE_NAME}"] = TINY_BYTES
+    yield weight_server
+    weight_server.stop()
 
 
 def official_models() -> list[dict]:

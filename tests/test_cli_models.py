@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +26,6 @@ from PIL import Image
 
 from swinir_cli.cli import main
 from swinir_cli.registry import load_registry
-
-
-@pytest.fixture
-def server() -> Iterator[WeightServer]:
-    weight_server = WeightServer()
-    weight_server.files[f"/{FILE_NAME}"] = TINY_BYTES
-    yield weight_server
-    weight_server.stop()
 
 
 @pytest.fixture

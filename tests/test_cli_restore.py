@@ -32,6 +32,7 @@ from conftest import (
     save_rgb,
     stderr_lines,
 )
+from hostile import register
 from PIL import Image
 
 from swinir_cli.cli import main
@@ -284,11 +285,7 @@ def test_a_named_model_names_its_outputs_by_its_factor(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`--model NAME` without --scale: the registry says the factor, so the default name still carries it."""
-    registry = tmp_path / "registry.toml"
-    registry.write_text(
-        f'[models.tiny-x2]\ntask = "upscale"\nscale = 2\nurl = "{SR_X2}"\ndescription = "tiny"\n'
-    )
-    monkeypatch.setenv("SWINIR_REGISTRY", str(registry))
+    register(tmp_path, monkeypatch, str(SR_X2), sha256=None)  # entry tiny-x2, a local file
     monkeypatch.setenv("SWINIR_CACHE_DIR", str(tmp_path / "cache"))
     Image.fromarray(np.full((12, 10, 3), 90, np.uint8)).save(tmp_path / "a.png")
     result = run_swinir("upscale", "a.png", "--model", "tiny-x2", "--device", "cpu", cwd=tmp_path)

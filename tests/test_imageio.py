@@ -811,19 +811,30 @@ def test_full_disk_fails_the_write_naming_the_output_and_keeps_the_old_one(
         assert output.read_bytes() == b"previous output"
 
 
-def test_temporary_file_of_a_killed_writer_is_removed_by_the_next_write(tmp_path: Path) -> None:
-    output = tmp_path / "big.png"
-    script = f"""
+def big_writer_script(output: Path) -> str:
+    """A Python script that writes a 4000x4000 random PNG to ``output`` (long enough to be caught writing)."""
+    return f"""
 import numpy as np
 from pathlib import Path
 from swinir_cli.imageio import LoadedImage, write_image
 pixels = np.random.default_rng(0).integers(0, 255, (4000, 4000, 3), dtype=np.uint8)
 write_image(Path({str(output)!r}), LoadedImage(pixels))
 """
+
+
+def writer_caught_writing(script: str, folder: Path) -> subprocess.Popen:
+    """``script`` started, once its temporary ``.big.png.*.tmp`` exists in ``folder`` (or it ended)."""
     writer = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.monotonic() + 120
-    while not list(tmp_path.glob(".big.png.*.tmp")) and writer.poll() is None and time.monotonic() < deadline:
+    while not list(folder.glob(".big.png.*.tmp")) and writer.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
+    return writer
+
+
+def test_temporary_file_of_a_killed_writer_is_removed_by_the_next_write(tmp_path: Path) -> None:
+    output = tmp_path / "big.png"
+    script = big_writer_script(output)
+    writer = writer_caught_writing(script, tmp_path)
     writer.send_signal(signal.SIGKILL)
     writer.wait(timeout=60)
     left = list(tmp_path.glob(".big.png.*.tmp"))
@@ -843,17 +854,8 @@ def test_a_live_writers_temporary_is_kept_and_a_dead_ones_removed(tmp_path: Path
     (SIGSTOP) keeps its temporary file through this process's write, then publishes; that of a process
     that has ended is removed. Removing the live one made its writer fail (issue 18, item 3)."""
     output = tmp_path / "big.png"
-    script = f"""
-import numpy as np
-from pathlib import Path
-from swinir_cli.imageio import LoadedImage, write_image
-pixels = np.random.default_rng(0).integers(0, 255, (4000, 4000, 3), dtype=np.uint8)
-write_image(Path({str(output)!r}), LoadedImage(pixels))
-"""
-    writer = subprocess.Popen([sys.executable, "-c", script])
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob(".big.png.*.tmp")) and writer.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
+    script = big_writer_script(output)
+    writer = writer_caught_writing(script, tmp_path)
     writer.send_signal(signal.SIGSTOP)
     try:
         assert len(list(tmp_path.glob(".big.png.*.tmp"))) == 1 and not output.exists(), "not caught writing"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,14 +18,6 @@ def python_example() -> str:
     """The code block under README's "### Python" heading."""
     section = README.read_text().split("### Python\n", 1)[1]
     return re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
-
-
-@pytest.fixture
-def server() -> Iterator[WeightServer]:
-    weight_server = WeightServer()
-    weight_server.files[f"/{FILE_NAME}"] = TINY_BYTES
-    yield weight_server
-    weight_server.stop()
 
 
 def test_the_python_example_runs_as_shown(

@@ -125,25 +125,19 @@ Weights = Annotated[
     Path | None,
     _option("--weights", "-w", metavar="FILE", help="A local SwinIR checkpoint (.pth or .safetensors)."),
 ]
-Scale = Annotated[
-    int | None,
-    _option(
-        "--scale",
-        "-s",
-        min=1,
-        metavar=UPSCALE.levels_metavar,
-        help="Upscaling factor (default: 4, or the model's).",
-    ),
-]
+
+
+def _scale_option(help: str) -> Any:
+    """``--scale/-s``, one of the upscaling levels; ``help`` says what it means for the command."""
+    return _option("--scale", "-s", min=1, metavar=UPSCALE.levels_metavar, help=help)
+
+
+Scale = Annotated[int | None, _scale_option("Upscaling factor (default: 4, or the model's).")]
 EvalScale = Annotated[
     int | None,
-    _option(
-        "--scale",
-        "-s",
-        min=1,
-        metavar=UPSCALE.levels_metavar,
-        help="Upscaling factor (default: the model's). With --restored: the factor of the results, whose "
-        "border is not measured.",
+    _scale_option(
+        "Upscaling factor (default: the model's). With --restored: the factor of the results, whose border "
+        "is not measured."
     ),
 ]
 Sigma = Annotated[
