@@ -241,13 +241,18 @@ def _check_stored(state: Mapping[str, torch.Tensor], path: Path) -> None:
 
 
 def _stored_values(state: Mapping[str, torch.Tensor]) -> int:
-    """The values the tensors' storages hold, each storage counted once (tensors may share one)."""
-    storages = {
-        tensor.untyped_storage().data_ptr(): tensor.untyped_storage().nbytes()
-        // max(tensor.element_size(), 1)
-        for tensor in state.values()
-    }
-    return sum(storages.values())
+    """The values the tensors' storages hold, each storage counted once (tensors may share one); a tensor
+    of shape alone (on the meta device: a safetensors header, whose sizes safetensors checks against the
+    file) counts its elements."""
+    storages: dict[int, int] = {}
+    shapes_only = 0
+    for tensor in state.values():
+        if tensor.is_meta:
+            shapes_only += tensor.numel()
+            continue
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes() // max(tensor.element_size(), 1)
+    return sum(storages.values()) + shapes_only
 
 
 def _first_line(exc: Exception) -> str:

@@ -751,7 +751,7 @@ def test_a_fifo_where_a_hash_record_is_expected_is_refused_without_waiting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: Path
 ) -> None:
     register(tmp_path, monkeypatch, f"http://127.0.0.1:9/{FILE_NAME}", sha256=None)
-    cache.mkdir()
+    cache.mkdir(parents=True)
     (cache / FILE_NAME).write_bytes(TINY_BYTES)
     os.mkfifo(cache / f"{FILE_NAME}.sha256")  # opening it for reading would wait for a writer forever
     outcome: list[BaseException | None] = []
