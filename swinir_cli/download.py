@@ -65,7 +65,8 @@ from swinir_cli.errors import (
     SourceUnreachableError,
     UsageError,
 )
-from swinir_cli.reading import open_regular, read_regular
+from swinir_cli.provenance import ContentId
+from swinir_cli.reading import read_regular
 from swinir_cli.registry import ModelEntry, cache_dir
 from swinir_cli.tasks import LEVEL_KEY
 
@@ -417,12 +418,8 @@ def expected_sha256(entry: ModelEntry) -> str | None:
 
 
 def sha256_of(path: Path) -> str:
-    """The hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open_regular(path) as stream:
-        while chunk := stream.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """The hex sha256 of a regular file, read in 1 MiB chunks (:meth:`ContentId.of_file`)."""
+    return ContentId.of_file(path).sha256
 
 
 def _check_source(entry: ModelEntry, digest: str | None = None) -> str | None:

@@ -6,7 +6,7 @@ with the same error, and file descriptor 1 is pointed at the null device so that
 flush at exit has nothing left to fail on. A failure that nothing has reported yet can be set aside
 (:func:`defer_failure`) for the command line to report once, at the end (:func:`deferred_failure`).
 
-Imports nothing from the rest of the project but its errors.
+Imports nothing from the rest of the project but its errors and :func:`~swinir_cli.durable.write_all`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 import stat
 import sys
 
+from .durable import write_all
 from .errors import StdoutError
 
 #: How messages name standard output.
@@ -44,12 +45,8 @@ def write_stdout(data: bytes) -> None:
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
             return
-        view = memoryview(data).cast("B")
-        while view:
-            written = os.write(descriptor, view)
-            if not written:
-                raise OSError(errno.EIO, "the system wrote nothing (short write)")
-            view = view[written:]
+        with open(descriptor, "wb", buffering=0, closefd=False) as stream:
+            write_all(stream, data)
         if stat.S_ISREG(os.fstat(descriptor).st_mode):
             os.fsync(descriptor)
     except OSError as err:
