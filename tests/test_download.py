@@ -607,8 +607,8 @@ import pkgutil, importlib, swinir_cli
 for module in pkgutil.walk_packages(swinir_cli.__path__, "swinir_cli."):
     if module.name != "swinir_cli.__main__":
         importlib.import_module(module.name)
-from swinir_cli import download
-print(download.FileLock.__name__)
+from swinir_cli import cache_records
+print(cache_records.FileLock.__name__)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
