@@ -28,12 +28,12 @@ from PIL import Image, ImageCms, ImageFile, ImageOps, PngImagePlugin
 
 from swinir_cli.durable import FileIdentity
 from swinir_cli.errors import ImageError, UsageError
+from swinir_cli.formats import WRITABLE_FORMATS
 from swinir_cli.imageio import (
     ENCODED_BYTES_PER_PIXEL,
     ENCODED_EXTRA_BYTES,
     IMAGE_EXTENSIONS,
     PROVENANCE_KEY,
-    WRITABLE_FORMATS,
     ImageMetadata,
     LoadedImage,
     encode_image,
