@@ -68,6 +68,7 @@ OwnOptions = Callable[[ImageMetadata], dict[str, object]]
 
 
 def _no_options(metadata: ImageMetadata) -> dict[str, object]:
+    """No options of its own: the format carries no metadata in a place of its own."""
     return {}
 
 
@@ -192,7 +193,7 @@ def to_8_bit(values: np.ndarray) -> np.ndarray:
 # Metadata in a format's own places
 
 
-def provenance_xmp(text: str) -> bytes:
+def _provenance_xmp(text: str) -> bytes:
     """An XMP packet whose only property is the provenance ``text`` (XML-escaped)."""
     value = html.escape(text, quote=True)
     return (
@@ -222,7 +223,7 @@ def _jpeg_options(metadata: ImageMetadata) -> dict[str, object]:
 
 def _webp_options(metadata: ImageMetadata) -> dict[str, object]:
     """The provenance as XMP."""
-    return {} if metadata.provenance is None else {"xmp": provenance_xmp(metadata.provenance)}
+    return {} if metadata.provenance is None else {"xmp": _provenance_xmp(metadata.provenance)}
 
 
 def _tiff_options(metadata: ImageMetadata) -> dict[str, object]:
@@ -234,7 +235,7 @@ def _tiff_tags(metadata: ImageMetadata) -> dict[int, str | bytes]:
     """The descriptive tags of the EXIF (:data:`DESCRIPTIVE_TIFF_TAGS`), and the provenance as XMP."""
     tags: dict[int, str | bytes] = {**_tiff_descriptive_tags(metadata.exif)}
     if metadata.provenance is not None:
-        tags[XMP_TAG] = provenance_xmp(metadata.provenance)
+        tags[XMP_TAG] = _provenance_xmp(metadata.provenance)
     return tags
 
 
@@ -421,7 +422,7 @@ FORMATS: tuple[OutputFormat, ...] = (
         alpha=True,
         icc=True,
         exif=True,
-        provenance="XMP",
+        provenance="an XMP chunk",
         quality=95,
         lossless_at_full_quality=True,
         own_options=_webp_options,

@@ -17,16 +17,15 @@ plain formula; YCbCr/RGBX/premultiplied modes -> RGB(A); 32-bit integer gray -> 
 fit. Float and other exotic modes are refused. Multi-frame files (GIF, APNG, multi-page TIFF) give their
 first frame. The EXIF orientation is applied to the pixels exactly once and reset to 1 in the kept EXIF.
 
-Writing (:func:`write_image`, :func:`encode_image`) keeps 16 bits for PNG and TIFF (16-bit gray+alpha
-TIFF is stored as RGBA, since neither Pillow nor OpenCV reads it otherwise); formats that cannot
-hold 16 bits (JPEG, WebP, BMP, ...) get ``round(v / 257)``. Alpha is kept by PNG, TIFF, WebP, AVIF and
-TGA; other formats (JPEG, BMP, ...) store the colour channels as they are and drop alpha (no compositing
-onto a background). Gray stays gray where the format stores gray, else it is replicated to RGB (WebP,
-AVIF). Metadata carried unless ``strip_metadata``: the ICC profile (only when its colour space still
-matches the output: an RGB profile is dropped from a gray output and vice versa), EXIF (PNG, JPEG, WebP,
-AVIF; TIFF gets its descriptive tags: make, model, date, artist, copyright, software, description) and
-PNG text chunks (PNG only). swinir's own record of what made an output (:attr:`ImageMetadata.provenance`)
-goes into a PNG text chunk, a JPEG comment or WebP/TIFF XMP (also dropped by ``strip_metadata``);
+Writing (:func:`write_image`, :func:`encode_image`) follows the format table (:mod:`swinir_cli.formats`),
+which states what each format keeps. 16 bits stay 16 bits where the format holds them (PNG, TIFF; 16-bit
+gray+alpha TIFF is stored as RGBA, since neither Pillow nor OpenCV reads it otherwise), else become
+``round(v / 257)``; alpha is dropped (no compositing onto a background) where the format has none; gray
+is replicated to RGB where the format stores no gray. Metadata carried unless ``strip_metadata``, where
+the format has a place for it: the ICC profile (only when its colour space still matches the output: an
+RGB profile is dropped from a gray output and vice versa), EXIF (TIFF gets its descriptive tags: make,
+model, date, artist, copyright, software, description), PNG text chunks, and swinir's own record of what
+made an output (:attr:`ImageMetadata.provenance`: a PNG text chunk, a JPEG comment, WebP or TIFF XMP);
 :func:`read_provenance` reads it back from a file's header alone.
 
 Every failure is an :class:`~swinir_cli.errors.ImageError` whose one-line message names the file and
@@ -693,7 +692,7 @@ def _metadata_for_output(metadata: ImageMetadata, channels: int) -> ImageMetadat
 
 
 # --------------------------------------------------------------------------------------------------
-# Provenance: written by the encoders above, read back from the header of an existing output
+# Provenance: written by the encoders of swinir_cli.formats, read back from the header of an existing output
 
 #: The most bytes :func:`read_provenance` reads (headers, and the one record it keeps), and the most
 #: chunks, segments or directory entries it steps over.
