@@ -471,7 +471,9 @@ def format_names() -> list[str]:
 
 
 def quality_defaults() -> str:
-    """The default quality of each writable lossy format, for help texts: ``jpg 95, webp 95, avif 90``."""
-    return ", ".join(
-        f"{fmt.word} {fmt.quality}" for fmt in WRITABLE_FORMATS.values() if fmt.quality is not None
-    )
+    """The default quality of each writable lossy format, for help texts: ``jpg 95, webp 95, avif 90 by
+    default; webp 100 is lossless``."""
+    lossy = [fmt for fmt in WRITABLE_FORMATS.values() if fmt.quality is not None]
+    defaults = ", ".join(f"{fmt.word} {fmt.quality}" for fmt in lossy)
+    lossless = " or ".join(f"{fmt.word} 100" for fmt in lossy if fmt.lossless_at_full_quality)
+    return f"{defaults} by default; {lossless} is lossless"

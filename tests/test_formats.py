@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DN_COLOR
 from PIL import Image, ImageCms
 
+from swinir_cli.batch import Job, OutputOptions
 from swinir_cli.cli import main
 from swinir_cli.formats import (
     DEFAULT_FORMAT,
@@ -21,6 +23,8 @@ from swinir_cli.formats import (
     writable_format,
 )
 from swinir_cli.imageio import LoadedImage, encode_image, read_image, read_provenance, write_image
+from swinir_cli.recipe import RestoreRecipe, RestorerSettings
+from swinir_cli.resolve import ModelRequest
 
 RNG = np.random.default_rng(19)
 _DOCUMENT_NAME = 0x010D  # an EXIF tag that TIFF outputs, given only the descriptive ones, do not receive
@@ -53,6 +57,7 @@ def test_the_format_help_names_every_writable_format_and_the_default(
     assert described is not None, shown
     assert described[1].split(", ") == format_names()
     assert described[2] == DEFAULT_FORMAT
+    assert "Quality of lossy outputs (jpg 95, webp 95, avif 90 by default; webp 100 is lossless)" in shown
     assert format_names() == [fmt.word for fmt in WRITABLE_FORMATS.values()]
 
 
@@ -93,6 +98,26 @@ def test_what_the_table_says_a_format_keeps_is_what_reads_back(tmp_path: Path, n
     assert (read_provenance(output) == METADATA.provenance) == (fmt.provenance is not None)
     gray = LoadedImage(RNG.integers(0, 255, (24, 20, 1), dtype=np.uint8, endpoint=True))
     assert read_image(encode_image(gray, fmt.word)).is_gray == fmt.gray
+
+
+def test_a_run_warns_of_the_losses_the_table_states(tmp_path: Path) -> None:
+    """A 16-bit colour image with alpha restored into each writable format: the run warns that alpha is
+    dropped, the depth reduced and the colours reduced exactly where the format's record says so."""
+    source = tmp_path / "deep.png"
+    write_image(source, _rgba_16_bit(12, 10))
+    for fmt in WRITABLE_FORMATS.values():
+        warned: list[str] = []
+        recipe = RestoreRecipe(
+            ModelRequest("denoise", weights=DN_COLOR),
+            RestorerSettings(device="cpu", tile=0),
+            OutputOptions(suffix="_d", format=fmt.word),
+        )
+        result = recipe.runner(on_warning=warned.append).run(Job(source, tmp_path / f"deep_d.{fmt.word}"))
+        assert result.status == "done", result.error
+        said = " ".join(warned)
+        assert (f"{fmt.name} has no alpha channel; the transparency is dropped" in said) == (not fmt.alpha)
+        assert (f"{fmt.name} stores 8 bits per sample; the 16-bit depth is reduced" in said) == (not fmt.deep)
+        assert (f"{fmt.name} holds 256 colours" in said) == fmt.palette_only
 
 
 @pytest.mark.parametrize("fmt", [fmt for fmt in WRITABLE_FORMATS.values() if fmt.quality is not None])

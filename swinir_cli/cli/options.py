@@ -89,7 +89,7 @@ OutputQuality = Annotated[
         min=0,
         max=100,
         metavar="0-100",
-        help=f"Quality of lossy outputs (by default {quality_defaults()}; webp 100 is lossless).",
+        help=f"Quality of lossy outputs ({quality_defaults()}).",
     ),
 ]
 Overwrite = Annotated[
