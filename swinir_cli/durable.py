@@ -235,11 +235,9 @@ def atomic_file(path: Path, *, mode: int | None = None, replaces: Replaces = "an
         raise
 
 
-def write_file_atomically(
-    path: Path, data: bytes | bytearray | memoryview, mode: int | None = None, replaces: Replaces = "any"
-) -> None:
-    """Publish ``data`` as ``path`` through :func:`atomic_file` (``mode``, ``replaces`` as there)."""
-    with atomic_file(path, mode=mode, replaces=replaces) as stream:
+def write_file_atomically(path: Path, data: bytes | bytearray | memoryview, mode: int | None = None) -> None:
+    """Replace ``path`` with ``data`` through :func:`atomic_file` (``mode`` as there)."""
+    with atomic_file(path, mode=mode) as stream:
         write_all(stream, data)
 
 

@@ -889,17 +889,17 @@ def test_a_file_that_appeared_meanwhile_is_never_replaced(tmp_path: Path) -> Non
 
 def test_the_one_atomic_writer_publishes_only_a_whole_block(tmp_path: Path) -> None:
     """:func:`durable.atomic_file`, which writes images and cache files alike: a block that fails leaves
-    the old file and no temporary one; ``replaces`` and ``mode`` hold for :func:`write_file_atomically`."""
+    the old file and no temporary one; what ``replaces`` refuses is not published; ``mode`` holds."""
     target = tmp_path / "record"
     target.write_bytes(b"old")
     with pytest.raises(RuntimeError, match="half written"), atomic_file(target) as stream:
         stream.write(b"half")
         raise RuntimeError("half written")
     assert leftover_files(tmp_path) == ["record"] and target.read_bytes() == b"old"
-    with pytest.raises(FileExistsError) as caught:
-        write_file_atomically(target, b"new", replaces=None)
+    with pytest.raises(FileExistsError) as caught, atomic_file(target, replaces=None) as stream:
+        stream.write(b"new")
     assert caught.value.filename == str(target) and leftover_files(tmp_path) == ["record"]
-    write_file_atomically(target, b"new", mode=0o640, replaces=FileIdentity.of(target))
+    write_file_atomically(target, b"new", mode=0o640)
     assert target.read_bytes() == b"new" and leftover_files(tmp_path) == ["record"]
     if os.name == "posix":
         assert target.stat().st_mode & 0o777 == 0o640
