@@ -21,7 +21,8 @@ import typer
 
 from ..batch import STDIO, BatchPlan, BatchSummary, OutputOptions, output_size, plan_jobs
 from ..errors import BatchStopError, ImageError, UsageError
-from ..imageio import IMAGE_EXTENSIONS, format_names, output_format
+from ..formats import format_names, writable_format
+from ..imageio import IMAGE_EXTENSIONS, output_format
 from ..recipe import OutputSize, RestoreRecipe, RestorerSettings
 from ..resolve import ModelFacts, ModelRequest, check_request
 from ..tasks import AUTO, DEJPEG, DENOISE, TASKS, UPSCALE, Task
@@ -298,13 +299,10 @@ def _check_output(options: RestoreOptions) -> None:
     if STDIO in options.inputs and sys.stdin is not None and sys.stdin.isatty():
         raise UsageError("'-' reads an image from standard input, which is a terminal: pipe one in (< a.png)")
     output_size((1, 1), outscale=options.size.outscale, width=options.size.width, height=options.size.height)
-    if options.format is not None:
-        try:
-            output_format(Path("output"), options.format)
-        except ImageError:
-            raise UsageError(
-                f"--format {options.format}: not a format swinir writes ({'|'.join(format_names())})"
-            ) from None
+    if options.format is not None and writable_format(options.format) is None:
+        raise UsageError(
+            f"--format {options.format}: not a format swinir writes ({'|'.join(format_names())})"
+        )
     if options.output in (None, STDIO):
         return
     if not _names_a_file(options):
@@ -316,7 +314,9 @@ def _check_output(options: RestoreOptions) -> None:
     except ImageError as exc:
         raise UsageError(f"--output {exc}") from None
     if options.format is not None and output_format(target, options.format) != from_suffix:
-        raise UsageError(f"--output {target} names a {from_suffix} file but --format is {options.format}")
+        raise UsageError(
+            f"--output {target} names a {from_suffix.name} file but --format is {options.format}"
+        )
 
 
 def _check_output_folder(output: str) -> None:
