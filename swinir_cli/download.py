@@ -68,7 +68,6 @@ from swinir_cli.errors import (
 from swinir_cli.provenance import ContentId
 from swinir_cli.reading import read_regular
 from swinir_cli.registry import ModelEntry, cache_dir
-from swinir_cli.tasks import LEVEL_KEY
 
 from ._version import __version__
 
@@ -351,12 +350,12 @@ def _check_fit(entry: ModelEntry, weights: Path) -> None:
     from swinir_cli.checkpoint import detect_config
 
     config = detect_config(_tensor_shapes(weights))
-    declared = (entry.scale or 1, entry.channels)
+    declared = (entry.scale, entry.channels)
     if (config.upscale, config.in_chans) != declared:
         raise DownloadError(
             f"model '{entry.name}': its weights {weights} make {_made(config.upscale, config.in_chans)} "
             f"results, but the registry entry declares {entry.task} {entry.level_label} on "
-            f"{_made(*declared)} images; not used (check the entry's url and {LEVEL_KEY[entry.task]})"
+            f"{_made(*declared)} images; not used (check the entry's url and {entry.kind.level_key})"
         )
 
 
