@@ -63,6 +63,11 @@ class Task:
     ``per_image_channels``: a gray or colour model is picked to match each image (else one model per
     level, for every image); ``preferred_models``: registry names tried first (``{name}``, ``{level}``,
     ``{colour}`` filled in), the rest by name; ``default_level``: the level used when none is asked.
+
+    Words: ``help`` is the command's help (with examples), ``label_format`` the level for people
+    (``{key}``, ``{level}``), ``degraded_words`` names synthesised inputs in messages (``noisy``),
+    ``synthesis_label`` says how they were made (``{key}``, ``{level}``, ``{lq_resize}``), and
+    ``synthesis_is_image`` is False where they are not images ``--save-lq`` could keep.
     """
 
     name: str
