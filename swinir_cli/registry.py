@@ -203,7 +203,7 @@ def _task(name: str) -> Task:
 
 def _no_model_message(task: Task, level: int | str, channels: int, models: dict[str, ModelEntry]) -> str:
     kind = (" gray" if channels == 1 else " color") if task.per_image_channels else ""
-    listed = ", ".join(str(level) for level in sorted({entry.level for entry in models.values()})) or "none"
+    listed = ", ".join(str(value) for value in sorted({entry.level for entry in models.values()})) or "none"
     key = task.level_key
     return (
         f"no registered{kind} {task.name} model has {key} {level}; {key} values available: {listed} "
