@@ -23,6 +23,7 @@ from safetensors.torch import load_file as load_safetensors
 from .errors import CheckpointError, StateDictMismatchError
 from .network import SwinIR, SwinIRConfig
 from .reading import open_regular
+from .tasks import DEJPEG
 
 __all__ = [
     "DERIVED_BUFFERS",
@@ -37,7 +38,7 @@ __all__ = [
 #: patch size); ignored when a file has them.
 DERIVED_BUFFERS = ("attn_mask", "relative_position_index")
 #: Window size of the authors' JPEG models, the only ones trained with ``img_range = 255``.
-JPEG_WINDOW = 7
+JPEG_WINDOW = DEJPEG.window
 
 #: Largest window a checkpoint may describe (the authors use 7 and 8): each block derives a
 #: ``window**4``-entry index from it, allocated before any tensor is compared.

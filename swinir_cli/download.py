@@ -52,7 +52,6 @@ from .download_events import (
 from .errors import CheckpointError, DownloadError, ModelNotFoundError, SourceUnreachableError
 from .hub import HUB_HOST, download_from_hub, is_hub
 from .registry import ModelEntry
-from .tasks import LEVEL_KEY
 from .transfer import (
     DEFAULT_BACKOFF_S,
     DEFAULT_RETRIES,
@@ -232,12 +231,12 @@ def _check_fit(entry: ModelEntry, weights: Path) -> None:
     from .checkpoint import read_config  # torch loads lazily: `swinir models` stays fast
 
     config = read_config(weights)
-    declared = (entry.scale or 1, entry.channels)
+    declared = (entry.scale, entry.channels)
     if (config.upscale, config.in_chans) != declared:
         raise DownloadError(
             f"model '{entry.name}': its weights {weights} make {_made(config.upscale, config.in_chans)} "
             f"results, but the registry entry declares {entry.task} {entry.level_label} on "
-            f"{_made(*declared)} images; not used (check the entry's url and {LEVEL_KEY[entry.task]})"
+            f"{_made(*declared)} images; not used (check the entry's url and {entry.kind.level_key})"
         )
 
 

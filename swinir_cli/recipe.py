@@ -269,7 +269,7 @@ def pixel_settings(recipe: RestoreRecipe) -> dict[str, object]:
     return {
         "task": request.task,
         "model": _model_identity(request),
-        "level": request.level(),
+        "level": request.level,
         "img_range": request.img_range,
         "size": asdict(recipe.size),
         "precision": restorer.precision,
@@ -286,18 +286,14 @@ def _model_identity(request: ModelRequest) -> list[list[str]]:
     """``[["weights", sha256]]`` for a ``--weights`` file, else ``[name, sha256 or url]`` of each registry
     entry the request may run (one when it names or fixes the model), sorted."""
     from .download import sha256_of
-    from .registry import load_registry
+    from .registry import task_models
     from .resolve import check_request
 
     if request.weights is not None:
         return [["weights", sha256_of(request.weights)]]
     fixed = check_request(request).entry
-    level = request.level()
-    entries = [fixed] if fixed is not None else [
-        entry
-        for entry in load_registry().values()
-        if entry.task == request.task and (level in (None, AUTO) or entry.level == level)
-    ]  # fmt: skip
+    level = None if request.level == AUTO else request.level
+    entries = [fixed] if fixed is not None else list(task_models(request.kind, level).values())
     return sorted([entry.name, entry.sha256 or entry.url] for entry in entries)
 
 

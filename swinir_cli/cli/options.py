@@ -17,7 +17,7 @@ import typer
 from ..errors import UsageError
 from ..formats import DEFAULT_FORMAT, format_names, quality_defaults
 from ..matlab_resize import PASS_MODES
-from ..tasks import AUTO, DEJPEG, DENOISE, TASK_NAMES, UPSCALE
+from ..tasks import AUTO, DEJPEG, DENOISE, TASKS, UPSCALE
 
 
 class Precision(StrEnum):
@@ -324,7 +324,7 @@ EvalTask = Annotated[
     str | None,
     _option(
         "--task",
-        metavar="|".join(TASK_NAMES),
+        metavar="|".join(TASKS),
         help="The task (default: from the model). With --restored, dejpeg adds PSNR-B.",
     ),
 ]
