@@ -1,7 +1,8 @@
 """Device and precision policy, and how much memory an automatic tile may plan to use.
 
 :func:`select_device` turns ``--device`` into a :class:`torch.device`, :func:`resolve_precision` turns
-``--precision`` into a dtype (refusing what a device cannot do), and :func:`tile_memory_budget` is the share
+``--precision`` into a dtype (refusing what a device cannot do; which engine computes is
+:mod:`swinir_cli.engines`' table), and :func:`tile_memory_budget` is the share
 of a device's available memory that :meth:`swinir_cli.pipeline.Restorer.auto_tile` may fill.
 """
 
@@ -19,13 +20,11 @@ from .tiling import available_memory_bytes
 __all__ = [
     "CPU_TILE_BUDGET_BYTES",
     "DEVICE_CHOICES",
-    "ENGINES",
     "MEMORY_BUDGET_FRACTION",
     "PRECISIONS",
     "PRECISION_NAMES",
     "check_cpu_precision",
     "cuda_tf32",
-    "resolve_engine",
     "resolve_precision",
     "select_device",
     "tile_memory_budget",
@@ -88,22 +87,6 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if precision == "fp16" and device.type == "cpu":
         raise UsageError("fp16 is not used on the CPU; use fp32 (or bf16)")
     return PRECISIONS[precision]
-
-
-ENGINES = ("auto", "torch", "openvino")
-
-
-def resolve_engine(engine: str, device: torch.device) -> str:
-    """``torch`` or ``openvino`` for ``auto``/``torch``/``openvino`` on ``device``; ``auto`` is PyTorch.
-
-    Raises:
-        UsageError: an unknown engine, or OpenVINO on a device other than the CPU.
-    """
-    if engine not in ENGINES:
-        raise UsageError(f"unknown engine {engine!r}: use auto, torch or openvino")
-    if engine == "openvino" and device.type != "cpu":
-        raise UsageError(f"the OpenVINO engine runs on the CPU, not {device.type}; use --engine torch")
-    return "torch" if engine == "auto" else engine
 
 
 def check_cpu_precision(dtype: torch.dtype, cpuinfo: str | None = None) -> None:

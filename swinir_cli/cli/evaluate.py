@@ -19,6 +19,7 @@ from rich.table import Table
 from ..errors import UsageError
 from ..matlab_resize import PASS_MODES
 from ..resolve import ModelRequest, check_request, named_entry, open_restorer
+from ..settings import RestoreSettings
 from ..tasks import TASKS
 from ..text import printable
 from . import options as o
@@ -58,10 +59,10 @@ def evaluate(
     quality: o.SynthesisQuality = None,
     scale: o.EvalScale = None,
     lq_resize: o.LqResize = "integer",
-    tile: o.Tile = "0",
-    tile_overlap: o.TileOverlap = None,
-    device: o.EvalDevice = "auto",
-    tta: o.Tta = False,
+    tile: o.Tile = "0",  # not the restoring commands' auto: measured as the authors do, whole images
+    tile_overlap: o.TileOverlap = o.DEFAULT_SETTINGS.tile_overlap,
+    device: o.EvalDevice = o.DEFAULT_SETTINGS.device,
+    tta: o.Tta = o.DEFAULT_SETTINGS.tta,
     json: o.Json = False,
     quiet: o.Quiet = False,
     version: o.Version = False,
@@ -102,10 +103,11 @@ def evaluate(
             if folder is not None:
                 check_output_folder(folder, option, [gt])
         request = _request(model, weights, task, scale)
-        restorer, settings = _load(
-            out, request, sigma, quality, lq_resize, device, o.parse_tile(tile), tile_overlap
+        computing = o.restore_settings(
+            {"tile": tile, "tile_overlap": tile_overlap, "device": device, "tta": tta}
         )
-        results = _run(out, restorer, _pairs(gt, lq, settings), settings, (save, save_lq), tta)
+        restorer, settings = _load(out, request, sigma, quality, lq_resize, computing)
+        results = _run(out, restorer, _pairs(gt, lq, settings), settings, (save, save_lq))
     means = average(results)
     _print_table(out, results, means)
     out.result({"images": [r.record() for r in results], "average": json_figures(means)})
@@ -150,23 +152,15 @@ def _load(
     sigma: int | None,
     quality: int | None,
     lq_resize: str,
-    device: str,
-    tile: int | None,
-    tile_overlap: int | None,
+    computing: RestoreSettings,
 ) -> tuple[Restorer, EvalSettings]:
-    """The restorer and settings of the request, with the model's own level as default."""
-    from ..devices import select_device
+    """The restorer (computing as ``computing`` says) and the evaluation settings of the request, with
+    the model's own level as default."""
     from ..evaluate import EvalSettings
 
     facts = check_request(request)
-    check_tiling(tile, tile_overlap, facts.window)
-    options = {
-        "device": select_device(device),
-        "tile": tile,
-        "tile_overlap": tile_overlap,
-        "on_warning": out.warning,
-    }
-    _, restorer = open_restorer(request, options)
+    check_tiling(computing.tile, computing.tile_overlap, facts.window)
+    _, restorer = open_restorer(request, computing, on_warning=out.warning)
     entry = facts.entry
     levels = {
         "sigma": sigma if sigma is not None or entry is None or entry.task != "denoise" else entry.level,
@@ -190,11 +184,11 @@ def _run(
     pairs: list[ImagePair],
     settings: EvalSettings,
     saves: tuple[Path | None, Path | None],
-    tta: bool,
 ) -> list[ImageResult]:
     """Restore and measure; ``saves`` are the folders of ``--save`` and ``--save-lq``."""
     from ..evaluate import evaluate_model
 
+    tta = restorer.settings.tta
     what = f"{settings.task} x{settings.scale}" if settings.task == "upscale" else settings.task
     if pairs[0].other is None:
         what += (
