@@ -34,23 +34,24 @@ def _import_openvino():
 
 def openvino_forward(context: EngineContext) -> OpenVinoForward:
     """The engine's forward for ``context``: bf16 when asked, else fp32, cached beside the weights."""
-    return OpenVinoForward(
-        context.model, bf16=context.dtype == torch.bfloat16, **_cache_place(context.weights_path)
-    )
+    cache_dir, weights_key = _cache_place(context.weights_path)
+    bf16 = context.dtype == torch.bfloat16
+    return OpenVinoForward(context.model, bf16=bf16, cache_dir=cache_dir, weights_key=weights_key)
 
 
-def _cache_place(weights_path: Path | None) -> dict:
-    """The cache folder beside the weights and the key of their file, where it is writable."""
+def _cache_place(weights_path: Path | None) -> tuple[Path | None, str]:
+    """(cache folder, key of the weights file): the folder beside the weights where it is writable,
+    else (None, "")."""
     if weights_path is None:
-        return {}
+        return None, ""
     weights = weights_path.resolve()
     folder = weights.parent / f".{weights.name}.openvino"
     try:
         folder.mkdir(exist_ok=True)
         stat = weights.stat()
     except OSError:
-        return {}
-    return {"cache_dir": folder, "weights_key": f"{weights}|{stat.st_size}|{stat.st_mtime_ns}"}
+        return None, ""
+    return folder, f"{weights}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
 class OpenVinoForward:
