@@ -579,7 +579,7 @@ def estimated_bytes(restorer: Restorer, height: int, width: int, tile: int) -> i
         embed_dim=config.embed_dim,
         num_heads=max(config.num_heads),
         head_features=config.upsample_features,
-        batch=restorer.batch,
+        batch=restorer.settings.batch,
         bytes_per_value=4,
     )
 
