@@ -19,6 +19,7 @@ from PIL import Image
 
 from swinir_cli.metrics import psnr
 from swinir_cli.pipeline import Restorer
+from swinir_cli.settings import RestoreSettings
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 TESTSETS = REFERENCE.parent / "testsets"
@@ -27,7 +28,9 @@ TESTSETS = REFERENCE.parent / "testsets"
 def deviation(checkpoint: Path, pixels: np.ndarray) -> tuple[float, float]:
     """(PSNR of bf16 vs fp32 in dB, % of 8-bit values changed) for one (H, W, C) uint8 image."""
     results = [
-        Restorer.from_weights(checkpoint, device="cpu", tile=0, precision=precision).restore_pixels(pixels)
+        Restorer.from_weights(
+            checkpoint, RestoreSettings(device="cpu", tile=0, precision=precision)
+        ).restore_pixels(pixels)
         for precision in ("fp32", "bf16")
     ]
     return psnr(results[1], results[0]), float(np.mean(results[0] != results[1]) * 100)

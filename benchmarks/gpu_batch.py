@@ -65,8 +65,10 @@ import torch
 from gpu_check import Budget, Report, cpu_name, difference, run_device, unavailable_precision
 from vs_authors import REAL_M, authors_command, authors_env, make_checkpoint, timed
 
-from swinir_cli.devices import ENGINES, PRECISION_NAMES, PRECISIONS, resolve_precision
+from swinir_cli.devices import PRECISION_NAMES, PRECISIONS, resolve_precision
+from swinir_cli.engines import ENGINES
 from swinir_cli.pipeline import Restorer
+from swinir_cli.settings import RestoreSettings
 
 REPO = Path(__file__).resolve().parents[1]
 TESTSETS = REPO.parent / "shared" / "testsets"
@@ -273,7 +275,9 @@ def in_process_case(
     rgb = [cv2.cvtColor(cv2.imread(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for path in [*photos, *frames]]
     photo_pixels, frame_pixels = rgb[: len(photos)], rgb[len(photos) :]
     started = time.perf_counter()
-    restorer = Restorer.from_weights(checkpoint, device=device, precision=precision, engine=engine)
+    restorer = Restorer.from_weights(
+        checkpoint, RestoreSettings(device=device, precision=precision, engine=engine)
+    )
     load_s = time.perf_counter() - started
     shapes = {p.shape[:2] for p in rgb}
     side = 64
@@ -584,7 +588,7 @@ def parse_args() -> argparse.Namespace:
         "--engines",
         nargs="+",
         default=["torch"],
-        choices=[e for e in ENGINES if e != "auto"],
+        choices=list(ENGINES),
         metavar="ENGINE",
     )
     args = parser.parse_args()

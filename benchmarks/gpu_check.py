@@ -57,6 +57,7 @@ from swinir_cli.errors import UsageError
 from swinir_cli.memory import estimate_peak_bytes
 from swinir_cli.network import SwinIR, SwinIRConfig, WindowAttention, autocast_dtype, shift_window_mask
 from swinir_cli.pipeline import Restorer
+from swinir_cli.settings import RestoreSettings
 
 REPO = Path(__file__).resolve().parents[1]
 SWINIR_M_X4 = {
@@ -282,7 +283,7 @@ def nonfinite_counter(model: SwinIR) -> tuple[list[int], torch.utils.hooks.Remov
 def precision_rows(case: str, kind: str, model: SwinIR, image: np.ndarray, plan: Plan) -> list[dict]:
     """bf16 and fp16 against fp32 on one image, whole-image pipeline; the fp32 row carries the reference."""
     pixels = image if image.ndim == 3 else image[..., None]
-    fp32 = Restorer(model, device=plan.device, tile=0).restore_pixels(pixels)
+    fp32 = Restorer(model, RestoreSettings(device=str(plan.device), tile=0)).restore_pixels(pixels)
     rows = [{"case": case, "kind": kind, "input": list(image.shape[:2]), "precision": "fp32", "fp32": fp32}]
     for precision in ("bf16", "fp16"):
         row = {"case": case, "kind": kind, "input": list(image.shape[:2]), "precision": precision}
@@ -294,7 +295,9 @@ def precision_rows(case: str, kind: str, model: SwinIR, image: np.ndarray, plan:
         counts, handle = nonfinite_counter(model)
         try:
             restorer = Restorer(
-                model, device=plan.device, tile=0, precision=precision, on_warning=warned.append
+                model,
+                RestoreSettings(device=str(plan.device), tile=0, precision=precision),
+                on_warning=warned.append,
             )
             got = restorer.restore_pixels(pixels)
         finally:
@@ -498,11 +501,13 @@ def speed_case(
             model.optimized = optimized
             restorer = Restorer(
                 model,
-                device=plan.device,
-                tile=None if mode == "pipeline" else 0,
-                batch=batch,
-                precision=precision,
-                tf32=tf32,
+                RestoreSettings(
+                    device=str(plan.device),
+                    tile=None if mode == "pipeline" else 0,
+                    batch=batch,
+                    precision=precision,
+                    tf32=tf32,
+                ),
             )
             try:
                 seconds, out = time_variant(restorer, image, x, mode, row, plan)
@@ -575,7 +580,7 @@ def estimated_bytes(restorer: Restorer, height: int, width: int, tile: int) -> i
         embed_dim=config.embed_dim,
         num_heads=max(config.num_heads),
         head_features=config.upsample_features,
-        batch=restorer.batch,
+        batch=restorer.settings.batch,
         bytes_per_value=4,
     )
 
@@ -595,7 +600,9 @@ def run_memory(entry: dict, plan: Plan, budget: Budget) -> None:
             entry["rows"].append({"model": "SwinIR-M x4", "precision": precision, "skipped": reason})
             continue
         warned: list[str] = []
-        restorer = Restorer(model, device=plan.device, precision=precision, on_warning=warned.append)
+        restorer = Restorer(
+            model, RestoreSettings(device=str(plan.device), precision=precision), on_warning=warned.append
+        )
         for size in plan.memory_sizes:
             warned.clear()
             budget.require(30 if size >= 2048 else 10, f"memory {precision} {size}")
@@ -625,7 +632,7 @@ def run_oom_fallback(entry: dict, plan: Plan, budget: Budget) -> None:
     torch.cuda.empty_cache()
     weights = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
-    normal = Restorer(model, device=device, tile=small).restore_pixels(image)
+    normal = Restorer(model, RestoreSettings(device=str(device), tile=small)).restore_pixels(image)
     small_peak = torch.cuda.max_memory_allocated(device) - weights
     total = torch.cuda.get_device_properties(device).total_memory
     cap = weights + int(1.6 * small_peak) + (64 << 20)
@@ -633,7 +640,9 @@ def run_oom_fallback(entry: dict, plan: Plan, budget: Budget) -> None:
     torch.cuda.empty_cache()
     torch.cuda.set_per_process_memory_fraction(cap / total, device)
     try:
-        capped = Restorer(model, device=device, tile=size, on_warning=warned.append).restore_pixels(image)
+        capped = Restorer(
+            model, RestoreSettings(device=str(device), tile=size), on_warning=warned.append
+        ).restore_pixels(image)
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0, device)
         torch.cuda.empty_cache()

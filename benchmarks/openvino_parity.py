@@ -21,6 +21,7 @@ import torch
 
 from swinir_cli.network import SwinIR, SwinIRConfig
 from swinir_cli.pipeline import Restorer
+from swinir_cli.settings import RestoreSettings
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 CONFIG_KEYS = set(SwinIRConfig.__dataclass_fields__)
@@ -51,12 +52,12 @@ def main() -> None:
         pixels = np.random.default_rng(1).integers(
             0, 256, (args.size, args.size + 6, channels), dtype=np.uint8
         )
-        torch_restorer = Restorer(model, device="cpu", tile=0, engine="torch")
+        torch_restorer = Restorer(model, RestoreSettings(device="cpu", tile=0, engine="torch"))
         start = time.perf_counter()
         expected = torch_restorer.restore_pixels(pixels)
         torch_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        got = Restorer(model, device="cpu", tile=0, engine="openvino").restore_pixels(pixels)
+        got = Restorer(model, RestoreSettings(device="cpu", tile=0, engine="openvino")).restore_pixels(pixels)
         openvino_seconds = time.perf_counter() - start
         diff = np.abs(got.astype(int) - expected.astype(int))
         differ = float(np.mean(diff > 0) * 100)

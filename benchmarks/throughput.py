@@ -50,10 +50,11 @@ from swinir_cli.batch import (
 from swinir_cli.imageio import read_image, write_image
 from swinir_cli.parallel import CheckpointRunnerFactory, run_on_devices, run_overlapped
 from swinir_cli.pipeline import Restorer
+from swinir_cli.settings import RestoreSettings
 
 SWINIR_S_X4 = Path(__file__).resolve().parents[2] / "shared" / "reference" / "swinir_s_x4_random.pth"
 OUTPUT = OutputOptions(suffix="_out")
-RESTORER = (("tile", 0),)
+RESTORER = RestoreSettings(tile=0)
 
 #: ``run(jobs, on_result)``: one batch, ``on_result`` called for each result as the user would see it.
 Runner = Callable[[list[Job], Callable[[JobResult], None]], BatchSummary]
@@ -123,7 +124,7 @@ class SwinIRSmall:
         self.restorer: Restorer | None = None
 
     def load(self) -> None:
-        self.restorer = Restorer.from_weights(SWINIR_S_X4, device="cpu", tile=0)
+        self.restorer = Restorer.from_weights(SWINIR_S_X4, RestoreSettings(device="cpu", tile=0))
 
     def __call__(self, image, job):
         return self.restorer.restore_image(image)

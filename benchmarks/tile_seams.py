@@ -23,6 +23,7 @@ from PIL import Image
 from swinir_cli.memory import forward_pixels
 from swinir_cli.metrics import psnr
 from swinir_cli.pipeline import Restorer
+from swinir_cli.settings import RestoreSettings
 from swinir_cli.tiling import TileEdges, axis_tiles, default_overlap, restore_tiled
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -63,7 +64,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    restorer = Restorer.from_weights(SHARED / "reference" / "swinir_s_x4_random.pth", device="cpu")
+    restorer = Restorer.from_weights(
+        SHARED / "reference" / "swinir_s_x4_random.pth", RestoreSettings(device="cpu")
+    )
     first = sorted((SHARED / "testsets" / "McMaster").glob("*.tif"))[0]
     pixels = np.asarray(Image.open(first).convert("RGB"))[:200, :272]
     image = torch.from_numpy(pixels.astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous()

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from swinir_cli.pipeline import Restorer
+from swinir_cli.settings import RestoreSettings
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
@@ -60,8 +61,8 @@ def main() -> None:
         pixels = golden["image_u8"]
         pixels = pixels[..., None] if pixels.ndim == 2 else pixels
         expected = golden["pipeline_u8"]
-        plain_restorer = Restorer.from_weights(path, device="cpu", tile=0)
-        tta_restorer = Restorer(plain_restorer.model, device="cpu", tile=0, tta=True)
+        plain_restorer = Restorer.from_weights(path, RestoreSettings(device="cpu", tile=0))
+        tta_restorer = Restorer(plain_restorer.model, RestoreSettings(device="cpu", tile=0, tta=True))
         plain_s, plain = timed(plain_restorer, pixels, args.repeats)
         tta_s, ensembled = timed(tta_restorer, pixels, args.repeats)
         off = np.abs(plain.reshape(expected.shape).astype(np.int16) - expected)

@@ -2,8 +2,8 @@
 
 The command line (``swinir``) is a thin layer over this API::
 
-    from swinir_cli import Restorer
-    restorer = Restorer.from_name("real-x4")            # or Restorer(load_model("file.pth"))
+    from swinir_cli import RestoreSettings, load_restorer
+    restorer = load_restorer("real-x4", RestoreSettings(tile=0))   # a registry name or a checkpoint path
     restored = restorer.restore_pixels(pixels)          # (H, W, 3) uint8/uint16 -> (4H, 4W, 3)
 """
 
@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # the real imports, for type checkers and editors
     from .network import SwinIR, SwinIRConfig
     from .pipeline import Restorer
     from .registry import load_registry
+    from .resolve import load_restorer
+    from .settings import RestoreSettings
 
 #: Where each public name lives. Imported on first use, so that ``swinir --help`` does not load PyTorch.
 _HOMES = {
@@ -47,6 +49,8 @@ _HOMES = {
     "SwinIRConfig": "network",
     "Restorer": "pipeline",
     "load_registry": "registry",
+    "load_restorer": "resolve",
+    "RestoreSettings": "settings",
 }
 
 
@@ -62,6 +66,7 @@ __all__ = [
     "ImageError",
     "LoadedImage",
     "ModelNotFoundError",
+    "RestoreSettings",
     "Restorer",
     "StateDictMismatchError",
     "SwinIR",
@@ -72,6 +77,7 @@ __all__ = [
     "detect_config",
     "load_model",
     "load_registry",
+    "load_restorer",
     "read_image",
     "read_state_dict",
     "write_image",

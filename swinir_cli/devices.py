@@ -1,8 +1,9 @@
 """Device and precision policy.
 
 :func:`select_device` turns ``--device`` into a :class:`torch.device` and :func:`resolve_precision` turns
-``--precision`` into a dtype (refusing what a device cannot do). How much of a device's memory a tile may
-fill is :mod:`swinir_cli.memory`'s business.
+``--precision`` into a dtype (refusing what a device cannot do). Which engine computes is
+:mod:`swinir_cli.engines`' table; how much of a device's memory a tile may fill is :mod:`swinir_cli.memory`'s
+business.
 """
 
 from __future__ import annotations
@@ -17,12 +18,10 @@ from .errors import UsageError
 
 __all__ = [
     "DEVICE_CHOICES",
-    "ENGINES",
     "PRECISIONS",
     "PRECISION_NAMES",
     "check_cpu_precision",
     "cuda_tf32",
-    "resolve_engine",
     "resolve_precision",
     "select_device",
 ]
@@ -77,22 +76,6 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if precision == "fp16" and device.type == "cpu":
         raise UsageError("fp16 is not used on the CPU; use fp32 (or bf16)")
     return PRECISIONS[precision]
-
-
-ENGINES = ("auto", "torch", "openvino")
-
-
-def resolve_engine(engine: str, device: torch.device) -> str:
-    """``torch`` or ``openvino`` for ``auto``/``torch``/``openvino`` on ``device``; ``auto`` is PyTorch.
-
-    Raises:
-        UsageError: an unknown engine, or OpenVINO on a device other than the CPU.
-    """
-    if engine not in ENGINES:
-        raise UsageError(f"unknown engine {engine!r}: use auto, torch or openvino")
-    if engine == "openvino" and device.type != "cpu":
-        raise UsageError(f"the OpenVINO engine runs on the CPU, not {device.type}; use --engine torch")
-    return "torch" if engine == "auto" else engine
 
 
 def check_cpu_precision(dtype: torch.dtype, cpuinfo: str | None = None) -> None:

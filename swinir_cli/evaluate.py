@@ -439,7 +439,7 @@ def restore_float(restorer: Restorer, image: np.ndarray, *, tta: bool = False) -
     """Restore an HxWxC float32 input (about [0, 1], not necessarily quantised) as the authors do.
 
     Returns (H*scale, W*scale, C) uint8: ``round(clamp(y, 0, 1) * 255)`` of the padded forward, tiled as
-    the restorer's ``tile`` says (0: the whole image, the authors' way; None: what fits the device).
+    the restorer's settings say (0: the whole image, the authors' way; None: what fits the device).
 
     Raises:
         UsageError: the channel count differs from the model's.

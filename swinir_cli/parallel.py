@@ -39,6 +39,7 @@ from .batch import (
 )
 from .errors import SwinIRError, UsageError
 from .imageio import LoadedImage
+from .settings import RestoreSettings
 from .signals import interrupt_on_stop_signals
 from .text import printable
 
@@ -507,8 +508,8 @@ class RecipeRunnerFactory:
     recipe: RestoreRecipe
 
     def __call__(self, device: str) -> Callable[[Job], JobResult]:
-        settings = dataclasses.replace(self.recipe.restorer, device=device)
-        recipe = dataclasses.replace(self.recipe, restorer=settings)
+        settings = dataclasses.replace(self.recipe.settings, device=device)
+        recipe = dataclasses.replace(self.recipe, settings=settings)
         return recipe.runner(on_warning=_warn_on_stderr).run
 
 
@@ -518,21 +519,17 @@ def _warn_on_stderr(message: str) -> None:
 
 @dataclass(frozen=True)
 class CheckpointRunnerFactory:
-    """Runs every job with one local checkpoint: ``Restorer.from_weights(weights, device=..., **restorer)``
-    and :class:`~swinir_cli.batch.JobSteps` (read, restore, atomic write) with ``output``.
+    """Runs every job with one local checkpoint: ``Restorer.from_weights(weights, settings)`` on the
+    worker's device (in place of the settings' own) and :class:`~swinir_cli.batch.JobSteps` (read,
+    restore, atomic write) with ``output``.
 
-    ``restorer`` holds the other :class:`~swinir_cli.pipeline.Restorer` keywords (tile, batch, precision...).
     Picklable; the model is loaded on the first job that needs it.
     """
 
     weights: Path
     output: OutputOptions
-    restorer: tuple[tuple[str, Any], ...] = ()
+    settings: RestoreSettings = field(default_factory=RestoreSettings)
     max_pixels: int | None = None
-
-    def __post_init__(self) -> None:
-        if "device" in dict(self.restorer):
-            raise ValueError("the device is the worker's: give it to the factory's call, not in restorer")
 
     def __call__(self, device: str) -> Callable[[Job], JobResult]:
         loaded: list[Any] = []
@@ -541,7 +538,9 @@ class CheckpointRunnerFactory:
             if not loaded:
                 from .pipeline import Restorer
 
-                loaded.append(Restorer.from_weights(self.weights, device=device, **dict(self.restorer)))
+                loaded.append(
+                    Restorer.from_weights(self.weights, dataclasses.replace(self.settings, device=device))
+                )
             return loaded[0].restore_image(image)
 
         return JobSteps(restore, self.output, self.max_pixels).run

@@ -8,7 +8,6 @@ same padded forward to the tiler for large images.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
@@ -22,46 +21,36 @@ from .cpu import tune_allocator
 from .devices import (
     PRECISION_NAMES,
     check_cpu_precision,
-    cuda_tf32,
-    resolve_engine,
     resolve_precision,
     select_device,
 )
-from .download import verified_weights_path
+from .engines import EngineContext, resolve_engine
+from .engines.torch_eager import eager_forward
 from .ensemble import self_ensemble
 from .errors import NonFiniteResultError, UsageError
 from .imageio import LoadedImage, to_colour, to_gray
 from .memory import choose_tile, restore_with_oom_fallback, tile_memory_budget
 from .network import SwinIR
-from .registry import get_model
+from .settings import RestoreSettings
 from .tiling import WHOLE_IMAGE, TileEdges, default_overlap
 
 __all__ = ["Restorer", "resolve_precision", "select_device"]
 
 
 class Restorer:
-    """A loaded model ready to restore images.
+    """A loaded model ready to restore images, computing as its :class:`~swinir_cli.settings.RestoreSettings`
+    say (device, tiles, precision, engine, TTA, TF32, alpha).
 
     Args:
-        model: the network (its weights are moved to ``device``).
-        device: see :func:`select_device`.
-        tile: tile side in input pixels; 0 runs the whole image at once; None picks the largest tile
-            that fits the device's available memory.
-        tile_overlap: overlap between tiles in input pixels (None: the tiler's default for the window).
-        batch: tiles per forward pass.
-        precision: ``auto``, ``fp32``, ``fp16`` or ``bf16`` (see :func:`resolve_precision`); below fp32
-            every tile is checked for inf/NaN and recomputed in fp32 when it has any; an fp32 result
-            with inf/NaN fails the image (:class:`~swinir_cli.errors.NonFiniteResultError`).
-        tta: average the eight flips/rotations of each tile (:mod:`swinir_cli.ensemble`), 8x slower.
-        on_warning: receives one line when a tile had to shrink after running out of GPU memory.
-        engine: ``auto`` (PyTorch), ``torch`` or ``openvino`` (CPU only, the optional extra; see
-            :mod:`swinir_cli.engines.openvino`).
-        weights_path: the file the weights came from; the OpenVINO engine keeps its converted and
-            compiled models beside it (in ``.<file name>.openvino/``) when that folder can be written.
-        tf32: on CUDA, run float32 matmuls and convolutions in TF32 (faster, changes results); off by
-            default, and then strictly fp32 while this restorer runs (see
-            :func:`swinir_cli.devices.cuda_tf32`). No effect on other devices, or on the fp16/bf16
-            matmuls of half precision.
+        model: the network (its weights are moved to the settings' device).
+        settings: how to compute (the defaults: automatic device and tile, fp32, PyTorch).
+        on_warning: receives one line when a tile had to shrink after running out of GPU memory, or was
+            recomputed in fp32 after overflowing below it.
+        weights_path: the file the weights came from; an engine may cache beside it (OpenVINO keeps its
+            converted and compiled models in ``.<file name>.openvino/`` when that folder can be written).
+
+    Raises:
+        UsageError: a device, precision or engine this machine or build cannot use.
 
     On the CPU the C allocator is tuned once per process (:func:`swinir_cli.cpu.tune_allocator`).
     """
@@ -69,44 +58,38 @@ class Restorer:
     def __init__(
         self,
         model: SwinIR,
+        settings: RestoreSettings = RestoreSettings(),
         *,
-        device: str | torch.device = "auto",
-        tile: int | None = None,
-        tile_overlap: int | None = None,
-        batch: int = 1,
-        precision: str = "auto",
-        tta: bool = False,
         on_warning: Callable[[str], None] | None = None,
-        engine: str = "auto",
         weights_path: Path | None = None,
-        tf32: bool = False,
     ) -> None:
-        self.tta = tta
-        self.tf32 = tf32
-        self.device = device if isinstance(device, torch.device) else select_device(device)
-        self.dtype = resolve_precision(precision, self.device)
+        self.settings = settings
+        self.device = select_device(settings.device)
+        self.dtype = resolve_precision(settings.precision, self.device)
         if self.device.type == "cpu":
             check_cpu_precision(self.dtype)
             tune_allocator()
-        self.engine = resolve_engine(engine, self.device)
-        self.weights_path = weights_path
-        self._openvino: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.engine = resolve_engine(settings.engine, self.device.type, PRECISION_NAMES[self.dtype])
         self.model = model.eval().requires_grad_(False).to(self.device)
-        self.tile = tile
-        self.tile_overlap = default_overlap(self.window) if tile_overlap is None else tile_overlap
-        self.batch = batch
+        self.tile_overlap = (
+            default_overlap(self.window) if settings.tile_overlap is None else settings.tile_overlap
+        )
         self.on_warning = on_warning
+        context = EngineContext(self.model, self.device, self.dtype, settings.tf32, weights_path)
+        self._engine = self.engine.factory(context)
+        self._in_fp32 = eager_forward(dataclasses.replace(context, dtype=torch.float32))
 
     @classmethod
-    def from_weights(cls, path: str | Path, **options) -> Restorer:
-        """Load a ``.pth``/``.safetensors`` checkpoint (see :func:`swinir_cli.checkpoint.load_model`)."""
-        return cls(load_model(path), weights_path=Path(path), **options)
-
-    @classmethod
-    def from_name(cls, name: str, **options) -> Restorer:
-        """Load a registry model by name (see ``swinir models``), downloading and verifying it if needed."""
-        path = verified_weights_path(get_model(name))
-        return cls(load_model(path), weights_path=path, **options)
+    def from_weights(
+        cls,
+        path: str | Path,
+        settings: RestoreSettings = RestoreSettings(),
+        *,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> Restorer:
+        """Load a ``.pth``/``.safetensors`` checkpoint (see :func:`swinir_cli.checkpoint.load_model`);
+        a registry name or a path: :func:`swinir_cli.resolve.load_restorer`."""
+        return cls(load_model(path), settings, on_warning=on_warning, weights_path=Path(path))
 
     @property
     def scale(self) -> int:
@@ -137,68 +120,23 @@ class Restorer:
         return self._forward(x)[..., : h * self.scale, : w * self.scale]
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The network in the chosen precision; a result with inf/NaN is recomputed in fp32, and one that
-        is still not finite fails the image (clamped, NaN would be written black and inf white).
-
-        Below fp32 it runs under autocast: matmuls and convolutions in fp16/bf16, LayerNorm in fp32
-        (:class:`swinir_cli.network.FloatLayerNorm`), softmax in fp32 inside the attention kernel.
+        """The engine's forward; below fp32 a result with inf/NaN is recomputed once in fp32 by PyTorch,
+        and a result that is still not finite fails the image (clamped, NaN would be written black and
+        inf white).
 
         Raises:
             NonFiniteResultError: the fp32 result holds inf or NaN.
         """
-        if self.engine == "openvino":
-            y = self._forward_openvino(x)
-        else:
-            with self._fp32_matmuls():
-                y = self._forward_torch(x)
+        y = self._engine(x)
+        if self.dtype != torch.float32 and not torch.isfinite(y).all():
+            if self.on_warning is not None:
+                self.on_warning(f"{PRECISION_NAMES[self.dtype]} overflowed on a tile; recomputed it in fp32")
+            y = self._in_fp32(x)
         if not torch.isfinite(y).all():
             raise NonFiniteResultError(
                 "the model's result holds inf or NaN even in fp32 (its weights overflow)"
             )
         return y
-
-    def _forward_torch(self, x: torch.Tensor) -> torch.Tensor:
-        if self.dtype == torch.float32:
-            return self.model(x)
-        with torch.autocast(self.device.type, dtype=self.dtype):
-            y = self.model(x)
-        return y.float() if torch.isfinite(y).all() else self._recompute_in_fp32(x)
-
-    def _recompute_in_fp32(self, x: torch.Tensor) -> torch.Tensor:
-        if self.on_warning is not None:
-            self.on_warning(f"{PRECISION_NAMES[self.dtype]} overflowed on a tile; recomputed it in fp32")
-        return self.model(x)
-
-    def _fp32_matmuls(self) -> contextlib.AbstractContextManager:
-        """TF32 on or off as asked, on CUDA only; elsewhere the global settings stay as they are."""
-        return cuda_tf32(self.tf32) if self.device.type == "cuda" else contextlib.nullcontext()
-
-    def _forward_openvino(self, x: torch.Tensor) -> torch.Tensor:
-        """The network through OpenVINO (compiled per shape on first use); bf16 results with inf/NaN are
-        recomputed in fp32 by PyTorch, as on the PyTorch engine."""
-        if self._openvino is None:
-            from .engines.openvino import OpenVinoForward
-
-            self._openvino = OpenVinoForward(
-                self.model, bf16=self.dtype == torch.bfloat16, **self._cache_place()
-            )
-        y = self._openvino(x)
-        if self.dtype == torch.float32 or torch.isfinite(y).all():
-            return y
-        return self._recompute_in_fp32(x)
-
-    def _cache_place(self) -> dict:
-        """The OpenVINO cache folder beside the weights and the key of their file, where it is writable."""
-        if self.weights_path is None:
-            return {}
-        weights = self.weights_path.resolve()
-        folder = weights.parent / f".{weights.name}.openvino"
-        try:
-            folder.mkdir(exist_ok=True)
-            stat = weights.stat()
-        except OSError:
-            return {}
-        return {"cache_dir": folder, "weights_key": f"{weights}|{stat.st_size}|{stat.st_mtime_ns}"}
 
     def restore_pixels(
         self, pixels: np.ndarray, progress: Callable[[int, int], None] | None = None
@@ -230,20 +168,21 @@ class Restorer:
         tta: bool | None = None,
     ) -> np.ndarray:
         """Restore a (1, C, H, W) float image on :attr:`device`, values about [0, 1] (not necessarily
-        quantised: the authors feed noisy inputs unrounded), tiled as :attr:`tile` says.
+        quantised: the authors feed noisy inputs unrounded), tiled as the settings' ``tile`` says.
 
         Returns (H*scale, W*scale, C) numpy, uint8 for ``max_value`` 255 else uint16, rounded as the authors
         round. ``tta`` overrides the restorer's own setting for this call.
         """
-        ensemble = self.tta if tta is None else tta
+        settings = self.settings
+        ensemble = settings.tta if tta is None else tta
         return restore_with_oom_fallback(
             x,
             self._ensembled if ensemble else self.forward_padded,
             scale=self.scale,
             window=self.window,
-            tile=self.tile if self.tile is not None else self.auto_tile(*x.shape[2:]),
+            tile=settings.tile if settings.tile is not None else self.auto_tile(*x.shape[2:]),
             overlap=self.tile_overlap,
-            batch=self.batch,
+            batch=settings.batch,
             max_value=max_value,
             progress=progress,
             on_warning=self.on_warning,
@@ -264,7 +203,7 @@ class Restorer:
             tile_memory_budget(self.device),
             window=config.window_size,
             overlap=self.tile_overlap,
-            batch=self.batch,
+            batch=self.settings.batch,
             scale=config.upscale,
             embed_dim=config.embed_dim,
             num_heads=max(config.num_heads),
@@ -275,27 +214,22 @@ class Restorer:
         self,
         image: LoadedImage,
         progress: Callable[[int, int], None] | None = None,
-        *,
-        alpha: str = "bicubic",
     ) -> LoadedImage:
         """Restore a decoded image, keeping what the model does not see.
 
         A colour image meets a gray model as its luma; a gray image meets a colour model replicated to
-        three channels and comes back gray. Alpha is resized with bicubic interpolation (``alpha="bicubic"``)
-        or restored by the model as a gray image (``alpha="model"``). Metadata and bit depth are kept.
+        three channels and comes back gray. Alpha is resized with bicubic interpolation or restored by the
+        model as a gray image, as the settings' ``alpha`` says. Metadata and bit depth are kept.
 
         Raises:
-            UsageError: ``alpha`` is neither ``bicubic`` nor ``model``.
             NonFiniteResultError: the model's result holds inf or NaN even in fp32 (the message names
                 the image).
         """
-        if alpha not in ("bicubic", "model"):
-            raise UsageError(f"alpha must be 'bicubic' or 'model', not {alpha!r}")
         try:
             restored = self._restore_channels(image.pixels, progress)
             if image.alpha is None:
                 restored_alpha = None
-            elif alpha == "model":
+            elif self.settings.alpha == "model":
                 restored_alpha = self._restore_channels(image.alpha[..., None], progress)[..., 0]
             else:
                 restored_alpha = self._resize_alpha(image.alpha)

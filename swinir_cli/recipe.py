@@ -1,7 +1,7 @@
 """The per-image work of a restoration command as one picklable value, and the runner that does it.
 
 A :class:`RestoreRecipe` holds everything a command decided before the first image (the model request,
-the :class:`~swinir_cli.pipeline.Restorer` settings, alpha handling, the output size and encoding); it is
+the :class:`~swinir_cli.settings.RestoreSettings` of every restorer, the output size and encoding); it is
 frozen and picklable, so worker processes and Ray actors receive the very same value. In any process,
 ``recipe.runner(...)`` builds a :class:`RecipeRunner` that loads models lazily (once per process) and whose
 :meth:`RecipeRunner.run` reads a job's input, chooses and loads its model, restores, resizes and writes it
@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .batch import (
     STDIO,
@@ -29,10 +29,10 @@ from .batch import (
     run_jobs,
     run_one,
 )
-from .errors import UsageError
 from .formats import DEFAULT_FORMAT, OutputFormat
 from .imageio import LoadedImage, output_format
 from .provenance import settings_fingerprint
+from .settings import RestoreSettings
 from .tasks import AUTO
 
 if TYPE_CHECKING:
@@ -43,12 +43,9 @@ __all__ = [
     "OutputSize",
     "RecipeRunner",
     "RestoreRecipe",
-    "RestorerSettings",
     "RunProgress",
     "pixel_settings",
 ]
-
-ALPHA_MODES = ("bicubic", "model")
 
 
 class RunProgress(Protocol):
@@ -57,24 +54,6 @@ class RunProgress(Protocol):
     def tiles(self, done: int, total: int) -> None: ...
 
     def download(self, event: DownloadEvent) -> None: ...
-
-
-@dataclass(frozen=True)
-class RestorerSettings:
-    """Keyword arguments of :class:`~swinir_cli.pipeline.Restorer` (see there for their meaning)."""
-
-    device: str = "auto"
-    tile: int | None = None
-    tile_overlap: int | None = None
-    batch: int = 1
-    precision: str = "auto"
-    tta: bool = False
-    engine: str = "auto"
-    tf32: bool = False
-
-    def keywords(self) -> dict[str, Any]:
-        """The settings as keyword arguments of :class:`~swinir_cli.pipeline.Restorer`."""
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -101,22 +80,13 @@ class OutputSize:
 
 @dataclass(frozen=True)
 class RestoreRecipe:
-    """Everything decided before the first image; see the module docstring.
-
-    Raises:
-        UsageError: ``alpha`` is neither ``bicubic`` nor ``model``.
-    """
+    """Everything decided before the first image; see the module docstring."""
 
     request: ModelRequest
-    restorer: RestorerSettings
+    settings: RestoreSettings
     writing: OutputOptions
     size: OutputSize = field(default_factory=OutputSize)
-    alpha: str = "bicubic"
     max_pixels: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.alpha not in ALPHA_MODES:
-            raise UsageError(f"--alpha must be bicubic or model, not {self.alpha!r}")
 
     def fingerprinted(self) -> RestoreRecipe:
         """This recipe with :attr:`OutputOptions.settings` set to the fingerprint of
@@ -213,19 +183,17 @@ class RecipeRunner:
         check_output_size(size, output_pixel_limit(self.recipe.max_pixels), image.name)
         self._warn_losses(image, job, label, restorer.channels)
         tiles = None if self._progress is None else self._progress.tiles
-        restored = restorer.restore_image(image, progress=tiles, alpha=self.recipe.alpha)
+        restored = restorer.restore_image(image, progress=tiles)
         return resize_image(restored, size) if self.recipe.size.resizes else restored
 
     def _model_chooser(self) -> ModelChooser:
         if self._chooser is None:
-            from .devices import select_device
             from .resolve import ModelChooser
 
-            keywords = self.recipe.restorer.keywords()
-            keywords["device"] = select_device(keywords["device"])
             self._chooser = ModelChooser(
                 self.recipe.request,
-                restorer_options={**keywords, "on_warning": self._warn},
+                self.recipe.settings,
+                on_warning=self._warn,
                 download_events=None if self._progress is None else self._progress.download,
                 notice=self._notice,
             )
@@ -265,19 +233,19 @@ def pixel_settings(recipe: RestoreRecipe) -> dict[str, object]:
     the registry entries it may be chosen from, by sha256 or else URL), the level, the output size,
     precision, tiles and their overlap, TTA, TF32, alpha handling and the lossy quality. What only
     changes speed or place (device, batch, engine, workers) is left out."""
-    request, restorer = recipe.request, recipe.restorer
+    request, settings = recipe.request, recipe.settings
     return {
         "task": request.task,
         "model": _model_identity(request),
         "level": request.level,
         "img_range": request.img_range,
         "size": asdict(recipe.size),
-        "precision": restorer.precision,
-        "tile": restorer.tile,
-        "tile_overlap": restorer.tile_overlap,
-        "tta": restorer.tta,
-        "tf32": restorer.tf32,
-        "alpha": recipe.alpha,
+        "precision": settings.precision,
+        "tile": settings.tile,
+        "tile_overlap": settings.tile_overlap,
+        "tta": settings.tta,
+        "tf32": settings.tf32,
+        "alpha": settings.alpha,
         "quality": recipe.writing.quality,
     }
 

@@ -5,7 +5,7 @@ refused for (``--model`` with ``--weights``, an unknown name, a model of another
 a level no model has) and returns the :class:`ModelFacts` that planning needs (the factor that names the
 outputs, the window that tiles must fit). :class:`ModelChooser` then fetches, loads and caches the
 :class:`~swinir_cli.pipeline.Restorer` each image needs; :func:`open_restorer` does the same for a request
-that names one model (``swinir eval``).
+that names one model (``swinir eval``), and :func:`load_restorer` for a library user's name or path.
 
 A model that cannot be had (offline, unreachable, refused, corrupt) raises :class:`ModelUnavailableError`:
 every later image would fail the same way, so the batch stops with that one error.
@@ -16,17 +16,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .checkpoint import detect_config, load_model, read_state_dict
 from .download import DownloadListener, verified_weights_path
 from .errors import ModelNotFoundError, ModelUnavailableError, SwinIRError, UsageError
 from .imageio import LoadedImage
 from .pipeline import Restorer
-from .registry import ModelEntry, choose_model, get_model
+from .registry import ModelEntry, choose_model, get_model, load_registry
+from .settings import RestoreSettings
 from .tasks import AUTO, TASKS, Task
 
-__all__ = ["ModelChooser", "ModelFacts", "ModelRequest", "check_request", "named_entry", "open_restorer"]
+__all__ = [
+    "ModelChooser",
+    "ModelFacts",
+    "ModelRequest",
+    "check_request",
+    "load_restorer",
+    "named_entry",
+    "open_restorer",
+]
 
 
 @dataclass(frozen=True)
@@ -125,7 +133,11 @@ def _check_factor(request: ModelRequest, factor: int, label: str) -> None:
 
 
 def open_restorer(
-    request: ModelRequest, restorer_options: dict[str, Any], events: DownloadListener | None = None
+    request: ModelRequest,
+    settings: RestoreSettings,
+    *,
+    on_warning: Callable[[str], None] | None = None,
+    events: DownloadListener | None = None,
 ) -> tuple[str, Restorer]:
     """(label, restorer) of a request that fixes one model (``model``, ``weights`` or an upscale scale).
 
@@ -136,8 +148,31 @@ def open_restorer(
     facts = check_request(request)
     if facts.label is None:
         raise UsageError(f"name the {request.task} model (MODEL or --weights)")
-    chooser = ModelChooser(request, restorer_options=restorer_options, download_events=events)
+    chooser = ModelChooser(request, settings, on_warning=on_warning, download_events=events)
     return chooser.fixed()
+
+
+def load_restorer(
+    name_or_path: str | Path,
+    settings: RestoreSettings = RestoreSettings(),
+    *,
+    on_warning: Callable[[str], None] | None = None,
+) -> Restorer:
+    """A :class:`Restorer` of a registry model (see ``swinir models``; downloaded and verified once) or of
+    a local ``.pth``/``.safetensors`` checkpoint (a :class:`~pathlib.Path`, or a string that is no
+    registry name).
+
+    Raises:
+        UsageError: neither a registry name nor an existing file (close names are suggested).
+        SwinIRError: the model cannot be fetched or loaded (see :mod:`swinir_cli.errors`).
+    """
+    if isinstance(name_or_path, str) and (
+        name_or_path in load_registry() or not Path(name_or_path).is_file()
+    ):
+        path = verified_weights_path(named_entry(name_or_path))
+    else:
+        path = Path(name_or_path)
+    return Restorer(load_model(path), settings, on_warning=on_warning, weights_path=path)
 
 
 class ModelChooser:
@@ -148,7 +183,8 @@ class ModelChooser:
 
     Args:
         request: see :class:`ModelRequest`.
-        restorer_options: keyword arguments for :class:`Restorer` (device, tile, ...).
+        settings: how every restorer computes (device, tile, ...).
+        on_warning: given to every restorer (see :class:`Restorer`).
         download_events: receives the bytes, retries and waits of a download
             (:data:`swinir_cli.download.DownloadEvent`).
         notice: receives one line whenever a model is chosen automatically.
@@ -157,13 +193,15 @@ class ModelChooser:
     def __init__(
         self,
         request: ModelRequest,
+        settings: RestoreSettings = RestoreSettings(),
         *,
-        restorer_options: dict[str, Any] | None = None,
+        on_warning: Callable[[str], None] | None = None,
         download_events: DownloadListener | None = None,
         notice: Callable[[str], None] | None = None,
     ) -> None:
         self.request = request
-        self.restorer_options = restorer_options or {}
+        self.settings = settings
+        self.on_warning = on_warning
         self.download_events = download_events
         self.notice = notice
         self._loaded: dict[str, Restorer] = {}
@@ -204,7 +242,7 @@ class ModelChooser:
         if label not in self._loaded:
             try:
                 model = load_model(path, img_range=self.request.img_range)
-                restorer = Restorer(model, weights_path=path, **self.restorer_options)
+                restorer = Restorer(model, self.settings, on_warning=self.on_warning, weights_path=path)
             except UsageError:
                 raise
             except SwinIRError as exc:

@@ -15,11 +15,12 @@ from conftest import DN_COLOR, TINY, save_rgb
 from swinir_cli.batch import BatchSummary, Job, OutputOptions, plan_jobs
 from swinir_cli.imageio import read_image
 from swinir_cli.parallel import CheckpointRunnerFactory
+from swinir_cli.settings import RestoreSettings
 
 SR_X2 = TINY / "sr_pixelshuffle_x2.pth"
 OUTPUT = OutputOptions(suffix="_out")
 #: Whole images on one thread: the same float sums in every process, so outputs compare bit for bit.
-RESTORER = (("tile", 0),)
+RESTORER = RestoreSettings(tile=0)
 
 
 def make_good_and_bad_folder(folder: Path, good: int = 4) -> Path:

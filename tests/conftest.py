@@ -19,6 +19,7 @@ from PIL import Image
 
 from swinir_cli.imageio import LoadedImage, read_image
 from swinir_cli.pipeline import Restorer
+from swinir_cli.settings import RestoreSettings
 
 if TYPE_CHECKING:
     from hostile import WeightServer
@@ -136,8 +137,8 @@ def assert_nearly_equal(produced: np.ndarray, expected: np.ndarray) -> None:
     assert np.count_nonzero(difference) <= 0.001 * difference.size
 
 
-def api_restore(weights: Path, path: Path, **options: object) -> LoadedImage:
+def api_restore(weights: Path, path: Path, *, tta: bool = False) -> LoadedImage:
     """What the command should write for ``path``: the Python API on the same file, whole image, CPU."""
     with one_thread():
-        restorer = Restorer.from_weights(weights, device="cpu", tile=0, **options)
+        restorer = Restorer.from_weights(weights, RestoreSettings(device="cpu", tile=0, tta=tta))
         return restorer.restore_image(read_image(path))

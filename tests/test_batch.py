@@ -56,6 +56,7 @@ from swinir_cli.imageio import (
 )
 from swinir_cli.pipeline import Restorer
 from swinir_cli.provenance import ContentId, Provenance, place_of
+from swinir_cli.settings import RestoreSettings
 
 X2 = OutputOptions(suffix="_x2")
 
@@ -179,7 +180,7 @@ def test_standard_input_and_output(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def denoiser() -> Restorer:
-    return Restorer.from_weights(DN_COLOR, device="cpu", tile=0)
+    return Restorer.from_weights(DN_COLOR, RestoreSettings(device="cpu", tile=0))
 
 
 def test_run_skips_existing_outputs_redoes_them_with_overwrite_and_goes_on_after_failures(
@@ -434,10 +435,11 @@ def test_resize_keeps_depth_gray_and_alpha_and_picks_the_filter() -> None:
 
 
 def test_alpha_through_a_gray_model() -> None:
-    restorer = Restorer.from_weights(TINY / "dn_gray.pth", device="cpu", tile=0)
+    settings = RestoreSettings(device="cpu", tile=0, alpha="model")
+    restorer = Restorer.from_weights(TINY / "dn_gray.pth", settings)
     alpha = np.random.default_rng(2).integers(0, 256, (18, 21), dtype=np.uint8)
     image = LoadedImage(np.zeros((18, 21, 1), np.uint8), alpha=alpha)
-    restored = restorer.restore_image(image, alpha="model").alpha
+    restored = restorer.restore_image(image).alpha
     assert restored.shape == alpha.shape and restored.dtype == np.uint8
     assert np.array_equal(restored, restorer.restore_pixels(alpha[..., None])[..., 0])
 

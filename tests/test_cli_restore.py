@@ -38,6 +38,7 @@ from PIL import Image
 from swinir_cli.cli import main
 from swinir_cli.imageio import read_image
 from swinir_cli.pipeline import Restorer
+from swinir_cli.settings import RestoreSettings
 
 GOLDEN_CASES = {path.stem: path for path in sorted(TINY.glob("*.pth"))}
 GOLDEN_CASES["swinir_s_x4_random"] = REFERENCE / "swinir_s_x4_random.pth"
@@ -196,11 +197,12 @@ def test_alpha_through_the_model(tmp_path: Path) -> None:
         "--weights", SR_X2, "--device", "cpu", "--tile", "0",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr.decode()
-    restorer = Restorer.from_weights(SR_X2, device="cpu", tile=0)
+    restorer = Restorer.from_weights(SR_X2, RestoreSettings(device="cpu", tile=0))
+    through_model = Restorer(restorer.model, RestoreSettings(device="cpu", tile=0, alpha="model"))
     loaded = read_image(image)
     with one_thread():
         expected = restorer.restore_image(loaded)
-        expected_alpha = restorer.restore_image(loaded, alpha="model").alpha
+        expected_alpha = through_model.restore_image(loaded).alpha
     produced = read_image(tmp_path / "model.png")
     assert_nearly_equal(produced.alpha, expected_alpha)
     assert np.abs(expected_alpha.astype(int) - expected.alpha).max() > 1  # not the bicubic default

@@ -15,6 +15,7 @@ from swinir_cli import cpu
 from swinir_cli.devices import check_cpu_precision
 from swinir_cli.errors import UsageError
 from swinir_cli.pipeline import Restorer
+from swinir_cli.settings import RestoreSettings
 
 ZEN4 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
 SAPPHIRE_RAPIDS = "processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_bf16 amx_tile amx_int8\n"
@@ -55,8 +56,13 @@ def test_bf16_is_refused_on_a_cpu_without_it(monkeypatch: pytest.MonkeyPatch, tm
     fake.write_text(SKYLAKE)
     monkeypatch.setattr(cpu, "CPUINFO", fake)
     with pytest.raises(UsageError, match="bf16 needs a CPU"):
-        Restorer.from_weights(REFERENCE / "tiny" / "dn_gray.pth", device="cpu", precision="bf16")
-    assert Restorer.from_weights(REFERENCE / "tiny" / "dn_gray.pth", device="cpu").dtype == torch.float32
+        Restorer.from_weights(
+            REFERENCE / "tiny" / "dn_gray.pth", RestoreSettings(device="cpu", precision="bf16")
+        )
+    assert (
+        Restorer.from_weights(REFERENCE / "tiny" / "dn_gray.pth", RestoreSettings(device="cpu")).dtype
+        == torch.float32
+    )
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")

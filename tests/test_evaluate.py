@@ -41,6 +41,7 @@ from swinir_cli.evaluate import (
 from swinir_cli.matlab_resize import downscale, modcrop
 from swinir_cli.metrics import compute_all
 from swinir_cli.pipeline import Restorer
+from swinir_cli.settings import RestoreSettings
 from swinir_cli.tasks import DEJPEG, task_for
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -155,7 +156,7 @@ def test_sr_inputs_synthesised_from_hr_are_the_published_set5_inputs(scale: int,
 
 def test_sr_evaluation_from_hr_crops_to_a_multiple_of_the_scale_and_keeps_the_inputs(tmp_path: Path) -> None:
     gt_dir = crops(TESTSETS / "McMaster", ["7.tif", "8.tif"], tmp_path / "gt", (10, 20, 50, 37))
-    restorer = Restorer.from_weights(TINY / "sr_pixelshuffle_x4.pth", device="cpu", tile=0)
+    restorer = Restorer.from_weights(TINY / "sr_pixelshuffle_x4.pth", RestoreSettings(device="cpu", tile=0))
     settings = EvalSettings("upscale", scale=4)
     pairs = pair_lq_images(gt_dir, None, 4)
     results = evaluate_model(
@@ -177,7 +178,7 @@ def test_sr_evaluation_from_hr_crops_to_a_multiple_of_the_scale_and_keeps_the_in
 
 def test_sr_evaluation_from_hr_refuses_an_image_smaller_than_the_scale(tmp_path: Path) -> None:
     gt_dir = crops(TESTSETS / "McMaster", ["9.tif"], tmp_path / "gt", (0, 0, 3, 40))
-    restorer = Restorer.from_weights(TINY / "sr_pixelshuffle_x4.pth", device="cpu", tile=0)
+    restorer = Restorer.from_weights(TINY / "sr_pixelshuffle_x4.pth", RestoreSettings(device="cpu", tile=0))
     with pytest.raises(ImageError, match=r"9.png: 40x3 is too small to shrink by 4"):
         evaluate_model(restorer, pair_lq_images(gt_dir, None, 4), EvalSettings("upscale", scale=4))
 
@@ -314,7 +315,8 @@ def test_restore_float_reproduces_the_golden_pipeline(case: str) -> None:
     pixels = golden["image_u8"]
     pixels = pixels[..., None] if pixels.ndim == 2 else pixels
     restored = restore_float(
-        Restorer.from_weights(TINY / f"{case}.pth", device="cpu", tile=0), pixels / np.float32(255)
+        Restorer.from_weights(TINY / f"{case}.pth", RestoreSettings(device="cpu", tile=0)),
+        pixels / np.float32(255),
     )
     off = np.abs(restored.reshape(golden["pipeline_u8"].shape).astype(int) - golden["pipeline_u8"])
     assert off.max() <= 1 and (off > 0).mean() < 1e-3  # last-bit float differences only
@@ -323,7 +325,7 @@ def test_restore_float_reproduces_the_golden_pipeline(case: str) -> None:
 def test_jpeg_evaluation_matches_the_procedure_and_reports_psnrb(tmp_path: Path) -> None:
     gt_dir = crops(TESTSETS / "McMaster", ["4.tif", "5.tif"], tmp_path / "gt", (0, 0, 70, 84))
     weights = TINY / "car_color_w7.pth"
-    restorer = Restorer.from_weights(weights, device="cpu", tile=0)
+    restorer = Restorer.from_weights(weights, RestoreSettings(device="cpu", tile=0))
     assert task_for(restorer.scale, restorer.window) is DEJPEG
     settings = EvalSettings("dejpeg", level=10)
     results = evaluate_model(restorer, pair_lq_images(gt_dir, None, 1), settings, save_lq_dir=tmp_path / "lq")
@@ -342,7 +344,7 @@ def test_jpeg_evaluation_matches_the_procedure_and_reports_psnrb(tmp_path: Path)
 
 def test_gray_model_on_colour_ground_truth_uses_the_authors_y(tmp_path: Path) -> None:
     gt_dir = crops(TESTSETS / "McMaster", ["6.tif"], tmp_path / "gt", (0, 0, 40, 48))
-    restorer = Restorer.from_weights(TINY / "car_gray_w7.pth", device="cpu", tile=0)
+    restorer = Restorer.from_weights(TINY / "car_gray_w7.pth", RestoreSettings(device="cpu", tile=0))
     [result] = evaluate_model(restorer, pair_lq_images(gt_dir, None, 1), EvalSettings("dejpeg", level=20))
 
     y = authors_luma_u8(rgb(gt_dir / "6.png"))[..., 0]
@@ -451,7 +453,7 @@ def test_json_figures_are_strict_json_and_say_which_are_infinite() -> None:
 
 
 def test_noisy_inputs_cannot_be_kept(tmp_path: Path) -> None:
-    restorer = Restorer.from_weights(TINY / "dn_gray.pth", device="cpu", tile=0)
+    restorer = Restorer.from_weights(TINY / "dn_gray.pth", RestoreSettings(device="cpu", tile=0))
     pair = ImagePair(TESTSETS / "Set12" / "01.png", None)
     with pytest.raises(UsageError, match="--save-lq cannot keep noisy inputs"):
         evaluate_model(restorer, [pair], EvalSettings("denoise", level=15), save_lq_dir=tmp_path / "lq")
@@ -460,7 +462,7 @@ def test_noisy_inputs_cannot_be_kept(tmp_path: Path) -> None:
 
 def test_saving_into_the_ground_truth_folder_or_onto_a_file_is_refused(tmp_path: Path) -> None:
     gt_dir = crops(TESTSETS / "McMaster", ["4.tif"], tmp_path / "gt", (0, 0, 24, 24))
-    restorer = Restorer.from_weights(TINY / "car_color_w7.pth", device="cpu", tile=0)
+    restorer = Restorer.from_weights(TINY / "car_color_w7.pth", RestoreSettings(device="cpu", tile=0))
     pairs = pair_lq_images(gt_dir, None, 1)
     settings = EvalSettings("dejpeg", level=10)
     (tmp_path / "file").write_bytes(b"x")
@@ -492,8 +494,8 @@ def test_self_ensemble_of_a_non_equivariant_function_is_its_orbit_mean() -> None
 
 def test_tta_output_differs_from_plain_but_stays_close() -> None:
     golden = np.load(TINY / "real_nearestconv_x2.npz")
-    plain = Restorer.from_weights(TINY / "real_nearestconv_x2.pth", device="cpu", tile=0)
-    ensembled = Restorer(plain.model, device="cpu", tile=0, tta=True)
+    plain = Restorer.from_weights(TINY / "real_nearestconv_x2.pth", RestoreSettings(device="cpu", tile=0))
+    ensembled = Restorer(plain.model, RestoreSettings(device="cpu", tile=0, tta=True))
     a = plain.restore_pixels(golden["image_u8"]).astype(int)
     b = ensembled.restore_pixels(golden["image_u8"])
     difference = np.abs(a - b)
@@ -505,7 +507,7 @@ def test_tta_output_differs_from_plain_but_stays_close() -> None:
 
 
 def test_evaluation_refuses_synthesis_without_a_level() -> None:
-    restorer = Restorer.from_weights(TINY / "dn_gray.pth", device="cpu", tile=0)
+    restorer = Restorer.from_weights(TINY / "dn_gray.pth", RestoreSettings(device="cpu", tile=0))
     pair = ImagePair(TESTSETS / "Set12" / "01.png", None)
     with pytest.raises(UsageError, match="needs --sigma"):
         evaluate_model(restorer, [pair], EvalSettings("denoise"))

@@ -23,8 +23,9 @@ from swinir_cli.formats import (
     writable_format,
 )
 from swinir_cli.imageio import LoadedImage, encode_image, read_image, read_provenance, write_image
-from swinir_cli.recipe import RestoreRecipe, RestorerSettings
+from swinir_cli.recipe import RestoreRecipe
 from swinir_cli.resolve import ModelRequest
+from swinir_cli.settings import RestoreSettings
 
 RNG = np.random.default_rng(19)
 _DOCUMENT_NAME = 0x010D  # an EXIF tag that TIFF outputs, given only the descriptive ones, do not receive
@@ -109,7 +110,7 @@ def test_a_run_warns_of_the_losses_the_table_states(tmp_path: Path) -> None:
         warned: list[str] = []
         recipe = RestoreRecipe(
             ModelRequest("denoise", weights=DN_COLOR),
-            RestorerSettings(device="cpu", tile=0),
+            RestoreSettings(device="cpu", tile=0),
             OutputOptions(suffix="_d", format=fmt.word),
         )
         result = recipe.runner(on_warning=warned.append).run(Job(source, tmp_path / f"deep_d.{fmt.word}"))

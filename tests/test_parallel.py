@@ -47,6 +47,7 @@ from swinir_cli.parallel import (
     threads_per_worker,
 )
 from swinir_cli.pipeline import Restorer
+from swinir_cli.settings import RestoreSettings
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +60,7 @@ def one_thread():
 
 
 def serial_restore(weights: Path = DN_COLOR) -> Callable[[LoadedImage, Job], LoadedImage]:
-    restorer = Restorer.from_weights(weights, device="cpu", tile=0)
+    restorer = Restorer.from_weights(weights, RestoreSettings(device="cpu", tile=0))
     return lambda image, job: restorer.restore_image(image)
 
 
@@ -217,7 +218,7 @@ def test_a_usage_error_in_a_worker_stops_the_batch(tmp_path: Path) -> None:
     folder.mkdir()
     save_rgb(folder / "a.png")
 
-    fp16_on_cpu = CheckpointRunnerFactory(DN_COLOR, OUTPUT, (("precision", "fp16"),))
+    fp16_on_cpu = CheckpointRunnerFactory(DN_COLOR, OUTPUT, RestoreSettings(precision="fp16"))
     with pytest.raises(UsageError, match="fp16 is not used on the CPU"):
         run_on_devices(plan(folder, out), fp16_on_cpu, ["cpu", "cpu"], threads=1)
     assert not out.exists()
@@ -228,10 +229,11 @@ import json, sys
 from pathlib import Path
 from swinir_cli.batch import OutputOptions, plan_jobs
 from swinir_cli.parallel import CheckpointRunnerFactory, run_on_devices
+from swinir_cli.settings import RestoreSettings
 
 output = OutputOptions(suffix="_out")
 jobs = plan_jobs([sys.argv[1]], sys.argv[2], output).jobs
-factory = CheckpointRunnerFactory(Path(sys.argv[3]), output, (("tile", 16), ("tile_overlap", 8)))
+factory = CheckpointRunnerFactory(Path(sys.argv[3]), output, RestoreSettings(tile=16, tile_overlap=8))
 report = lambda result: print(json.dumps([result.job.input_name, result.status]), flush=True)
 summary = run_on_devices(jobs, factory, ["cpu", "cpu"], threads=1, on_result=report)
 sys.exit(summary.exit_code)

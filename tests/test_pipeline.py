@@ -17,6 +17,7 @@ from swinir_cli.errors import ImageError, NonFiniteResultError, UsageError
 from swinir_cli.imageio import LoadedImage, read_image
 from swinir_cli.pipeline import Restorer, select_device
 from swinir_cli.resolve import ModelChooser, ModelRequest
+from swinir_cli.settings import RestoreSettings
 from swinir_cli.tasks import AUTO
 
 TINY = REFERENCE / "tiny"
@@ -36,7 +37,7 @@ def assert_matches_golden(got: np.ndarray, want: np.ndarray) -> None:
 def test_whole_image_reproduces_the_authors_pipeline(checkpoint: Path) -> None:
     data = np.load(checkpoint.with_suffix(".npz"))
     image, want = data["image_u8"], data["pipeline_u8"]
-    restorer = Restorer.from_weights(checkpoint, device="cpu", tile=0)
+    restorer = Restorer.from_weights(checkpoint, RestoreSettings(device="cpu", tile=0))
     got = restorer.restore_pixels(image if image.ndim == 3 else image[..., None])
     assert_matches_golden(got if want.ndim == 3 else got[..., 0], want)
 
@@ -45,9 +46,11 @@ def test_gray_model_sees_luma_and_colour_model_keeps_gray_images_gray() -> None:
     rng = np.random.default_rng(0)
     colour = LoadedImage(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8))
     gray = LoadedImage(rng.integers(0, 256, (20, 24, 1), dtype=np.uint8))
-    gray_model = Restorer.from_weights(TINY / "dn_gray.pth", device="cpu", tile=0)
+    gray_model = Restorer.from_weights(TINY / "dn_gray.pth", RestoreSettings(device="cpu", tile=0))
     assert gray_model.restore_image(colour).pixels.shape == (20, 24, 1)
-    colour_model = Restorer.from_weights(TINY / "sr_pixelshuffle_x2.pth", device="cpu", tile=0)
+    colour_model = Restorer.from_weights(
+        TINY / "sr_pixelshuffle_x2.pth", RestoreSettings(device="cpu", tile=0)
+    )
     assert colour_model.restore_image(gray).pixels.shape == (40, 48, 1)
 
 
@@ -58,9 +61,9 @@ def test_alpha_is_resized_and_metadata_kept(tmp_path: Path) -> None:
     path = tmp_path / "a.png"
     Image.fromarray(rgba, "RGBA").save(path)
     image = read_image(path)
-    restored = Restorer.from_weights(TINY / "sr_pixelshuffle_x2.pth", device="cpu", tile=0).restore_image(
-        image
-    )
+    restored = Restorer.from_weights(
+        TINY / "sr_pixelshuffle_x2.pth", RestoreSettings(device="cpu", tile=0)
+    ).restore_image(image)
     assert restored.alpha is not None and restored.alpha.shape == (32, 40)
     assert restored.alpha[:, :18].max() < 10 and restored.alpha[:, 22:].min() > 245
     assert restored.metadata == image.metadata
@@ -69,7 +72,7 @@ def test_alpha_is_resized_and_metadata_kept(tmp_path: Path) -> None:
 def test_sixteen_bit_in_gives_sixteen_bit_out_at_full_precision() -> None:
     rng = np.random.default_rng(1)
     image16 = rng.integers(0, 65536, (18, 22, 3), dtype=np.uint16)
-    restorer = Restorer.from_weights(TINY / "dn_color.pth", device="cpu", tile=0)
+    restorer = Restorer.from_weights(TINY / "dn_color.pth", RestoreSettings(device="cpu", tile=0))
     out16 = restorer.restore_pixels(image16)
     assert out16.dtype == np.uint16
     x = torch.from_numpy(image16.astype(np.float32) / 65535).permute(2, 0, 1)[None]
@@ -79,12 +82,12 @@ def test_sixteen_bit_in_gives_sixteen_bit_out_at_full_precision() -> None:
 
 
 def test_tiny_images_smaller_than_the_padding_work() -> None:
-    restorer = Restorer.from_weights(TINY / "sr_pixelshuffle_x2.pth", device="cpu", tile=0)
+    restorer = Restorer.from_weights(TINY / "sr_pixelshuffle_x2.pth", RestoreSettings(device="cpu", tile=0))
     assert restorer.restore_pixels(np.full((1, 2, 3), 128, np.uint8)).shape == (2, 4, 3)
 
 
 def test_wrong_channels_and_dtype_are_refused() -> None:
-    restorer = Restorer.from_weights(TINY / "dn_gray.pth", device="cpu", tile=0)
+    restorer = Restorer.from_weights(TINY / "dn_gray.pth", RestoreSettings(device="cpu", tile=0))
     with pytest.raises(UsageError, match="1-channel"):
         restorer.restore_pixels(np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(UsageError, match="uint8 or uint16"):
@@ -99,9 +102,9 @@ def test_devices_and_precisions_are_checked() -> None:
         with pytest.raises(UsageError, match="no CUDA GPU"):
             select_device("cuda:0")
     with pytest.raises(UsageError, match="fp16 is not used on the CPU"):
-        Restorer.from_weights(TINY / "dn_gray.pth", device="cpu", precision="fp16")
+        Restorer.from_weights(TINY / "dn_gray.pth", RestoreSettings(device="cpu", precision="fp16"))
     with pytest.raises(UsageError, match="unknown precision"):
-        Restorer.from_weights(TINY / "dn_gray.pth", device="cpu", precision="fp8")
+        Restorer.from_weights(TINY / "dn_gray.pth", RestoreSettings(device="cpu", precision="fp8"))
 
 
 def test_bf16_stays_close_and_overflow_is_recomputed_in_fp32(
@@ -115,7 +118,9 @@ def test_bf16_stays_close_and_overflow_is_recomputed_in_fp32(
     data = np.load(TINY / "sr_pixelshuffle_x4.npz")
     warnings: list[str] = []
     restorer = Restorer.from_weights(
-        TINY / "sr_pixelshuffle_x4.pth", device="cpu", tile=0, precision="bf16", on_warning=warnings.append
+        TINY / "sr_pixelshuffle_x4.pth",
+        RestoreSettings(device="cpu", tile=0, precision="bf16"),
+        on_warning=warnings.append,
     )
     close = restorer.restore_pixels(data["image_u8"])
     assert np.abs(close.astype(int) - data["pipeline_u8"]).max() <= 8
@@ -145,7 +150,9 @@ NOT_FINITE = "the model's result holds inf or NaN even in fp32 (its weights over
 
 @pytest.mark.parametrize("tile", [0, 16], ids=["whole", "tiled"])
 def test_a_result_still_not_finite_in_fp32_fails_its_image(tmp_path: Path, tile: int) -> None:
-    restorer = Restorer.from_weights(overflowing_weights(tmp_path / "overflow.pth"), device="cpu", tile=tile)
+    restorer = Restorer.from_weights(
+        overflowing_weights(tmp_path / "overflow.pth"), RestoreSettings(device="cpu", tile=tile)
+    )
     image = LoadedImage(np.full((40, 36, 3), 128, np.uint8), name="photo.png")
     with pytest.raises(NonFiniteResultError) as caught:
         restorer.restore_image(image)
@@ -161,9 +168,7 @@ def test_bf16_overflow_still_not_finite_in_fp32_fails_its_image_after_the_warnin
     warnings: list[str] = []
     restorer = Restorer.from_weights(
         overflowing_weights(tmp_path / "overflow.pth"),
-        device="cpu",
-        tile=0,
-        precision="bf16",
+        RestoreSettings(device="cpu", tile=0, precision="bf16"),
         on_warning=warnings.append,
     )
     with pytest.raises(NonFiniteResultError) as caught:
@@ -204,7 +209,7 @@ def local_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_chooser_matches_gray_and_colour_images(local_registry: Path) -> None:
-    chooser = ModelChooser(ModelRequest("denoise", level=15), restorer_options={"device": "cpu", "tile": 0})
+    chooser = ModelChooser(ModelRequest("denoise", level=15), RestoreSettings(device="cpu", tile=0))
     gray = LoadedImage(np.zeros((8, 8, 1), np.uint8))
     colour = LoadedImage(np.zeros((8, 8, 3), np.uint8))
     assert chooser.restorer_for(gray)[0] == "denoise-gray-15"
@@ -216,7 +221,7 @@ def test_chooser_reads_the_jpeg_quality_from_the_file(local_registry: Path, tmp_
     notices: list[str] = []
     chooser = ModelChooser(
         ModelRequest("dejpeg", level=AUTO),
-        restorer_options={"device": "cpu", "tile": 0},
+        RestoreSettings(device="cpu", tile=0),
         notice=notices.append,
     )
     pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
@@ -238,7 +243,7 @@ def test_chooser_refuses_a_model_of_another_task_or_scale(local_registry: Path) 
         ModelChooser(ModelRequest("upscale", model="denoise-color-15")).restorer_for(image)
     with pytest.raises(UsageError, match="x2, not x4"):
         ModelChooser(
-            ModelRequest("upscale", model="classical-x2", level=4), restorer_options={"device": "cpu"}
+            ModelRequest("upscale", model="classical-x2", level=4), RestoreSettings(device="cpu")
         ).restorer_for(image)
     with pytest.raises(UsageError, match="scale values available: 2, 3, 4, 8"):
         ModelChooser(ModelRequest("upscale", level=5)).restorer_for(image)
@@ -249,14 +254,15 @@ def test_tf32_restorer_leaves_the_cpu_alone() -> None:
     data = np.load(TINY / "dn_color.npz")
     seen: list[tuple[bool, bool]] = []
     restorers = [
-        Restorer.from_weights(TINY / "dn_color.pth", device="cpu", tile=0, tf32=on) for on in (False, True)
+        Restorer.from_weights(TINY / "dn_color.pth", RestoreSettings(device="cpu", tile=0, tf32=on))
+        for on in (False, True)
     ]
     restorers[1].model.register_forward_hook(
         lambda *_: seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
     )
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     plain, tf32 = (restorer.restore_pixels(data["image_u8"]) for restorer in restorers)
-    assert restorers[1].tf32 and not restorers[0].tf32
+    assert restorers[1].settings.tf32 and not restorers[0].settings.tf32
     assert seen == [before]
     assert np.array_equal(plain, tf32)
 
@@ -285,8 +291,12 @@ def test_openvino_engine_matches_the_golden_pipeline_and_pytorch(checkpoint: Pat
     image, want = data["image_u8"], data["pipeline_u8"]
     pixels = image if image.ndim == 3 else image[..., None]
     weights = copied(checkpoint, tmp_path)
-    engine = Restorer.from_weights(weights, device="cpu", tile=0, engine="openvino").restore_pixels(pixels)
-    torch_path = Restorer.from_weights(weights, device="cpu", tile=0, engine="torch").restore_pixels(pixels)
+    engine = Restorer.from_weights(
+        weights, RestoreSettings(device="cpu", tile=0, engine="openvino")
+    ).restore_pixels(pixels)
+    torch_path = Restorer.from_weights(
+        weights, RestoreSettings(device="cpu", tile=0, engine="torch")
+    ).restore_pixels(pixels)
     assert_matches_golden(engine if want.ndim == 3 else engine[..., 0], want)
     assert_matches_golden(engine, torch_path)
 
@@ -298,7 +308,9 @@ def test_openvino_tiles_progress_and_cache_like_pytorch(tmp_path: Path) -> None:
     results, calls = {}, {}
     for engine in ("torch", "openvino"):
         progress: list[tuple[int, int]] = []
-        restorer = Restorer.from_weights(weights, device="cpu", tile=16, tile_overlap=8, engine=engine)
+        restorer = Restorer.from_weights(
+            weights, RestoreSettings(device="cpu", tile=16, tile_overlap=8, engine=engine)
+        )
         results[engine] = restorer.restore_pixels(pixels, progress=lambda *a, log=progress: log.append(a))
         calls[engine] = progress
     assert calls["openvino"] == calls["torch"] and len(calls["torch"]) > 1
@@ -307,6 +319,8 @@ def test_openvino_tiles_progress_and_cache_like_pytorch(tmp_path: Path) -> None:
     cache = tmp_path / ".sr_pixelshuffle_x2.pth.openvino"
     saved = {path: path.stat().st_mtime_ns for path in cache.glob("*.xml")}
     assert saved and (cache / "compiled").is_dir()
-    again = Restorer.from_weights(weights, device="cpu", tile=16, tile_overlap=8, engine="openvino")
+    again = Restorer.from_weights(
+        weights, RestoreSettings(device="cpu", tile=16, tile_overlap=8, engine="openvino")
+    )
     np.testing.assert_array_equal(again.restore_pixels(pixels), results["openvino"])
     assert {path: path.stat().st_mtime_ns for path in cache.glob("*.xml")} == saved

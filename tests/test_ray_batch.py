@@ -42,6 +42,7 @@ from swinir_cli.errors import UsageError
 from swinir_cli.parallel import CheckpointRunnerFactory
 from swinir_cli.pipeline import Restorer
 from swinir_cli.ray_batch import INSTALL_HINT, RestoreBatch, job_rows, run_on_ray
+from swinir_cli.settings import RestoreSettings
 
 ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
 
@@ -58,7 +59,7 @@ def serial_run(jobs: list[Job]):
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # as each actor runs (2 CPUs split between 2 actors): bit-for-bit sums
     try:
-        restorer = Restorer.from_weights(DN_COLOR, device="cpu", tile=0)
+        restorer = Restorer.from_weights(DN_COLOR, RestoreSettings(device="cpu", tile=0))
         return run_jobs(jobs, lambda image, job: restorer.restore_image(image), OUTPUT, overlap=False)
     finally:
         torch.set_num_threads(before)
@@ -123,7 +124,9 @@ def test_a_worker_killed_mid_batch_is_retried_and_every_image_completes(
     for name in ("a.png", "b.png", "victim.png", "z.png"):
         save_rgb(folder / name, seed=len(name))
     marker = tmp_path / "killed"
-    dies_once = DiesOnceFactory(DN_COLOR, OUTPUT, (("tile", 0),), marker=marker, after_write=after_write)
+    dies_once = DiesOnceFactory(
+        DN_COLOR, OUTPUT, RestoreSettings(tile=0), marker=marker, after_write=after_write
+    )
     summary = run_on_ray(plan(folder, out), dies_once, workers=2)  # a retry after the write is done too
     assert marker.exists()  # the worker really died
     assert statuses(summary) == [(n, "done") for n in ("a.png", "b.png", "victim.png", "z.png")]
@@ -143,7 +146,7 @@ def test_each_result_is_reported_as_soon_as_its_actor_has_it(tmp_path: Path) -> 
     def note_outputs(result: JobResult) -> None:
         seen_when_reported[result.job.input_name] = {p.name for p in out.glob("*.png")}
 
-    slow = CheckpointRunnerFactory(SR_X2, OUTPUT, (("tile", 16), ("tile_overlap", 8)))
+    slow = CheckpointRunnerFactory(SR_X2, OUTPUT, RestoreSettings(tile=16, tile_overlap=8))
     summary = run_on_ray(plan(folder, out), slow, workers=1, on_result=note_outputs)
     assert summary.exit_code == 0
     # one actor works in order: the small image is reported while the first large one is still in work
@@ -157,7 +160,7 @@ def test_restore_batch_is_a_map_batches_entry_point_for_a_dataset_of_paths(tmp_p
     rows.append({"source": str(tmp_path / "missing.png"), "target": str(tmp_path / "out" / "missing.png")})
     restored = ray.data.from_items(rows).map_batches(
         RestoreBatch,
-        fn_constructor_kwargs={"factory": CheckpointRunnerFactory(SR_X2, OUTPUT, (("tile", 0),))},
+        fn_constructor_kwargs={"factory": CheckpointRunnerFactory(SR_X2, OUTPUT, RestoreSettings(tile=0))},
         batch_size=2,
         concurrency=1,
     )
@@ -175,7 +178,7 @@ def test_restore_batch_is_a_map_batches_entry_point_for_a_dataset_of_paths(tmp_p
 
 def test_an_error_that_stops_a_local_batch_stops_the_ray_batch(tmp_path: Path) -> None:
     folder = make_good_and_bad_folder(tmp_path / "in", good=1)
-    fp16_on_cpu = CheckpointRunnerFactory(DN_COLOR, OUTPUT, (("precision", "fp16"),))
+    fp16_on_cpu = CheckpointRunnerFactory(DN_COLOR, OUTPUT, RestoreSettings(precision="fp16"))
     with pytest.raises(UsageError, match="fp16 is not used on the CPU"):
         run_on_ray(plan(folder, tmp_path / "out"), fp16_on_cpu, workers=1)
 
@@ -205,11 +208,12 @@ import ray
 from swinir_cli.batch import OutputOptions, plan_jobs
 from swinir_cli.parallel import CheckpointRunnerFactory
 from swinir_cli.ray_batch import run_on_ray
+from swinir_cli.settings import RestoreSettings
 
 ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
 output = OutputOptions(suffix="_out")
 jobs = plan_jobs([sys.argv[1]], sys.argv[2], output).jobs
-factory = CheckpointRunnerFactory(Path(sys.argv[3]), output, (("tile", 16), ("tile_overlap", 8)))
+factory = CheckpointRunnerFactory(Path(sys.argv[3]), output, RestoreSettings(tile=16, tile_overlap=8))
 report = lambda result: print(json.dumps([result.job.input_name, result.status]), flush=True)
 summary = run_on_ray(jobs, factory, workers=2, on_result=report)
 ray.shutdown()

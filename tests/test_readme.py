@@ -24,7 +24,7 @@ def test_the_python_example_runs_as_shown(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: WeightServer
 ) -> None:
     code = python_example()
-    assert 'Restorer.from_name("real-x4"' in code  # the one substitution below: a model this machine can have
+    assert 'load_restorer("real-x4"' in code  # the one substitution below: a model this machine can have
     register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", size=len(TINY_BYTES))
     monkeypatch.setenv("SWINIR_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)

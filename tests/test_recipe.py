@@ -10,14 +10,15 @@ from conftest import DN_COLOR, TINY, save_rgb
 
 from swinir_cli.batch import Job, OutputOptions
 from swinir_cli.imageio import read_image
-from swinir_cli.recipe import OutputSize, RestoreRecipe, RestorerSettings
+from swinir_cli.recipe import OutputSize, RestoreRecipe
 from swinir_cli.resolve import ModelRequest
+from swinir_cli.settings import RestoreSettings
 
 
 def test_a_recipe_survives_pickling_and_its_runner_restores_writes_and_skips(tmp_path: Path) -> None:
     recipe = RestoreRecipe(
         ModelRequest("denoise", weights=DN_COLOR),
-        RestorerSettings(device="cpu", tile=0),
+        RestoreSettings(device="cpu", tile=0),
         OutputOptions(suffix="_denoised"),
         OutputSize(width=12),
     )
@@ -33,19 +34,19 @@ def test_a_recipe_survives_pickling_and_its_runner_restores_writes_and_skips(tmp
 
 
 def test_the_settings_fingerprint_follows_what_changes_pixels_only(tmp_path: Path) -> None:
-    def fingerprint(restorer: RestorerSettings = RestorerSettings(), **changes: object) -> str:
-        base = RestoreRecipe(ModelRequest("denoise", weights=DN_COLOR), restorer, OutputOptions("_d"))
+    def fingerprint(settings: RestoreSettings = RestoreSettings(), **changes: object) -> str:
+        base = RestoreRecipe(ModelRequest("denoise", weights=DN_COLOR), settings, OutputOptions("_d"))
         return dataclasses.replace(base, **changes).fingerprinted().writing.settings
 
     plain = fingerprint()
-    assert plain == fingerprint(RestorerSettings(device="cpu", batch=4, engine="torch"))  # speed, place
+    assert plain == fingerprint(RestoreSettings(device="cpu", batch=4, engine="torch"))  # speed, place
     changed = [
-        fingerprint(RestorerSettings(tile=64)),
-        fingerprint(RestorerSettings(tile_overlap=8)),
-        fingerprint(RestorerSettings(precision="bf16")),
-        fingerprint(RestorerSettings(tta=True)),
+        fingerprint(RestoreSettings(tile=64)),
+        fingerprint(RestoreSettings(tile_overlap=8)),
+        fingerprint(RestoreSettings(precision="bf16")),
+        fingerprint(RestoreSettings(tta=True)),
         fingerprint(size=OutputSize(width=300)),
-        fingerprint(alpha="model"),
+        fingerprint(RestoreSettings(alpha="model")),
         fingerprint(writing=OutputOptions("_d", quality=80)),
         fingerprint(request=ModelRequest("denoise", weights=TINY / "dn_gray.pth")),
         fingerprint(request=ModelRequest("denoise", level=15)),

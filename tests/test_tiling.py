@@ -26,6 +26,7 @@ from PIL import Image
 from swinir_cli import devices, tiling
 from swinir_cli.metrics import psnr
 from swinir_cli.pipeline import Restorer
+from swinir_cli.settings import RestoreSettings
 from swinir_cli.tiling import (
     WHOLE_IMAGE,
     TileEdges,
@@ -189,7 +190,9 @@ def test_one_covering_tile_is_bit_identical_to_the_whole_image(tile: int) -> Non
 
 
 def test_golden_image_through_a_covering_tile_matches_the_whole_image_forward() -> None:
-    restorer = Restorer.from_weights(SHARED / "reference" / "tiny" / "sr_pixelshuffle_x2.pth", device="cpu")
+    restorer = Restorer.from_weights(
+        SHARED / "reference" / "tiny" / "sr_pixelshuffle_x2.pth", RestoreSettings(device="cpu")
+    )
     reference = np.load(SHARED / "reference" / "tiny" / "sr_pixelshuffle_x2.npz")
     image = torch.from_numpy(reference["image_u8"].astype(np.float32) / 255).permute(2, 0, 1)[None]
     window, forward = restorer.window, restorer.forward_padded
@@ -301,7 +304,9 @@ def test_inner_tile_edges_are_reported_and_padded_only_to_the_window_multiple() 
     assert net.edges == [
         TileEdges(bottom=row[1] == 100, right=col[1] == 131) for col in cols for row in rows
     ]  # a wide image runs in columns of tiles
-    restorer = Restorer.from_weights(SHARED / "reference" / "tiny" / "sr_pixelshuffle_x2.pth", device="cpu")
+    restorer = Restorer.from_weights(
+        SHARED / "reference" / "tiny" / "sr_pixelshuffle_x2.pth", RestoreSettings(device="cpu")
+    )
     seen: list[tuple[int, ...]] = []
     restorer.model.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape[2:])))
     x = torch.rand(1, 3, 32, 44)
@@ -344,7 +349,9 @@ def mcmaster_crop() -> torch.Tensor:
 
 @pytest.mark.usefixtures("one_thread")
 def test_tiles_of_swinir_s_blend_without_seams() -> None:
-    restorer = Restorer.from_weights(SHARED / "reference" / "swinir_s_x4_random.pth", device="cpu")
+    restorer = Restorer.from_weights(
+        SHARED / "reference" / "swinir_s_x4_random.pth", RestoreSettings(device="cpu")
+    )
     forward = Memo(restorer.forward_padded)
     image = mcmaster_crop()
     whole = quantise(forward(image)[0])

@@ -19,6 +19,7 @@ from rich.table import Table
 from ..errors import UsageError
 from ..matlab_resize import PASS_MODES
 from ..resolve import ModelRequest, check_request, named_entry, open_restorer
+from ..settings import RestoreSettings
 from ..tasks import TASKS, Task, task_for
 from ..text import printable
 from . import options as o
@@ -58,10 +59,10 @@ def evaluate(
     quality: o.SynthesisQuality = None,
     scale: o.EvalScale = None,
     lq_resize: o.LqResize = "integer",
-    tile: o.Tile = "0",
-    tile_overlap: o.TileOverlap = None,
-    device: o.EvalDevice = "auto",
-    tta: o.Tta = False,
+    tile: o.Tile = "0",  # not the restoring commands' auto: measured as the authors do, whole images
+    tile_overlap: o.TileOverlap = o.DEFAULT_SETTINGS.tile_overlap,
+    device: o.EvalDevice = o.DEFAULT_SETTINGS.device,
+    tta: o.Tta = o.DEFAULT_SETTINGS.tta,
     json: o.Json = False,
     quiet: o.Quiet = False,
     version: o.Version = False,
@@ -102,9 +103,12 @@ def evaluate(
             if folder is not None:
                 check_output_folder(folder, option, [gt])
         request = _request(model, weights, task, scale)
+        computing = o.restore_settings(
+            {"tile": tile, "tile_overlap": tile_overlap, "device": device, "tta": tta}
+        )
         level = {"sigma": sigma, "quality": quality}.get(request.kind.level_key)
-        restorer, settings = _load(out, request, level, lq_resize, device, o.parse_tile(tile), tile_overlap)
-        results = _run(out, restorer, _pairs(gt, lq, settings), settings, (save, save_lq), tta)
+        restorer, settings = _load(out, request, level, lq_resize, computing)
+        results = _run(out, restorer, _pairs(gt, lq, settings), settings, (save, save_lq))
     means = average(results)
     _print_table(out, results, means)
     out.result({"images": [r.record() for r in results], "average": json_figures(means)})
@@ -154,24 +158,15 @@ def _load(
     request: ModelRequest,
     level: int | None,
     lq_resize: str,
-    device: str,
-    tile: int | None,
-    tile_overlap: int | None,
+    computing: RestoreSettings,
 ) -> tuple[Restorer, EvalSettings]:
-    """The restorer and settings of the request; ``level`` synthesises the inputs, the model's own by
-    default."""
-    from ..devices import select_device
+    """The restorer (computing as ``computing`` says) and the evaluation settings of the request;
+    ``level`` synthesises the inputs, the model's own by default."""
     from ..evaluate import EvalSettings
 
     facts = check_request(request)
-    check_tiling(tile, tile_overlap, facts.window)
-    options = {
-        "device": select_device(device),
-        "tile": tile,
-        "tile_overlap": tile_overlap,
-        "on_warning": out.warning,
-    }
-    _, restorer = open_restorer(request, options)
+    check_tiling(computing.tile, computing.tile_overlap, facts.window)
+    _, restorer = open_restorer(request, computing, on_warning=out.warning)
     if level is None and facts.entry is not None:
         level = facts.entry.level
     return restorer, EvalSettings(request.task, scale=restorer.scale, level=level, lq_resize=lq_resize)
@@ -192,11 +187,11 @@ def _run(
     pairs: list[ImagePair],
     settings: EvalSettings,
     saves: tuple[Path | None, Path | None],
-    tta: bool,
 ) -> list[ImageResult]:
     """Restore and measure; ``saves`` are the folders of ``--save`` and ``--save-lq``."""
     from ..evaluate import evaluate_model
 
+    tta = restorer.settings.tta
     task = settings.kind
     what = f"{task.name} {task.level_label(settings.scale)}" if task.upscales else task.name
     if pairs[0].other is None:

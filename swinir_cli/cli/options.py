@@ -6,36 +6,27 @@ Each alias below is an ``Annotated`` type that a command's parameter (or a gener
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from ..engines import ENGINES, engine_names
 from ..errors import UsageError
 from ..formats import DEFAULT_FORMAT, format_names, quality_defaults
 from ..matlab_resize import PASS_MODES
+from ..settings import ALPHA_MODES, PRECISION_CHOICES, RestoreSettings
 from ..tasks import AUTO, DEJPEG, DENOISE, TASKS, UPSCALE
 
-
-class Precision(StrEnum):
-    auto = "auto"
-    fp32 = "fp32"
-    fp16 = "fp16"
-    bf16 = "bf16"
-
-
-class AlphaMode(StrEnum):
-    bicubic = "bicubic"
-    model = "model"
-
-
-class Engine(StrEnum):
-    auto = "auto"
-    torch = "torch"
-    openvino = "openvino"
+Precision = StrEnum("Precision", [(name, name) for name in PRECISION_CHOICES])
+AlphaMode = StrEnum("AlphaMode", [(name, name) for name in ALPHA_MODES])
+#: Every restoring command's defaults (stated in :class:`~swinir_cli.settings.RestoreSettings`).
+DEFAULT_SETTINGS = RestoreSettings()
 
 
 def _option(*flags: str, metavar: str | None = None, **settings: Any) -> Any:
@@ -207,14 +198,17 @@ PrecisionOption = Annotated[
         show_default=True,
     ),
 ]
+
+
+def _engine_help() -> str:
+    """``--engine``'s help: each engine of the table with its line; ``auto`` is the first that runs."""
+    listed = "; ".join(f"{spec.name}: {spec.help}" for spec in ENGINES.values())
+    return f"Inference engine: {listed}; auto: the first of these that runs on the device."
+
+
 EngineOption = Annotated[
-    Engine,
-    _option(
-        "--engine",
-        metavar="auto|torch|openvino",
-        help="Inference engine (openvino needs the openvino extra).",
-        show_default=True,
-    ),
+    str,
+    _option("--engine", metavar="|".join(engine_names()), help=_engine_help(), show_default=True),
 ]
 Tf32 = Annotated[
     bool, _option("--tf32", help="Allow TF32 matrix products on NVIDIA GPUs (faster, less exact).")
@@ -354,21 +348,38 @@ ModelNames = Annotated[
 DownloadAll = Annotated[bool, _option("--all", help="Download every model of the registry.")]
 
 
+def restore_settings(values: Mapping[str, Any]) -> RestoreSettings:
+    """The :class:`~swinir_cli.settings.RestoreSettings` of a command's parsed options, ``values`` by
+    parameter name (the settings' field names; ``tile`` as typed). A setting the command has no option
+    for keeps its default.
+
+    Raises:
+        UsageError: a malformed or out-of-range value, naming its option.
+    """
+    names = [field.name for field in dataclasses.fields(RestoreSettings) if field.name in values]
+    given = {name: str(values[name]) if isinstance(values[name], StrEnum) else values[name] for name in names}
+    if "tile" in given:
+        given["tile"] = parse_tile(given["tile"])
+    return RestoreSettings(**given)
+
+
 def parse_tile(value: str) -> int | None:
     """``--tile``: a side in input pixels, 0 for the whole image, or ``auto`` (None: fit the memory).
 
     Raises:
-        UsageError: not a non-negative number or ``auto``.
+        UsageError: neither a number nor ``auto`` (a negative one is refused by the settings).
     """
     if value == AUTO:
         return None
     try:
-        tile = int(value)
+        return int(value)
     except ValueError:
         raise UsageError(f"--tile must be a number of pixels or 'auto', not {value!r}") from None
-    if tile < 0:
-        raise UsageError(f"--tile must not be negative, got {tile}")
-    return tile
+
+
+def tile_text(tile: int | None) -> str:
+    """A tile as ``--tile`` takes it (None: ``auto``)."""
+    return AUTO if tile is None else str(tile)
 
 
 def parse_float(value: str | None, option: str) -> float | None:

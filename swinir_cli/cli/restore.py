@@ -23,8 +23,9 @@ from ..batch import STDIO, BatchPlan, BatchSummary, OutputOptions, output_size, 
 from ..errors import BatchStopError, ImageError, UsageError
 from ..formats import format_names, writable_format
 from ..imageio import IMAGE_EXTENSIONS, output_format
-from ..recipe import OutputSize, RestoreRecipe, RestorerSettings
+from ..recipe import OutputSize, RestoreRecipe
 from ..resolve import ModelFacts, ModelRequest, check_request
+from ..settings import RestoreSettings
 from ..tasks import AUTO, TASKS, Task
 from . import options as o
 from .output import BatchProgress, Output
@@ -33,7 +34,8 @@ from .report import report_not_images, report_result, report_stopped, report_sum
 
 @dataclass(frozen=True)
 class RestoreOptions:
-    """What a restoration command was asked, typed (``level`` is the scale, sigma or quality)."""
+    """What a restoration command was asked, typed (``level`` is the scale, sigma or quality; ``settings``
+    how to compute, with ``--device`` as given: one device or a list of them)."""
 
     task: str
     inputs: tuple[str, ...]
@@ -41,17 +43,9 @@ class RestoreOptions:
     output: str | None
     model: str | None
     weights: Path | None
-    tile: int | None
-    tile_overlap: int | None
-    batch: int
-    device: str
+    settings: RestoreSettings
     ray: bool
     ray_workers: int | None
-    precision: str
-    engine: str
-    tf32: bool
-    tta: bool
-    alpha: str
     size: OutputSize
     suffix: str | None
     format: str | None
@@ -68,7 +62,7 @@ class RestoreOptions:
         """From the parsed command line (``values`` by parameter name).
 
         Raises:
-            UsageError: a value that is malformed on its own (tile, level, size).
+            UsageError: a value that is malformed on its own (a setting, the level, the size).
         """
         level = values[task.level_key]
         return cls(
@@ -78,17 +72,9 @@ class RestoreOptions:
             output=values["output"],
             model=values["model"],
             weights=values["weights"],
-            tile=o.parse_tile(values["tile"]),
-            tile_overlap=values["tile_overlap"],
-            batch=values["batch"],
-            device=values["device"],
+            settings=o.restore_settings(values),
             ray=values["ray"],
             ray_workers=values["ray_workers"],
-            precision=str(values["precision"]),
-            engine=str(values["engine"]),
-            tf32=values["tf32"],
-            tta=values["tta"],
-            alpha=str(values["alpha"]),
             size=OutputSize(
                 o.parse_float(values["outscale"], "--outscale"), values["width"], values["height"]
             ),
@@ -106,18 +92,6 @@ class RestoreOptions:
     def request(self) -> ModelRequest:
         return ModelRequest(self.task, self.model, self.weights, self.level)
 
-    def restorer(self) -> RestorerSettings:
-        return RestorerSettings(
-            self.device,
-            self.tile,
-            self.tile_overlap,
-            self.batch,
-            self.precision,
-            self.tta,
-            self.engine,
-            self.tf32,
-        )
-
 
 # --- the three commands ------------------------------------------------------------------------------
 
@@ -125,17 +99,17 @@ _SHARED = [
     ("output", o.OutputPath, None),
     ("model", o.ModelName, None),
     ("weights", o.Weights, None),
-    ("tile", o.Tile, AUTO),
-    ("tile_overlap", o.TileOverlap, None),
-    ("batch", o.Batch, 1),
-    ("device", o.Device, "auto"),
+    ("tile", o.Tile, o.tile_text(o.DEFAULT_SETTINGS.tile)),
+    ("tile_overlap", o.TileOverlap, o.DEFAULT_SETTINGS.tile_overlap),
+    ("batch", o.Batch, o.DEFAULT_SETTINGS.batch),
+    ("device", o.Device, o.DEFAULT_SETTINGS.device),
     ("ray", o.RayOption, False),
     ("ray_workers", o.RayWorkers, None),
-    ("precision", o.PrecisionOption, o.Precision.auto),
-    ("engine", o.EngineOption, o.Engine.auto),
-    ("tf32", o.Tf32, False),
-    ("tta", o.Tta, False),
-    ("alpha", o.Alpha, o.AlphaMode.bicubic),
+    ("precision", o.PrecisionOption, o.Precision(o.DEFAULT_SETTINGS.precision)),
+    ("engine", o.EngineOption, o.DEFAULT_SETTINGS.engine),
+    ("tf32", o.Tf32, o.DEFAULT_SETTINGS.tf32),
+    ("tta", o.Tta, o.DEFAULT_SETTINGS.tta),
+    ("alpha", o.Alpha, o.AlphaMode(o.DEFAULT_SETTINGS.alpha)),
     ("outscale", o.Outscale, None),
     ("width", o.Width, None),
     ("height", o.Height, None),
@@ -199,7 +173,7 @@ def restore(options: RestoreOptions) -> None:
     if not plan.jobs:
         raise UsageError("no images to restore among the inputs")
     recipe = RestoreRecipe(
-        options.request(), options.restorer(), writing, options.size, options.alpha, options.max_pixels
+        options.request(), options.settings, writing, options.size, options.max_pixels
     ).fingerprinted()
     exit_code = run(recipe, plan, out, fixed_model=facts.label is not None, spread=_spread(options))
     if exit_code:
@@ -217,19 +191,23 @@ def _refuse_self_overwrite(plan: BatchPlan) -> None:
 
 
 def validate(options: RestoreOptions) -> ModelFacts:
-    """Every check that needs no image: output, sizes, the model request, device, precision, tiling.
+    """Every check that needs no image: output, sizes, the model request, each device with the precision
+    and engine, tiling (the settings refused what is wrong on its own when they were built).
 
     Raises:
         UsageError: naming the option at fault.
     """
     _check_output(options)
     facts = check_request(options.request())
-    from ..devices import resolve_precision, select_device  # loads PyTorch: not at import
+    from ..devices import PRECISION_NAMES, resolve_precision, select_device  # loads PyTorch: not at import
+    from ..engines import resolve_engine
 
+    settings = options.settings
     for device in _devices(options):
-        resolve_precision(options.precision, select_device(device))
-    options.restorer().keywords()  # refuses an engine or tf32 this build does not take
-    o.check_tiling(options.tile, options.tile_overlap, facts.window)
+        selected = select_device(device)
+        precision = PRECISION_NAMES[resolve_precision(settings.precision, selected)]
+        resolve_engine(settings.engine, selected.type, precision)
+    o.check_tiling(settings.tile, settings.tile_overlap, facts.window)
     return facts
 
 
@@ -241,13 +219,14 @@ def _devices(options: RestoreOptions) -> list[str]:
     """
     from ..parallel import expand_devices
 
-    listed = "," in options.device or options.device == "cuda:all"
-    devices = expand_devices(options.device) if listed else []
+    device = options.settings.device
+    listed = "," in device or device == "cuda:all"
+    devices = expand_devices(device) if listed else []
     if options.ray and devices:
         raise UsageError("--ray places its workers itself; drop the --device list (--ray-workers N)")
     if options.ray_workers is not None and not options.ray:
         raise UsageError("--ray-workers is for --ray")
-    return devices or [options.device]
+    return devices or [device]
 
 
 def _check_output(options: RestoreOptions) -> None:

@@ -1,9 +1,10 @@
 """SwinIR through OpenVINO's CPU plugin (``pip install 'swinir-cli[openvino]'``).
 
 The network is converted once per input shape (tiles come in a handful of shapes) and compiled for the
-CPU with fp32 inference precision unless bf16 is asked for. With a ``cache_dir`` (the Restorer puts it
-beside the weights file) the converted model is saved there as OpenVINO IR, keyed by the weights file,
-the shape and the precision, and compiled through OpenVINO's own model cache (``CACHE_DIR``), so a later
+CPU with fp32 inference precision unless bf16 is asked for. With a ``cache_dir`` (:func:`openvino_forward`
+puts it beside the weights file, in ``.<file name>.openvino/``, when that folder can be written) the
+converted model is saved there as OpenVINO IR, keyed by the weights file, the shape and the precision,
+and compiled through OpenVINO's own model cache (``CACHE_DIR``), so a later
 process neither converts nor compiles again.
 """
 
@@ -18,18 +19,39 @@ import torch
 
 from ..errors import UsageError
 from ..network import SwinIR
+from . import OPENVINO_INSTALL, EngineContext
 
-__all__ = ["OpenVinoForward"]
-
-INSTALL_HINT = "pip install 'swinir-cli[openvino]'"
+__all__ = ["OpenVinoForward", "openvino_forward"]
 
 
 def _import_openvino():
     try:
         import openvino
     except ImportError:
-        raise UsageError(f"the OpenVINO engine needs the openvino package: {INSTALL_HINT}") from None
+        raise UsageError(f"the OpenVINO engine needs the openvino package: {OPENVINO_INSTALL}") from None
     return openvino
+
+
+def openvino_forward(context: EngineContext) -> OpenVinoForward:
+    """The engine's forward for ``context``: bf16 when asked, else fp32, cached beside the weights."""
+    cache_dir, weights_key = _cache_place(context.weights_path)
+    bf16 = context.dtype == torch.bfloat16
+    return OpenVinoForward(context.model, bf16=bf16, cache_dir=cache_dir, weights_key=weights_key)
+
+
+def _cache_place(weights_path: Path | None) -> tuple[Path | None, str]:
+    """(cache folder, key of the weights file): the folder beside the weights where it is writable,
+    else (None, "")."""
+    if weights_path is None:
+        return None, ""
+    weights = weights_path.resolve()
+    folder = weights.parent / f".{weights.name}.openvino"
+    try:
+        folder.mkdir(exist_ok=True)
+        stat = weights.stat()
+    except OSError:
+        return None, ""
+    return folder, f"{weights}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
 class OpenVinoForward:

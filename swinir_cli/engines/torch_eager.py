@@ -1,0 +1,35 @@
+"""SwinIR through PyTorch eager: the network as it is in fp32, under autocast below fp32.
+
+Under autocast, matmuls and convolutions run in fp16/bf16, LayerNorm in fp32
+(:class:`swinir_cli.network.FloatLayerNorm`) and softmax in fp32 inside the attention kernel. On CUDA,
+TF32 is on or off as asked for the duration of each call (:func:`swinir_cli.devices.cuda_tf32`);
+elsewhere the global settings stay as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import torch
+
+from ..devices import cuda_tf32
+from . import EngineContext, Forward
+
+__all__ = ["eager_forward"]
+
+
+def eager_forward(context: EngineContext) -> Forward:
+    """The forward of ``context.model`` in ``context.dtype``; its result is float32."""
+    model, device, dtype = context.model, context.device, context.dtype
+    matmuls = functools.partial(cuda_tf32, context.tf32) if device.type == "cuda" else contextlib.nullcontext
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with matmuls():
+            if dtype == torch.float32:
+                return model(x)
+            with torch.autocast(device.type, dtype=dtype):
+                y = model(x)
+            return y.float()
+
+    return forward

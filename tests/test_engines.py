@@ -1,0 +1,138 @@
+"""The engine table (swinir_cli.engines): --engine comes from it, and a new engine is a few lines."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import SR_X2, TINY, save_rgb
+
+from swinir_cli import cpu
+from swinir_cli.cli import main
+from swinir_cli.engines import (
+    ENGINES,
+    EngineContext,
+    EngineSpec,
+    Forward,
+    engine_names,
+    register_engine,
+    resolve_engine,
+)
+from swinir_cli.engines.torch_eager import eager_forward
+from swinir_cli.errors import UsageError
+from swinir_cli.imageio import read_image
+from swinir_cli.pipeline import Restorer
+from swinir_cli.settings import RestoreSettings
+
+Register = Callable[[EngineSpec], EngineSpec]
+
+
+@pytest.fixture
+def register() -> Iterator[Register]:
+    """``register_engine`` for this test only: the engines it adds leave the table afterwards."""
+    added: list[str] = []
+
+    def add(spec: EngineSpec) -> EngineSpec:
+        added.append(spec.name)
+        return register_engine(spec)
+
+    yield add
+    for name in added:
+        del ENGINES[name]
+
+
+def test_a_registered_engine_computes_the_command_s_pixels(tmp_path: Path, register: Register) -> None:
+    calls: list[tuple[int, ...]] = []
+
+    def zeros(context: EngineContext) -> Forward:
+        eager = eager_forward(context)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            calls.append(tuple(x.shape))
+            return torch.zeros_like(eager(x))  # black: nothing the network itself would give
+
+        return forward
+
+    register(EngineSpec("zeros", "Zeros", ("cpu",), ("fp32",), "a black image", zeros))
+    image = save_rgb(tmp_path / "a.png")
+    common = ["upscale", str(image), "-w", str(SR_X2), "--device", "cpu", "--tile", "0", "--quiet"]
+    assert main([*common, "--engine", "zeros", "-o", str(tmp_path / "zeros.png")]) == 0
+    assert main([*common, "--engine", "torch", "-o", str(tmp_path / "torch.png")]) == 0
+    assert len(calls) == 1  # one whole image, through the new engine only
+    through = read_image(tmp_path / "zeros.png").pixels
+    assert through.shape == (40, 48, 3) and not through.any()
+    assert read_image(tmp_path / "torch.png").pixels.any()
+
+
+def test_any_engine_s_overflow_is_recomputed_once_in_fp32(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, register: Register
+) -> None:
+    fake = tmp_path / "cpuinfo"  # PyTorch emulates bf16 where the CPU lacks it (see test_pipeline)
+    fake.write_text("processor\t: 0\nflags\t\t: avx512f avx512_bf16\n")
+    monkeypatch.setattr(cpu, "CPUINFO", fake)
+
+    def overflowing(context: EngineContext) -> Forward:
+        return lambda x: torch.full((x.shape[0], 3, x.shape[2] * 2, x.shape[3] * 2), float("inf"))
+
+    register(EngineSpec("overflows", "Overflows", ("cpu",), ("bf16",), "inf everywhere", overflowing))
+    warnings: list[str] = []
+    settings = RestoreSettings(device="cpu", tile=0, precision="bf16", engine="overflows")
+    restorer = Restorer.from_weights(SR_X2, settings, on_warning=warnings.append)
+    pixels = np.load(TINY / "sr_pixelshuffle_x2.npz")["image_u8"]
+    fp32 = Restorer.from_weights(SR_X2, RestoreSettings(device="cpu", tile=0)).restore_pixels(pixels)
+    np.testing.assert_array_equal(restorer.restore_pixels(pixels), fp32)
+    assert warnings == ["bf16 overflowed on a tile; recomputed it in fp32"]
+
+
+def test_engine_help_and_choices_list_the_table(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert engine_names() == ("auto", *ENGINES) and {"torch", "openvino"} <= set(ENGINES)
+    monkeypatch.setenv("COLUMNS", "250")  # one line per option: the choices are not wrapped
+    assert main(["upscale", "--help"]) == 0
+    shown = capsys.readouterr().out
+    assert "|".join(engine_names()) in shown
+    for spec in ENGINES.values():
+        assert f"{spec.name}: {spec.help}" in shown
+    assert main(["upscale", "a.png", "--engine", "tensorrt"]) == 2
+    error = capsys.readouterr().err
+    assert "unknown engine 'tensorrt'" in error and "auto, torch, openvino" in error
+
+
+def test_auto_is_the_first_engine_that_runs_on_the_device(register: Register) -> None:
+    assert resolve_engine("auto", "cpu").name == "torch"
+    assert resolve_engine("auto", "cuda").name == "torch"
+    register(EngineSpec("later", "Later", ("cpu",), ("fp32",), "after torch", eager_forward))
+    assert resolve_engine("auto", "cpu").name == "torch"  # the table's order decides
+
+
+def test_an_engine_refuses_what_it_does_not_take(register: Register) -> None:
+    with pytest.raises(UsageError, match="unknown engine 'tensorrt'"):
+        resolve_engine("tensorrt", "cpu")
+    # No GPU here: only the device type is needed to refuse OpenVINO off the CPU.
+    with pytest.raises(UsageError, match="runs on the CPU, not cuda; use --engine torch"):
+        resolve_engine("openvino", "cuda")
+    with pytest.raises(UsageError, match="computes in fp32, bf16, not fp16"):
+        resolve_engine("openvino", "cpu", "fp16")
+    register(
+        EngineSpec(
+            "missing", "Missing", ("cpu",), ("fp32",), "needs a package", eager_forward,
+            requires="swinir_no_such_package", install_hint="pip install swinir-no-such-package",
+        )
+    )  # fmt: skip
+    with pytest.raises(UsageError, match="needs the swinir_no_such_package package: pip install"):
+        resolve_engine("missing", "cpu")
+
+
+def test_the_table_refuses_malformed_or_duplicate_engines() -> None:
+    with pytest.raises(ValueError, match="other than auto"):
+        EngineSpec("auto", "Auto", ("cpu",), ("fp32",), "", eager_forward)
+    with pytest.raises(ValueError, match="device types"):
+        EngineSpec("tpu", "TPU", ("tpu",), ("fp32",), "", eager_forward)
+    with pytest.raises(ValueError, match="precisions"):
+        EngineSpec("int8", "Int8", ("cpu",), ("int8",), "", eager_forward)
+    with pytest.raises(ValueError, match="registered already"):
+        register_engine(ENGINES["torch"])
