@@ -36,17 +36,13 @@ from batch_folders import (
 )
 from conftest import SWINIR, run_swinir
 
-from swinir_cli.batch import Job, JobResult, JobSteps, run_jobs
+from swinir_cli.batch import JobSteps
 from swinir_cli.errors import UsageError
 from swinir_cli.imageio import LoadedImage
-from swinir_cli.parallel import (
-    CheckpointRunnerFactory,
-    expand_devices,
-    run_on_devices,
-    run_overlapped,
-    threads_per_worker,
-)
+from swinir_cli.jobs import Job, JobResult, run_batch
+from swinir_cli.parallel import CheckpointRunnerFactory, DevicesRunner, expand_devices, threads_per_worker
 from swinir_cli.pipeline import Restorer
+from swinir_cli.runners import OverlappedRunner, run_jobs
 
 
 @pytest.fixture(autouse=True)
@@ -126,7 +122,7 @@ def test_reads_ahead_and_writes_behind_on_threads_while_the_model_runs(tmp_path:
     for index in range(3):
         save_rgb(folder / f"{index}.png", seed=index)
     steps = RecordingSteps(serial_restore(), OUTPUT)
-    summary = run_overlapped(plan(folder, out), steps)
+    summary = run_batch(OverlappedRunner(steps), plan(folder, out))
     assert statuses(summary) == [("0.png", "done"), ("1.png", "done"), ("2.png", "done")]
     log = {(stage, name): (thread, start, end) for stage, name, thread, start, end in steps.log}
     main = threading.current_thread().name
@@ -164,11 +160,9 @@ def test_two_cpu_workers_give_one_device_outputs_bit_for_bit(tmp_path: Path) -> 
     serial, _ = run_serial(plan(folder, tmp_path / "serial"))
     started: list[int] = []
     reported: list[JobResult] = []
-    parallel = run_on_devices(
+    parallel = run_batch(
+        DevicesRunner(factory(), ("cpu", "cpu"), threads=1),
         plan(folder, tmp_path / "workers"),
-        factory(),
-        ["cpu", "cpu"],
-        threads=1,
         on_start=lambda job, index: started.append(index),
         on_result=reported.append,
     )
@@ -184,8 +178,8 @@ def test_two_cpu_workers_give_one_device_outputs_bit_for_bit(tmp_path: Path) -> 
 class CrashingFactory(CheckpointRunnerFactory):
     """Its worker process dies (SIGKILL, as the out-of-memory killer does) on images named ``crash*``."""
 
-    def __call__(self, device: str) -> Callable[[Job], JobResult]:
-        run = super().__call__(device)
+    def __call__(self, device: str, on_warning: Callable[[str], None]) -> Callable[[Job], JobResult]:
+        run = super().__call__(device, on_warning)
 
         def run_or_die(job: Job) -> JobResult:
             if job.source is not None and job.source.name.startswith("crash"):
@@ -200,7 +194,8 @@ def test_a_worker_crash_fails_only_its_image_and_the_worker_restarts(tmp_path: P
     folder.mkdir()
     for name in ("a.png", "crash.png", "c.png", "d.png"):
         save_rgb(folder / name)
-    summary = run_on_devices(plan(folder, out), CrashingFactory(DN_COLOR, OUTPUT), ["cpu", "cpu"], threads=1)
+    crashing = DevicesRunner(CrashingFactory(DN_COLOR, OUTPUT), ("cpu", "cpu"), threads=1)
+    summary = run_batch(crashing, plan(folder, out))
     assert statuses(summary) == [
         ("a.png", "done"),
         ("c.png", "done"),
@@ -219,7 +214,7 @@ def test_a_usage_error_in_a_worker_stops_the_batch(tmp_path: Path) -> None:
 
     fp16_on_cpu = CheckpointRunnerFactory(DN_COLOR, OUTPUT, (("precision", "fp16"),))
     with pytest.raises(UsageError, match="fp16 is not used on the CPU"):
-        run_on_devices(plan(folder, out), fp16_on_cpu, ["cpu", "cpu"], threads=1)
+        run_batch(DevicesRunner(fp16_on_cpu, ("cpu", "cpu"), threads=1), plan(folder, out))
     assert not out.exists()
 
 
@@ -227,13 +222,14 @@ INTERRUPTED_DRIVER = """
 import json, sys
 from pathlib import Path
 from swinir_cli.batch import OutputOptions, plan_jobs
-from swinir_cli.parallel import CheckpointRunnerFactory, run_on_devices
+from swinir_cli.jobs import run_batch
+from swinir_cli.parallel import CheckpointRunnerFactory, DevicesRunner
 
 output = OutputOptions(suffix="_out")
 jobs = plan_jobs([sys.argv[1]], sys.argv[2], output).jobs
 factory = CheckpointRunnerFactory(Path(sys.argv[3]), output, (("tile", 16), ("tile_overlap", 8)))
 report = lambda result: print(json.dumps([result.job.input_name, result.status]), flush=True)
-summary = run_on_devices(jobs, factory, ["cpu", "cpu"], threads=1, on_result=report)
+summary = run_batch(DevicesRunner(factory, ("cpu", "cpu"), threads=1), jobs, on_result=report)
 sys.exit(summary.exit_code)
 """
 
