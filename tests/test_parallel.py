@@ -34,7 +34,7 @@ from batch_folders import (
     save_rgb,
     statuses,
 )
-from conftest import SWINIR, run_swinir
+from conftest import SWINIR, run_many, run_swinir, stderr_lines
 
 from swinir_cli.batch import JobSteps
 from swinir_cli.errors import UsageError
@@ -304,6 +304,21 @@ def test_cli_device_cpu_cpu_gives_a_plain_runs_outputs_records_and_exit_code(tmp
     assert cli_records(two) == cli_records(plain)
     assert {status for *_, status, _, _ in cli_records(two)} == {"done", "failed", "ignored"}
     assert_same_outputs(outputs(tmp_path / "two"), outputs(tmp_path / "plain"))
+
+
+def test_cli_workers_warnings_are_the_commands_lines_and_quiet_silences_them(tmp_path: Path) -> None:
+    """A worker's warning (an RGBA image into JPEG loses its alpha) comes back to the command, which
+    prints it as its own line, or nothing with --quiet."""
+    image = save_rgb(tmp_path / "clear.png", mode="RGBA")
+    command = ["upscale", image, "-w", SR_X2, "--tile", "0", "-f", "jpg", "--device", "cpu,cpu"]
+    quiet, plain = run_many(
+        [[*command, "-o", f"{tmp_path}/quiet/", "--quiet"], [*command, "-o", f"{tmp_path}/plain/"]]
+    )
+    assert quiet.returncode == plain.returncode == 0, plain.stderr.decode()
+    assert quiet.stderr == b"" and quiet.stdout == b""
+    assert sorted(outputs(tmp_path / "quiet")) == ["clear_x2.jpg"]
+    dropped = [line for line in stderr_lines(plain) if "the transparency is dropped" in line]
+    assert len(dropped) == 1 and dropped[0].startswith("warning: "), stderr_lines(plain)
 
 
 def test_cli_refuses_a_bad_device_list_in_one_line(tmp_path: Path) -> None:
