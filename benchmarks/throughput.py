@@ -37,19 +37,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from swinir_cli.batch import (
-    BatchSummary,
-    Job,
-    JobResult,
-    JobSteps,
-    OutputOptions,
-    plan_jobs,
-    resize_image,
-    run_jobs,
-)
+from swinir_cli.batch import JobSteps, OutputOptions, plan_jobs, resize_image
 from swinir_cli.imageio import read_image, write_image
-from swinir_cli.parallel import CheckpointRunnerFactory, run_on_devices, run_overlapped
+from swinir_cli.jobs import BatchSummary, Job, JobResult, run_batch
+from swinir_cli.parallel import CheckpointRunnerFactory, DevicesRunner
 from swinir_cli.pipeline import Restorer
+from swinir_cli.runners import OverlappedRunner, run_jobs
 from swinir_cli.settings import RestoreSettings
 
 SWINIR_S_X4 = Path(__file__).resolve().parents[2] / "shared" / "reference" / "swinir_s_x4_random.pth"
@@ -136,7 +129,7 @@ def in_process(restore: Callable, *, overlap: bool, load: Callable[[], None] | N
             load()
         steps = JobSteps(restore, OUTPUT)
         if overlap:
-            return run_overlapped(jobs, steps, on_result=on_result)
+            return run_batch(OverlappedRunner(steps), jobs, on_result=on_result)
         return run_jobs(jobs, restore, OUTPUT, overlap=False, on_result=on_result)
 
     return run
@@ -146,16 +139,16 @@ def on_workers(devices: list[str], threads: int) -> Runner:
     factory = CheckpointRunnerFactory(SWINIR_S_X4, OUTPUT, RESTORER)
 
     def run(jobs: list[Job], on_result: Callable[[JobResult], None]) -> BatchSummary:
-        return run_on_devices(jobs, factory, devices, threads=threads, on_result=on_result)
+        return run_batch(DevicesRunner(factory, tuple(devices), threads), jobs, on_result=on_result)
 
     return run
 
 
 def on_ray() -> Runner:
-    from swinir_cli.ray_batch import run_on_ray
+    from swinir_cli.ray_batch import RayRunner
 
-    factory = CheckpointRunnerFactory(SWINIR_S_X4, OUTPUT, RESTORER)
-    return lambda jobs, on_result: run_on_ray(jobs, factory, workers=1, on_result=on_result)
+    runner = RayRunner(CheckpointRunnerFactory(SWINIR_S_X4, OUTPUT, RESTORER), workers=1)
+    return lambda jobs, on_result: run_batch(runner, jobs, on_result=on_result)
 
 
 @contextlib.contextmanager

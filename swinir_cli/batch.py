@@ -50,7 +50,7 @@ import cv2
 import numpy as np
 
 from .durable import FileIdentity, overlong_name
-from .errors import BatchStopError, ImageError, StdoutError, SwinIRError, UsageError
+from .errors import ImageError, StdoutError, UsageError
 from .formats import DEFAULT_FORMAT
 from .imageio import (
     PILLOW_LIMIT,
@@ -65,28 +65,24 @@ from .imageio import (
     read_provenance,
     write_image,
 )
+from .jobs import JOB_ERRORS, Job, JobResult, JobStatus, job_failure
 from .provenance import ContentId, Provenance, place_of
 from .reading import read_regular
-from .signals import EXIT_INTERRUPTED
 from .stdout import write_stdout
 
 __all__ = [
     "STDIO",
     "BatchPlan",
-    "BatchSummary",
-    "Job",
-    "JobResult",
     "JobSteps",
     "OutputOptions",
     "Verdict",
     "check_output_size",
     "judge_existing",
+    "output_is_folder",
     "output_pixel_limit",
     "output_size",
     "plan_jobs",
     "resize_image",
-    "run_jobs",
-    "run_one",
     "source_record_path",
 ]
 
@@ -94,42 +90,6 @@ __all__ = [
 STDIO = "-"
 #: The name of the standard-input image when its result goes into an output folder.
 STDIN_STEM = "stdin"
-
-
-@dataclass(frozen=True)
-class Job:
-    """One image to restore: ``source``/``target`` are None for standard input/output.
-
-    ``problem`` is set when the job is known to fail before it runs (missing input, clashing output);
-    ``named_output``: the user named ``target`` itself with ``--output`` (``overwrite`` may then replace
-    it even when swinir did not make it).
-    """
-
-    source: Path | None
-    target: Path | None
-    problem: str | None = None
-    named_output: bool = False
-
-    @property
-    def input_name(self) -> str:
-        return str(self.source) if self.source is not None else "<stdin>"
-
-    @property
-    def output_name(self) -> str:
-        return str(self.target) if self.target is not None else "<stdout>"
-
-
-@dataclass
-class JobResult:
-    """How a job ended: ``status`` is "done", "skipped", "failed" or "interrupted"; ``model`` names the
-    model that restored it (None when none ran); ``note`` says why an existing output was redone."""
-
-    job: Job
-    status: str
-    seconds: float = 0.0
-    error: str | None = None
-    model: str | None = None
-    note: str | None = None
 
 
 @dataclass
@@ -144,29 +104,11 @@ class BatchPlan:
     unentered: list[tuple[Path, int]] = field(default_factory=list)
 
 
-@dataclass
-class BatchSummary:
-    results: list[JobResult] = field(default_factory=list)
-    seconds: float = 0.0
-    interrupted: bool = False
-
-    def count(self, status: str) -> int:
-        return sum(result.status == status for result in self.results)
-
-    @property
-    def exit_code(self) -> int:
-        """0 when everything was done or skipped, 1 when any input failed, 130 when interrupted (by
-        SIGINT, SIGTERM or SIGHUP: :mod:`swinir_cli.signals`)."""
-        if self.interrupted:
-            return EXIT_INTERRUPTED
-        return 1 if self.count("failed") else 0
-
-
 @dataclass(frozen=True)
 class OutputOptions:
     """How results are named and encoded; ``suffix`` is part of a file name, never a path; ``settings``
-    fingerprints the settings that change pixels (:func:`swinir_cli.recipe.settings_fingerprint`), recorded
-    in each output's provenance.
+    fingerprints the settings that change pixels (:func:`swinir_cli.provenance.settings_fingerprint`),
+    recorded in each output's provenance.
 
     Raises:
         UsageError: ``suffix`` holds a path separator (``/`` or ``\\``) or a NUL: it would leave the output
@@ -207,7 +149,7 @@ def plan_jobs(
         if len(inputs) > 1:
             raise UsageError("standard input ('-') cannot be combined with other inputs")
         return BatchPlan([_stdin_job(output, options)])
-    if output == STDIO and (len(inputs) != 1 or Path(inputs[0]).is_dir() or glob.has_magic(inputs[0])):
+    if output == STDIO and _names_several(inputs):
         raise UsageError("--output - (standard output) takes exactly one input image")
 
     out_dir = _output_folder(inputs, output)
@@ -307,12 +249,20 @@ def _stdin_job(output: str | None, options: OutputOptions) -> Job:
 
 def _output_folder(inputs: Sequence[str], output: str | None) -> Path | None:
     """The ``--output`` folder, or None when ``output`` names a file (or is absent or ``-``)."""
-    if output in (None, STDIO):
+    if output in (None, STDIO) or not output_is_folder(inputs, output):
         return None
-    several = len(inputs) > 1 or any(Path(p).is_dir() or glob.has_magic(p) for p in inputs)
-    if several or Path(output).is_dir() or output.endswith(("/", "\\")):
-        return Path(output)
-    return None
+    return Path(output)
+
+
+def output_is_folder(inputs: Sequence[str], output: str) -> bool:
+    """Whether ``--output`` (not ``-``) is a folder: the inputs may name several images, or it is a
+    folder, or it ends with a path separator; else it names the one output file."""
+    return _names_several(inputs) or Path(output).is_dir() or output.endswith(("/", "\\"))
+
+
+def _names_several(inputs: Sequence[str]) -> bool:
+    """Whether ``inputs`` may name several images (or none): not one input, or a folder or a pattern."""
+    return len(inputs) != 1 or any(Path(p).is_dir() or glob.has_magic(p) for p in inputs if p != STDIO)
 
 
 def _expand(pattern: str) -> list[Path]:
@@ -420,99 +370,14 @@ def _refuse_clashes(jobs: list[Job]) -> list[Job]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Running
-
-
-def run_jobs(
-    jobs: Sequence[Job],
-    restore: Callable[[LoadedImage, Job], LoadedImage],
-    options: OutputOptions,
-    *,
-    max_pixels: int | None = None,
-    on_start: Callable[[Job, int], None] | None = None,
-    on_result: Callable[[JobResult], None] | None = None,
-    overlap: bool = True,
-) -> BatchSummary:
-    """Read, restore and write each job; a job that fails is reported and the batch goes on.
-
-    ``restore(image, job) -> image`` does the work (a :class:`~swinir_cli.pipeline.Restorer` method with
-    progress attached). ``on_start(job, index)`` is called before a job that is not skipped runs, and
-    ``on_result(result)`` after every job, in the jobs' order. ``max_pixels`` refuses larger images (None:
-    Pillow's limit). With ``overlap`` (and more than one job), the next image is decoded and the previous
-    result encoded and written on threads beside ``restore`` (:func:`swinir_cli.parallel.run_overlapped`);
-    results, files and errors are the same as in series. Ctrl-C (KeyboardInterrupt; the command line raises
-    it for SIGTERM and SIGHUP too, :mod:`swinir_cli.signals`) stops the batch: the
-    job in flight leaves no partial file, is reported as ``interrupted`` and
-    :attr:`BatchSummary.interrupted` is set.
-
-    Raises:
-        BatchStopError: a job hit an error that every other job would hit too (a model of the wrong
-            scale, a model that cannot be downloaded); the batch stops.
-    """
-    steps = JobSteps(restore, options, max_pixels)
-    if overlap and len(jobs) > 1:
-        from .parallel import run_overlapped  # parallel builds on this module's types
-
-        return run_overlapped(jobs, steps, on_start=on_start, on_result=on_result)
-    summary = BatchSummary()
-    started = time.perf_counter()
-    for index, job in enumerate(jobs):
-        job_started = time.perf_counter()
-        try:
-            result = steps.run(job, index, on_start)
-        except KeyboardInterrupt:
-            result = JobResult(job, "interrupted", time.perf_counter() - job_started, "interrupted")
-            summary.interrupted = True
-        summary.results.append(result)
-        if on_result is not None:
-            on_result(result)
-        if summary.interrupted:
-            break
-    summary.seconds = time.perf_counter() - started
-    return summary
-
-
-def run_one(
-    job: Job,
-    index: int,
-    restore: Callable[[LoadedImage, Job], LoadedImage],
-    options: OutputOptions,
-    max_pixels: int | None = None,
-    on_start: Callable[[Job, int], None] | None = None,
-) -> JobResult:
-    """One job of :func:`run_jobs` (``index`` is its place in the batch): skipped when its output exists
-    and was made from this input, else read, restored and written; a failure is returned, not raised.
-    The stages are :class:`JobSteps`.
-
-    Raises:
-        BatchStopError: see :func:`run_jobs`.
-    """
-    return JobSteps(restore, options, max_pixels).run(job, index, on_start)
-
-
-#: Errors that fail only the job they happen in, except those of :data:`BATCH_STOP_ERRORS`.
-JOB_ERRORS = (SwinIRError, MemoryError)
-#: Errors that stop the batch: every other job would fail the same way.
-BATCH_STOP_ERRORS = (BatchStopError,)
-
-
-def job_failure(job: Job, error: BaseException, seconds: float) -> JobResult:
-    """The ``failed`` result for one of :data:`JOB_ERRORS`.
-
-    Raises:
-        BatchStopError: ``error`` itself (one of :data:`BATCH_STOP_ERRORS`), re-raised.
-    """
-    if isinstance(error, BATCH_STOP_ERRORS):
-        raise error
-    message = f"{job.input_name}: out of memory" if isinstance(error, MemoryError) else str(error)
-    return JobResult(job, "failed", seconds, message)
+# One job's work
 
 
 @dataclass(frozen=True)
 class JobSteps:
     """One job's work as separable stages: :meth:`settled` (no work needed), :meth:`read`, :meth:`restore`,
-    :meth:`write`. :meth:`run` chains them in series; :mod:`swinir_cli.parallel` runs the same stages on
-    threads. Each stage raises one of :data:`JOB_ERRORS` when the job fails.
+    :meth:`write`. :meth:`run` chains them in series; :class:`~swinir_cli.runners.OverlappedRunner` runs the
+    same stages on threads. Each stage raises one of :data:`~swinir_cli.jobs.JOB_ERRORS` when the job fails.
 
     ``restore(image, job) -> image`` is the model's work; ``max_pixels`` refuses larger images (None:
     Pillow's limit).
@@ -531,7 +396,7 @@ class JobSteps:
         """The result of a job that needs no work: it failed in planning, its output's name is too long, or
         its existing output is skipped or refused (:func:`judge_existing`); None when the job is to run."""
         if job.problem is not None:
-            return JobResult(job, "failed", error=job.problem)
+            return JobResult(job, JobStatus.FAILED, error=job.problem)
         if job.target is None:
             return None
         overlong = overlong_name(job.target)
@@ -539,7 +404,7 @@ class JobSteps:
             part, size, limit = overlong
             return JobResult(
                 job,
-                "failed",
+                JobStatus.FAILED,
                 error=f"{job.input_name}: the output name {part} is {size} bytes, over the limit of {limit} "
                 "of its file system (a shorter --suffix or input name avoids it)",
             )
@@ -556,7 +421,7 @@ class JobSteps:
 
     def done(self, job: Job, seconds: float) -> JobResult:
         """The ``done`` result of ``job``, with the note of an output it redid."""
-        return JobResult(job, "done", seconds, note=self.notes.pop(job, None))
+        return JobResult(job, JobStatus.DONE, seconds, note=self.notes.pop(job, None))
 
     def read(self, job: Job) -> LoadedImage:
         """The job's decoded input (standard input when ``job.source`` is None)."""
@@ -578,13 +443,17 @@ class JobSteps:
             with contextlib.suppress(OSError):  # the provenance inside the output now prevails
                 source_record_path(job.target).unlink(missing_ok=True)
 
-    def run(self, job: Job, index: int = 0, on_start: Callable[[Job, int], None] | None = None) -> JobResult:
-        """The job's result, its stages in series; ``on_start(job, index)`` before a job that has work."""
+    def run(self, job: Job, on_start: Callable[[], None] | None = None) -> JobResult:
+        """The job's result, its stages in series; ``on_start()`` before a job that has work.
+
+        Raises:
+            BatchStopError: see :data:`~swinir_cli.jobs.BATCH_STOP_ERRORS`.
+        """
         settled = self.settled(job)
         if settled is not None:
             return settled
         if on_start is not None:
-            on_start(job, index)
+            on_start()
         started = time.perf_counter()
         try:
             self.write(job, self.restore(self.read(job), job))

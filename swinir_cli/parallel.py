@@ -1,14 +1,12 @@
-"""Throughput on one machine: I/O beside the model, and one worker process per device.
-
-:func:`run_overlapped` runs a batch's :class:`~swinir_cli.batch.JobSteps` in one process, decoding the next
-image and encoding/writing the previous result on threads while the model restores the current one (at
-most one image ahead and one behind). :func:`run_on_devices` runs a batch in one worker process per device
+"""One worker process per device: :class:`DevicesRunner` runs a batch in one worker process per device
 (``--device cuda:0,cuda:1``, ``cuda:all``, ``cpu,cpu``), each with its own model, pulling images from one
-dynamic queue. Both give the results, files, ``--json`` records and exit codes a serial run gives.
+dynamic queue; it gives the results, files, ``--json`` records and exit codes a serial run gives.
 
 Worker processes and Ray actors (:mod:`swinir_cli.ray_batch`) get their work as a picklable
-:class:`JobRunnerFactory`: called once in the worker with its device, it returns ``run(job) -> JobResult``
-doing read, restore, resize and atomic write, the same per-job semantics as the serial path.
+:class:`~swinir_cli.jobs.JobRunnerFactory`: called once in the worker with its device and where its
+warnings go, it returns ``run(job) -> JobResult`` doing read, restore, resize and atomic write, the same
+per-job semantics as the serial path. This module holds the two factories: :class:`RecipeRunnerFactory`
+(the command's recipe) and :class:`CheckpointRunnerFactory` (one checkpoint file).
 """
 
 from __future__ import annotations
@@ -19,40 +17,27 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from .batch import (
-    BATCH_STOP_ERRORS,
-    JOB_ERRORS,
-    BatchSummary,
-    Job,
-    JobResult,
-    JobSteps,
-    OutputOptions,
-    job_failure,
-)
+from .batch import JobSteps, OutputOptions
 from .errors import SwinIRError, UsageError
 from .imageio import LoadedImage
+from .jobs import BatchSummary, InOrderReporter, Job, JobResult, JobRunnerFactory, JobStatus
 from .settings import RestoreSettings
 from .signals import interrupt_on_stop_signals
-from .text import printable
 
 if TYPE_CHECKING:
     from .recipe import RestoreRecipe
 
 __all__ = [
     "CheckpointRunnerFactory",
-    "JobRunnerFactory",
+    "DevicesRunner",
     "RecipeRunnerFactory",
     "expand_devices",
-    "run_on_devices",
-    "run_overlapped",
     "threads_per_worker",
 ]
 
@@ -65,162 +50,6 @@ RESTARTS_PER_DEVICE = 3
 INTERRUPT_REACH_SECONDS = 1.0
 #: How often the driver looks for workers that died without a word (their sentinel also wakes it).
 _POLL_SECONDS = 1.0
-
-
-class JobRunnerFactory(Protocol):
-    """Picklable; called once in a worker process with the worker's device (``cpu``, ``cuda:1``...), it
-    returns ``run(job) -> JobResult`` (read, restore, resize, atomic write; the result the serial path
-    gives; a model is loaded lazily and cached). ``run`` raises :class:`UsageError` for a mistake in the
-    command itself, which stops the batch."""
-
-    def __call__(self, device: str) -> Callable[[Job], JobResult]: ...
-
-
-# --------------------------------------------------------------------------------------------------
-# Overlapped I/O on one device
-
-
-@dataclass
-class _Decoded:
-    """A job after the read stage: its image, or its result when it is already finished."""
-
-    job: Job
-    image: LoadedImage | None = None
-    result: JobResult | None = None
-    ran: bool = False  # the job had work (on_start applies), even if its read failed
-    seconds: float = 0.0
-
-
-def _decode(steps: JobSteps, job: Job) -> _Decoded:
-    settled = steps.settled(job)
-    if settled is not None:
-        return _Decoded(job, result=settled)
-    started = time.perf_counter()
-    try:
-        image = steps.read(job)
-    except JOB_ERRORS as exc:
-        return _Decoded(job, result=job_failure(job, exc, time.perf_counter() - started), ran=True)
-    return _Decoded(job, image, ran=True, seconds=time.perf_counter() - started)
-
-
-def _encode(steps: JobSteps, job: Job, image: LoadedImage, seconds: float) -> JobResult:
-    started = time.perf_counter()
-    try:
-        steps.write(job, image)
-    except JOB_ERRORS as exc:
-        return job_failure(job, exc, seconds + time.perf_counter() - started)
-    return steps.done(job, seconds + time.perf_counter() - started)
-
-
-class _Overlapped:
-    """The state of one overlapped batch: the read ahead, the write behind, and what was reported."""
-
-    def __init__(
-        self,
-        steps: JobSteps,
-        on_start: Callable[[Job, int], None] | None,
-        on_result: Callable[[JobResult], None] | None,
-    ) -> None:
-        self.steps = steps
-        self.on_start = on_start
-        self.on_result = on_result
-        self.summary = BatchSummary()
-        self.current: Job | None = None  # the job the main thread works on, until its write is handed off
-        self.current_started = 0.0
-        self.reading: Future[_Decoded] | None = None
-        self.writing: Future[JobResult] | None = None
-
-    def run(self, jobs: Sequence[Job], readers: ThreadPoolExecutor, writers: ThreadPoolExecutor) -> None:
-        self.reading = readers.submit(_decode, self.steps, jobs[0])
-        for index, job in enumerate(jobs):
-            self.current, self.current_started = job, time.perf_counter()
-            decoded = self.reading.result()
-            following = jobs[index + 1] if index + 1 < len(jobs) else None
-            self.reading = readers.submit(_decode, self.steps, following) if following else None
-            if decoded.ran:
-                self.report_written(wait=False)
-                if self.on_start is not None:
-                    self.on_start(job, index)
-            if decoded.result is not None or decoded.image is None:  # settled, or its read failed
-                self.report_written(wait=True)
-                self.report(decoded.result)
-                continue
-            started = time.perf_counter()
-            try:
-                restored = self.steps.restore(decoded.image, job)
-            except JOB_ERRORS as exc:
-                failure = job_failure(job, exc, decoded.seconds + time.perf_counter() - started)
-                self.report_written(wait=True)
-                self.report(failure)
-                continue
-            seconds = decoded.seconds + time.perf_counter() - started
-            self.report_written(wait=True)
-            self.writing = writers.submit(_encode, self.steps, job, restored, seconds)
-            self.current = None
-        self.report_written(wait=True)
-
-    def interrupted(self) -> None:
-        """After Ctrl-C: the write in flight completes (atomically) and is reported; the job the main
-        thread held is reported ``interrupted``; the read ahead is dropped."""
-        self.summary.interrupted = True
-        if self.reading is not None:
-            self.reading.cancel()
-        self.report_written(wait=True)
-        if self.current is not None:
-            seconds = time.perf_counter() - self.current_started
-            self.report(JobResult(self.current, "interrupted", seconds, "interrupted"))
-
-    def report_written(self, *, wait: bool) -> None:
-        if self.writing is not None and (wait or self.writing.done()):
-            result = self.writing.result()
-            self.writing = None
-            self.report(result)
-
-    def report(self, result: JobResult | None) -> None:
-        if result is None:
-            return
-        if self.current is result.job:
-            self.current = None
-        self.summary.results.append(result)
-        if self.on_result is not None:
-            self.on_result(result)
-
-
-def run_overlapped(
-    jobs: Sequence[Job],
-    steps: JobSteps,
-    *,
-    on_start: Callable[[Job, int], None] | None = None,
-    on_result: Callable[[JobResult], None] | None = None,
-) -> BatchSummary:
-    """:func:`swinir_cli.batch.run_jobs` with the read of the next job and the write of the previous one on
-    threads beside ``steps.restore`` (which stays on the calling thread, as do ``on_start``/``on_result``).
-
-    Memory: at most three images are held at once: one decoded ahead, one being restored, one being
-    written. Results are reported in the jobs' order; a job's ``seconds`` is the sum of its three stages.
-    Ctrl-C: see :meth:`_Overlapped.interrupted`; nothing partial is left (writes are atomic).
-
-    Raises:
-        BatchStopError: from any stage; the batch stops.
-    """
-    started = time.perf_counter()
-    batch = _Overlapped(steps, on_start, on_result)
-    if jobs:
-        with (
-            ThreadPoolExecutor(1, thread_name_prefix="swinir-read") as readers,
-            ThreadPoolExecutor(1, thread_name_prefix="swinir-write") as writers,
-        ):
-            try:
-                batch.run(jobs, readers, writers)
-            except KeyboardInterrupt:
-                batch.interrupted()
-            except BATCH_STOP_ERRORS:
-                if batch.reading is not None:
-                    batch.reading.cancel()
-                batch.report_written(wait=True)  # the job before it was done, as in series
-                raise
-    batch.summary.seconds = time.perf_counter() - started
-    return batch.summary
 
 
 # --------------------------------------------------------------------------------------------------
@@ -262,15 +91,15 @@ def threads_per_worker(devices: Sequence[str], cpus: int | None = None) -> int:
 
 
 def _worker_main(factory: JobRunnerFactory, device: str, threads: int, tasks: Any, events: Any) -> None:
-    """A worker process: load lazily, then run jobs received on ``tasks`` until None, reporting on
-    ``events`` (its own pipes: a worker killed mid-message breaks only its own)."""
+    """A worker process: load lazily, then run jobs received on ``tasks`` until None, reporting starts,
+    results and warnings on ``events`` (its own pipes: a worker killed mid-message breaks only its own)."""
     try:
         interrupt_on_stop_signals()  # a worker stopped by SIGTERM or SIGHUP removes its temporary file too
         import torch
 
         torch.set_num_threads(threads)
         try:
-            run = factory(device)
+            run = factory(device, lambda message: events.send(("warning", None, message)))
             while (task := tasks.recv()) is not None:
                 index, job = task
                 events.send(("start", index, None))
@@ -293,14 +122,13 @@ class _Worker:
 
 @dataclass
 class _Pool:
-    """The driver's view: workers by slot, results waiting for their turn, and what comes next."""
+    """The driver's view: workers by slot; what they send goes to the ``reporter``."""
 
     factory: JobRunnerFactory
     threads: int
     context: Any
+    reporter: InOrderReporter
     workers: dict[int, _Worker] = field(default_factory=dict)
-    finished: dict[int, JobResult] = field(default_factory=dict)
-    started: set[int] = field(default_factory=set)
 
     def start(self, slot: int, device: str, restarts: int = 0) -> None:
         task_reader, task_writer = self.context.Pipe(duplex=False)
@@ -327,8 +155,8 @@ class _Pool:
     def idle(self) -> list[int]:
         return [slot for slot, worker in self.workers.items() if worker.holding is None]
 
-    def wait(self, timeout: float) -> list[tuple[int, tuple[str, int | None, Any]]]:
-        """Events that arrived within ``timeout`` (slot, event); workers whose process died are reaped."""
+    def wait(self, timeout: float) -> None:
+        """Handle the events that arrive within ``timeout``; workers whose process died are reaped."""
         by_handle = {}
         for slot, worker in self.workers.items():
             by_handle[worker.events] = slot
@@ -344,8 +172,9 @@ class _Pool:
                     events.append((slot, worker.events.recv()))
             except (EOFError, OSError):
                 worker.process.join(1.0)  # it died; reaped below
+        for slot, event in events:
+            self.handle(slot, event)
         self.reap()
-        return events
 
     def reap(self) -> None:
         """Workers whose process died: the image each held fails (one line), and the worker restarts."""
@@ -358,7 +187,7 @@ class _Pool:
                 index, job = worker.holding
                 code = worker.process.exitcode
                 reason = f"the worker process on {worker.device} stopped (exit code {code})"
-                self.finished[index] = JobResult(job, "failed", 0.0, f"{job.input_name}: {reason}")
+                self.reporter.finish(index, _failed(job, reason))
             if worker.restarts < RESTARTS_PER_DEVICE:
                 self.start(slot, worker.device, worker.restarts + 1)
 
@@ -382,118 +211,95 @@ class _Pool:
                 worker.process.kill()
                 worker.process.join()
 
+    def drain(self) -> None:
+        """Handle what the stopped workers sent before they exited (an error that stops the batch aside)."""
+        for slot, worker in self.workers.items():
+            with contextlib.suppress(EOFError, OSError):
+                while worker.events.poll():
+                    event = worker.events.recv()
+                    if event[0] != "stop":
+                        self.handle(slot, event)
+
     def handle(self, slot: int, event: tuple[str, int | None, Any]) -> None:
         kind, index, payload = event
         if kind == "stop":
             raise payload
-        if kind == "start":
-            self.started.add(index)
+        if kind == "warning":
+            self.reporter.warning(payload)
             return
-        self.finished[index] = payload
+        assert index is not None
+        if kind == "start":
+            self.reporter.start(index)
+            return
         if slot in self.workers:
             self.workers[slot].holding = None
+        self.reporter.finish(index, payload)
+
+    def fail_unstarted(self, pending: list[tuple[int, Job]], reason: str) -> None:
+        while pending:
+            index, job = pending.pop()
+            self.reporter.finish(index, _failed(job, reason))
 
 
-def run_on_devices(
-    jobs: Sequence[Job],
-    factory: JobRunnerFactory,
-    devices: Sequence[str],
-    *,
-    on_start: Callable[[Job, int], None] | None = None,
-    on_result: Callable[[JobResult], None] | None = None,
-    threads: int | None = None,
-) -> BatchSummary:
-    """Run ``jobs`` in one worker process per entry of ``devices`` (spawned; each builds its runner with
-    ``factory(device)``); an idle worker gets the next job, so a slow image does not hold the others.
+def _failed(job: Job, reason: str) -> JobResult:
+    """The result of a job no worker could finish."""
+    return JobResult(job, JobStatus.FAILED, 0.0, f"{job.input_name}: {reason}")
 
-    ``on_start(job, index)`` is called when a worker starts a job (skipped jobs too: the worker decides);
-    ``on_result`` in the jobs' order, as in series. ``threads``: PyTorch threads per worker (default: the
-    cores split between the workers). A worker whose process dies fails only the image it held (one
-    line) and is started again. Ctrl-C: every worker is sent SIGINT and aborts its job cleanly (no
-    partial file); jobs done are reported, those in flight are ``interrupted``.
+
+@dataclass(frozen=True)
+class DevicesRunner:
+    """Runs jobs in one worker process per entry of ``devices`` (spawned; each builds its runner with
+    ``factory(device, on_warning)``, its warnings sent back to the reporter); an idle worker gets the next
+    job, so a slow image does not hold the others.
+
+    A job's start is reported when a worker starts it (skipped jobs too: the worker decides); results in
+    the jobs' order, as in series. ``threads``: PyTorch threads per worker (default: the cores split
+    between the workers). A worker whose process dies fails only the image it held (one line) and is
+    started again. Ctrl-C: every worker is sent SIGINT and aborts its job cleanly (no partial file); jobs
+    done are reported, those in flight are ``interrupted``.
 
     Raises:
-        UsageError: a job reads standard input or writes standard output.
-        SwinIRError: the error a worker's runner raised (one that stops the batch, such as a
-            UsageError), after every worker is stopped.
+        UsageError: (from :meth:`run`) a job reads standard input or writes standard output.
+        SwinIRError: (from :meth:`run`) the error a worker's runner raised (one that stops the batch, such
+            as a UsageError), after every worker is stopped.
     """
-    if any(job.source is None or job.target is None for job in jobs):
-        raise UsageError("worker processes read and write files: standard input and output need one device")
-    started = time.perf_counter()
-    context = multiprocessing.get_context("spawn")
-    pool = _Pool(factory, threads or threads_per_worker(devices), context)
-    summary = BatchSummary()
-    pending = list(enumerate(jobs))[::-1]
-    reported = 0
-    try:
-        for slot, device in enumerate(devices):
-            pool.start(slot, device)
-        while reported < len(jobs):
-            for slot in pool.idle():
-                if pending:
-                    pool.give(slot, *pending.pop())
-            if not pool.workers:
-                _fail_unstarted(pool, pending, "no worker process is left to run it")
-            _wait_for_event(pool, on_start, jobs)
-            while reported in pool.finished:
-                _report(summary, pool.finished.pop(reported), on_result)
-                reported += 1
-    except KeyboardInterrupt:
-        pool.stop(interrupt=True)
-        _report_interrupted(summary, pool, jobs, reported, on_result)
-    except BaseException:
-        pool.stop(interrupt=True)
-        raise
-    else:
-        pool.stop(interrupt=False)
-    summary.seconds = time.perf_counter() - started
-    return summary
 
+    factory: JobRunnerFactory
+    devices: tuple[str, ...]
+    threads: int | None = None
 
-def _wait_for_event(pool: _Pool, on_start: Callable[[Job, int], None] | None, jobs: Sequence[Job]) -> None:
-    for slot, event in pool.wait(_POLL_SECONDS):
-        pool.handle(slot, event)
-        if event[0] == "start" and on_start is not None:
-            on_start(jobs[event[1]], event[1])
+    def __post_init__(self) -> None:
+        if not self.devices:
+            raise ValueError("a DevicesRunner needs at least one device")
 
-
-def _fail_unstarted(pool: _Pool, pending: list[tuple[int, Job]], reason: str) -> None:
-    while pending:
-        index, job = pending.pop()
-        pool.finished[index] = JobResult(job, "failed", 0.0, f"{job.input_name}: {reason}")
-
-
-def _report(summary: BatchSummary, result: JobResult, on_result: Callable[[JobResult], None] | None) -> None:
-    summary.results.append(result)
-    if on_result is not None:
-        on_result(result)
-
-
-def _report_interrupted(
-    summary: BatchSummary,
-    pool: _Pool,
-    jobs: Sequence[Job],
-    reported: int,
-    on_result: Callable[[JobResult], None] | None,
-) -> None:
-    """After Ctrl-C: results that arrived, in order, then ``interrupted`` for jobs a worker had started."""
-    summary.interrupted = True
-    _drain(pool)
-    for index in range(reported, len(jobs)):
-        if index in pool.finished:
-            _report(summary, pool.finished[index], on_result)
-        elif index in pool.started:
-            _report(summary, JobResult(jobs[index], "interrupted", 0.0, "interrupted"), on_result)
-
-
-def _drain(pool: _Pool) -> None:
-    """Results the stopped workers sent before they exited."""
-    for worker in pool.workers.values():
-        with contextlib.suppress(EOFError, OSError):
-            while worker.events.poll():
-                slot_event = worker.events.recv()
-                if slot_event[0] != "stop":
-                    pool.handle(-1, slot_event)
+    def run(self, jobs: Sequence[Job], reporter: InOrderReporter) -> BatchSummary:
+        if any(job.source is None or job.target is None for job in jobs):
+            raise UsageError(
+                "worker processes read and write files: standard input and output need one device"
+            )
+        context = multiprocessing.get_context("spawn")
+        pool = _Pool(self.factory, self.threads or threads_per_worker(self.devices), context, reporter)
+        pending = list(enumerate(jobs))[::-1]
+        try:
+            for slot, device in enumerate(self.devices):
+                pool.start(slot, device)
+            while not reporter.complete:
+                for slot in pool.idle():
+                    if pending:
+                        pool.give(slot, *pending.pop())
+                if not pool.workers:
+                    pool.fail_unstarted(pending, "no worker process is left to run it")
+                pool.wait(_POLL_SECONDS)
+        except KeyboardInterrupt:
+            pool.stop(interrupt=True)
+            pool.drain()
+            reporter.interrupt()
+        except BaseException:
+            pool.stop(interrupt=True)
+            raise
+        else:
+            pool.stop(interrupt=False)
+        return reporter.summary()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -502,19 +308,15 @@ def _drain(pool: _Pool) -> None:
 
 @dataclass(frozen=True)
 class RecipeRunnerFactory:
-    """The :class:`JobRunnerFactory` of a command: its :class:`~swinir_cli.recipe.RestoreRecipe` with the
-    worker's device in place of the recipe's; warnings go to standard error, one line each."""
+    """The :class:`~swinir_cli.jobs.JobRunnerFactory` of a command: its
+    :class:`~swinir_cli.recipe.RestoreRecipe` with the worker's device in place of the recipe's."""
 
     recipe: RestoreRecipe
 
-    def __call__(self, device: str) -> Callable[[Job], JobResult]:
+    def __call__(self, device: str, on_warning: Callable[[str], None]) -> Callable[[Job], JobResult]:
         settings = dataclasses.replace(self.recipe.settings, device=device)
         recipe = dataclasses.replace(self.recipe, settings=settings)
-        return recipe.runner(on_warning=_warn_on_stderr).run
-
-
-def _warn_on_stderr(message: str) -> None:
-    print(f"warning: {printable(message)}", file=sys.stderr, flush=True)
+        return recipe.runner(on_warning=on_warning).run
 
 
 @dataclass(frozen=True)
@@ -531,16 +333,15 @@ class CheckpointRunnerFactory:
     settings: RestoreSettings = field(default_factory=RestoreSettings)
     max_pixels: int | None = None
 
-    def __call__(self, device: str) -> Callable[[Job], JobResult]:
+    def __call__(self, device: str, on_warning: Callable[[str], None]) -> Callable[[Job], JobResult]:
         loaded: list[Any] = []
 
         def restore(image: LoadedImage, job: Job) -> LoadedImage:
             if not loaded:
                 from .pipeline import Restorer
 
-                loaded.append(
-                    Restorer.from_weights(self.weights, dataclasses.replace(self.settings, device=device))
-                )
+                settings = dataclasses.replace(self.settings, device=device)
+                loaded.append(Restorer.from_weights(self.weights, settings, on_warning=on_warning))
             return loaded[0].restore_image(image)
 
         return JobSteps(restore, self.output, self.max_pixels).run

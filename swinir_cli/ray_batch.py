@@ -2,9 +2,10 @@
 
 The driver plans the jobs as a local run does (:func:`swinir_cli.batch.plan_jobs`), hands them to Ray Data
 as rows (``index``, ``source``, ``target``, ``problem``), and reports the rows that come back (the
-:class:`~swinir_cli.batch.JobResult` fields) in the jobs' order, as a local run reports them. Each actor
+:class:`~swinir_cli.jobs.JobResult` fields, and the warnings the row's work gave) through the
+:class:`~swinir_cli.jobs.InOrderReporter`, as a local run reports them (:class:`RayRunner`). Each actor
 (:class:`RestoreBatch`, the callable class given to ``Dataset.map_batches``) builds one runner from a
-picklable :class:`~swinir_cli.parallel.JobRunnerFactory` on its device (one GPU per actor where the
+picklable :class:`~swinir_cli.jobs.JobRunnerFactory` on its device (one GPU per actor where the
 cluster has GPUs) and writes every result atomically itself, so inputs and outputs must be on a file
 system every node sees. Ray restarts an actor whose process dies and retries its rows.
 
@@ -14,29 +15,30 @@ batch. Ray is optional: ``pip install 'swinir-cli[ray]'``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from .batch import BatchSummary, Job, JobResult
 from .errors import SwinIRError, UsageError
-from .parallel import JobRunnerFactory
+from .jobs import BatchSummary, InOrderReporter, Job, JobResult, JobRunnerFactory, JobStatus
 from .signals import interrupt_on_stop_signals
 
-__all__ = ["INSTALL_HINT", "RestoreBatch", "job_rows", "require_ray", "run_on_ray"]
+__all__ = ["INSTALL_HINT", "RayRunner", "RestoreBatch", "job_rows", "require_ray"]
 
 INSTALL_HINT = "--ray needs Ray Data, which is not installed: pip install 'swinir-cli[ray]'"
 #: The columns of a job row, and of the result row an actor returns for it.
 JOB_COLUMNS = ("index", "source", "target", "problem")
-RESULT_COLUMNS = ("index", "input", "output", "status", "seconds", "error", "model", "stop")
+RESULT_COLUMNS = ("index", "input", "output", "status", "seconds", "error", "model", "note", "warnings",
+                  "stop")  # fmt: skip
 
 
 def require_ray() -> ModuleType:
@@ -90,7 +92,7 @@ class RestoreBatch:
     its first image) and turns a batch of job rows into result rows.
 
     Args:
-        factory: a :class:`~swinir_cli.parallel.JobRunnerFactory`, such as
+        factory: a :class:`~swinir_cli.jobs.JobRunnerFactory`, such as
             :class:`~swinir_cli.parallel.CheckpointRunnerFactory`.
         device: the actor's device; default ``cuda`` when Ray gave the actor a GPU, else ``cpu``.
         threads: PyTorch threads of the actor (default: PyTorch's own choice, which follows the
@@ -99,9 +101,10 @@ class RestoreBatch:
     A batch (``batch_format="numpy"``) has the columns ``source`` and ``target`` (paths on a file system
     the actor sees), optionally ``problem`` (a reason to fail the row without work, ``""`` for none) and
     ``index`` (kept, to match results to rows; default: the row's position in the batch). The result has
-    :data:`RESULT_COLUMNS`: ``input``/``output`` as ``--json`` prints them (``output`` is ``""`` unless
-    the image was done or skipped), ``status`` done/skipped/failed, ``seconds``, ``error`` and ``model``
-    (the model's name), ``stop``: the class name of an error that would stop a local batch (a failed
+    :data:`RESULT_COLUMNS`: ``input``/``output`` as ``--json`` prints them (``""`` for none),
+    ``status`` done/skipped/failed, ``seconds``, ``error``, ``model`` (the model's name) and ``note`` (why
+    an existing output was redone; ``""`` for none), ``warnings``: the JSON list of the warnings the row's
+    work gave, ``stop``: the class name of an error that would stop a local batch (a failed
     download, a model that does not fit the command), whose row is ``failed``; ``""`` for none.
     """
 
@@ -114,108 +117,93 @@ class RestoreBatch:
             torch.set_num_threads(threads)
         # Ray stops actors with SIGTERM: raising lets an atomic write in progress remove its temporary file.
         interrupt_on_stop_signals()
-        self.run = factory(device or _actor_device())
+        self._warnings: list[str] = []
+        self.run = factory(device or _actor_device(), self._warnings.append)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         count = len(batch["source"])
-        results, stops = [], []
+        results, stops, warnings = [], [], []
         for row in range(count):
             job = _job(batch, row)
             try:
                 results.append(self.run(job))
                 stops.append("")
             except SwinIRError as exc:  # stops a local batch; Ray would keep only its text, so name it
-                results.append(JobResult(job, "failed", 0.0, str(exc)))
+                results.append(JobResult(job, JobStatus.FAILED, 0.0, str(exc)))
                 stops.append(type(exc).__name__)
-        kept = ("done", "skipped")
+            warnings.append(json.dumps(self._warnings))
+            self._warnings.clear()
         return {
             "index": np.asarray(batch["index"] if "index" in batch else np.arange(count), dtype=np.int64),
             "input": np.array([r.job.input_name for r in results], dtype=object),
-            "output": np.array(
-                [r.job.output_name if r.status in kept else "" for r in results], dtype=object
-            ),
-            "status": np.array([r.status for r in results], dtype=object),
+            "output": np.array([r.job.recorded_output or "" for r in results], dtype=object),
+            "status": np.array([str(r.status) for r in results], dtype=object),
             "seconds": np.array([r.seconds for r in results], dtype=np.float64),
             "error": np.array([r.error or "" for r in results], dtype=object),
             "model": np.array([r.model or "" for r in results], dtype=object),
             "note": np.array([r.note or "" for r in results], dtype=object),
+            "warnings": np.array(warnings, dtype=object),
             "stop": np.array(stops, dtype=object),
         }
 
 
-def run_on_ray(
-    jobs: Sequence[Job],
-    factory: JobRunnerFactory,
-    *,
-    workers: int | None = None,
-    on_start: Callable[[Job, int], None] | None = None,
-    on_result: Callable[[JobResult], None] | None = None,
-) -> BatchSummary:
-    """Run ``jobs`` on Ray Data actors (:class:`RestoreBatch`), ``workers`` of them (default: one per GPU
-    of the cluster, else one per node), one GPU each where the cluster has GPUs, else the cluster's CPUs
+@dataclass(frozen=True)
+class RayRunner:
+    """Runs jobs on Ray Data actors (:class:`RestoreBatch`), ``workers`` of them (default: one per GPU of
+    the cluster, else one per node), one GPU each where the cluster has GPUs, else the cluster's CPUs
     split between them. Connects to ``RAY_ADDRESS`` or starts a local Ray, unless Ray is already
     initialised in this process.
 
-    Results are reported in the jobs' order as they arrive (``on_start`` just before each one's
-    ``on_result``: the driver does not see when an actor starts). An image whose actor died after its
-    write and before its answer is retried by Ray and finds its output: it is reported done, not
-    skipped, when that output did not exist as the batch began. Ctrl-C, SIGTERM or SIGHUP (in place of
-    the SIGTERM handler of ``ray.init``, which exits at once) stops the batch: results that
-    arrived are reported, :attr:`BatchSummary.interrupted` is set, Ray is shut down (its actors remove
-    their temporary files on SIGTERM).
+    Results are reported as they arrive (each job's start just before its result: the driver does not see
+    when an actor starts), with the warnings the actor's work gave. An image whose actor died after its
+    write and before its answer is retried by Ray and finds its output: it is reported done, not skipped,
+    when that output did not exist as the batch began. Ctrl-C, SIGTERM or SIGHUP (in place of the SIGTERM
+    handler of ``ray.init``, which exits at once) stops the batch: results that arrived are reported, the
+    summary says it was interrupted, Ray is shut down (its actors remove their temporary files on
+    SIGTERM).
 
     Raises:
-        UsageError: Ray Data is not installed, a job uses standard input/output, or the batch failed in
-            Ray (an actor that cannot start, for one).
-        SwinIRError: the error an actor's runner raised to stop the batch (such as a UsageError), as
-            the same class.
+        UsageError: (from :meth:`run`) Ray Data is not installed, a job uses standard input/output, or the
+            batch failed in Ray (an actor that cannot start, for one).
+        SwinIRError: (from :meth:`run`) the error an actor's runner raised to stop the batch (such as a
+            UsageError), as the same class.
     """
-    ray = require_ray()
-    rows = job_rows(jobs)
-    started = time.perf_counter()
-    summary = BatchSummary()
-    with _native_stderr_aside():
-        _run(ray, jobs, rows, factory, workers, summary, (on_start, on_result))
-    summary.seconds = time.perf_counter() - started
-    return summary
 
+    factory: JobRunnerFactory
+    workers: int | None = None
 
-def _run(
-    ray: ModuleType,
-    jobs: Sequence[Job],
-    rows: list[dict[str, Any]],
-    factory: JobRunnerFactory,
-    workers: int | None,
-    summary: BatchSummary,
-    callbacks: tuple[Callable[[Job, int], None] | None, Callable[[JobResult], None] | None],
-) -> None:
-    """The body of :func:`run_on_ray`: results go into ``summary``."""
-    on_start, on_result = callbacks
-    new_outputs = {i for i, job in enumerate(jobs) if job.target is not None and not job.target.exists()}
-    owned = not ray.is_initialized()
-    if owned:  # RAY_ADDRESS names a cluster to join; without it a local Ray starts, without its dashboard
-        local = {} if os.environ.get("RAY_ADDRESS") else {"include_dashboard": False}
-        ray.init(**_ray_logging(), **local)
-    restore_signals = interrupt_on_stop_signals()  # ray.init makes SIGTERM exit at once: Ctrl-C here too
-    arrived: dict[int, JobResult] = {}
-    try:
-        for batch in _results(ray, rows, factory, workers):
-            for row in range(len(batch["index"])):
-                if batch["stop"][row]:
-                    raise _stop_error(str(batch["stop"][row]), str(batch["error"][row]))
-                index = int(batch["index"][row])
-                arrived[index] = _result(jobs[index], batch, row, written_in_this_batch=index in new_outputs)
-            while len(summary.results) in arrived:
-                index = len(summary.results)
-                _report(summary, index, arrived.pop(index), on_start, on_result)
-    except KeyboardInterrupt:
-        summary.interrupted = True
-        for index in sorted(arrived):  # done beyond an image still in flight: reported all the same
-            _report(summary, index, arrived[index], on_start, on_result)
-    finally:
-        restore_signals()
-        if owned:
-            ray.shutdown()
+    def run(self, jobs: Sequence[Job], reporter: InOrderReporter) -> BatchSummary:
+        ray = require_ray()
+        rows = job_rows(jobs)
+        with _native_stderr_aside():
+            self._run(ray, jobs, rows, reporter)
+        return reporter.summary()
+
+    def _run(
+        self, ray: ModuleType, jobs: Sequence[Job], rows: list[dict[str, Any]], reporter: InOrderReporter
+    ) -> None:
+        new_outputs = {i for i, job in enumerate(jobs) if job.target is not None and not job.target.exists()}
+        owned = not ray.is_initialized()
+        if owned:  # RAY_ADDRESS names a cluster to join; without it a local Ray starts, without its dashboard
+            local = {} if os.environ.get("RAY_ADDRESS") else {"include_dashboard": False}
+            ray.init(**_ray_logging(), **local)
+        restore_signals = interrupt_on_stop_signals()  # ray.init makes SIGTERM exit at once: Ctrl-C here too
+        try:
+            for batch in _results(ray, rows, self.factory, self.workers):
+                for row in range(len(batch["index"])):
+                    for message in json.loads(str(batch["warnings"][row])):
+                        reporter.warning(message)
+                    if batch["stop"][row]:
+                        raise _stop_error(str(batch["stop"][row]), str(batch["error"][row]))
+                    index = int(batch["index"][row])
+                    result = _result(jobs[index], batch, row, written_in_this_batch=index in new_outputs)
+                    reporter.finish(index, result, announce_start=True)
+        except KeyboardInterrupt:
+            reporter.interrupt()
+        finally:
+            restore_signals()
+            if owned:
+                ray.shutdown()
 
 
 #: Set (to anything but 0) to see Ray's own log lines, as tracebacks.
@@ -262,20 +250,6 @@ def _native_stderr_aside() -> Iterator[None]:
         os.close(real)
 
 
-def _report(
-    summary: BatchSummary,
-    index: int,
-    result: JobResult,
-    on_start: Callable[[Job, int], None] | None,
-    on_result: Callable[[JobResult], None] | None,
-) -> None:
-    if on_start is not None:
-        on_start(result.job, index)
-    summary.results.append(result)
-    if on_result is not None:
-        on_result(result)
-
-
 def _results(
     ray: ModuleType, rows: list[dict[str, Any]], factory: JobRunnerFactory, workers: int | None
 ) -> Any:
@@ -312,8 +286,8 @@ def _result(job: Job, batch: dict[str, np.ndarray], row: int, *, written_in_this
     """The row's result; ``skipped`` becomes ``done`` when the output was written in this batch (by an
     attempt of this row that Ray retried after its actor died)."""
     status, error, model = str(batch["status"][row]), str(batch["error"][row]), str(batch["model"][row])
-    if status == "skipped" and written_in_this_batch:
-        status = "done"
+    if status == JobStatus.SKIPPED and written_in_this_batch:
+        status = JobStatus.DONE
     note = str(batch["note"][row]) if "note" in batch else ""
     return JobResult(job, status, float(batch["seconds"][row]), error or None, model or None, note or None)
 

@@ -5,7 +5,7 @@ the :class:`~swinir_cli.settings.RestoreSettings` of every restorer, the output 
 frozen and picklable, so worker processes and Ray actors receive the very same value. In any process,
 ``recipe.runner(...)`` builds a :class:`RecipeRunner` that loads models lazily (once per process) and whose
 :meth:`RecipeRunner.run` reads a job's input, chooses and loads its model, restores, resizes and writes it
-atomically, returning the :class:`~swinir_cli.batch.JobResult` the serial command reports.
+atomically, returning the :class:`~swinir_cli.jobs.JobResult` the serial command reports.
 """
 
 from __future__ import annotations
@@ -18,20 +18,18 @@ from typing import TYPE_CHECKING, Protocol
 
 from .batch import (
     STDIO,
-    BatchSummary,
-    Job,
-    JobResult,
+    JobSteps,
     OutputOptions,
     check_output_size,
     output_pixel_limit,
     output_size,
     resize_image,
-    run_jobs,
-    run_one,
 )
 from .formats import DEFAULT_FORMAT, OutputFormat
 from .imageio import LoadedImage, output_format
+from .jobs import BatchSummary, Job, JobResult
 from .provenance import settings_fingerprint
+from .runners import run_jobs
 from .settings import RestoreSettings
 from .tasks import AUTO
 
@@ -129,10 +127,9 @@ class RecipeRunner:
         self._models: dict[Job, str] = {}
         self._warned: set[str] = set()
 
-    def run(self, job: Job, index: int = 0, on_start: Callable[[Job, int], None] | None = None) -> JobResult:
-        """Skip, or read, restore, resize and write ``job``; see :func:`~swinir_cli.batch.run_one`."""
-        recipe = self.recipe
-        result = run_one(job, index, self.restore, recipe.writing, recipe.max_pixels, on_start)
+    def run(self, job: Job) -> JobResult:
+        """Skip, or read, restore, resize and write ``job`` (:meth:`~swinir_cli.batch.JobSteps.run`)."""
+        result = JobSteps(self.restore, self.recipe.writing, self.recipe.max_pixels).run(job)
         result.model = self._models.pop(job, None)
         return result
 
@@ -142,7 +139,7 @@ class RecipeRunner:
         on_start: Callable[[Job, int], None] | None = None,
         on_result: Callable[[JobResult], None] | None = None,
     ) -> BatchSummary:
-        """Every job in turn, as :func:`~swinir_cli.batch.run_jobs` runs them."""
+        """Every job in this process, as :func:`~swinir_cli.runners.run_jobs` runs them."""
 
         def finished(result: JobResult) -> None:
             result.model = self._models.pop(result.job, None)

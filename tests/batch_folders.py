@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 from conftest import DN_COLOR, TINY, save_rgb
 
-from swinir_cli.batch import BatchSummary, Job, OutputOptions, plan_jobs
+from swinir_cli.batch import OutputOptions, plan_jobs
 from swinir_cli.imageio import read_image
+from swinir_cli.jobs import BatchSummary, Job
 from swinir_cli.parallel import CheckpointRunnerFactory
 from swinir_cli.settings import RestoreSettings
 
@@ -55,7 +56,7 @@ def resume_from(folder: Path, out: Path, name: str) -> None:
     """``out`` as an interrupted batch left it: the output of ``folder/name`` already made."""
     source = folder / name
     (job,) = plan_jobs([str(source)], str(out / f"{source.stem}{OUTPUT.suffix}.png"), OUTPUT).jobs
-    assert factory()("cpu")(job).status == "done"
+    assert factory()("cpu", print)(job).status == "done"
 
 
 def statuses(summary: BatchSummary) -> list[tuple[str, str]]:

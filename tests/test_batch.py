@@ -35,13 +35,11 @@ from hostile import with_sparse_tail
 from PIL import Image
 
 from swinir_cli.batch import (
-    Job,
     OutputOptions,
     output_pixel_limit,
     output_size,
     plan_jobs,
     resize_image,
-    run_jobs,
 )
 from swinir_cli.cli import main
 from swinir_cli.errors import UsageError
@@ -54,8 +52,10 @@ from swinir_cli.imageio import (
     read_provenance,
     write_image,
 )
+from swinir_cli.jobs import Job
 from swinir_cli.pipeline import Restorer
 from swinir_cli.provenance import ContentId, Provenance, place_of
+from swinir_cli.runners import run_jobs
 from swinir_cli.settings import RestoreSettings
 
 X2 = OutputOptions(suffix="_x2")

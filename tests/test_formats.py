@@ -11,7 +11,7 @@ import pytest
 from conftest import DN_COLOR
 from PIL import Image, ImageCms
 
-from swinir_cli.batch import Job, OutputOptions
+from swinir_cli.batch import OutputOptions
 from swinir_cli.cli import main
 from swinir_cli.formats import (
     DEFAULT_FORMAT,
@@ -23,6 +23,7 @@ from swinir_cli.formats import (
     writable_format,
 )
 from swinir_cli.imageio import LoadedImage, encode_image, read_image, read_provenance, write_image
+from swinir_cli.jobs import Job
 from swinir_cli.recipe import RestoreRecipe
 from swinir_cli.resolve import ModelRequest
 from swinir_cli.settings import RestoreSettings

@@ -34,19 +34,15 @@ from batch_folders import (
     save_rgb,
     statuses,
 )
-from conftest import SWINIR, run_swinir
+from conftest import SWINIR, run_many, run_swinir, stderr_lines
 
-from swinir_cli.batch import Job, JobResult, JobSteps, run_jobs
+from swinir_cli.batch import JobSteps
 from swinir_cli.errors import UsageError
 from swinir_cli.imageio import LoadedImage
-from swinir_cli.parallel import (
-    CheckpointRunnerFactory,
-    expand_devices,
-    run_on_devices,
-    run_overlapped,
-    threads_per_worker,
-)
+from swinir_cli.jobs import Job, JobResult, run_batch
+from swinir_cli.parallel import CheckpointRunnerFactory, DevicesRunner, expand_devices, threads_per_worker
 from swinir_cli.pipeline import Restorer
+from swinir_cli.runners import OverlappedRunner, run_jobs
 from swinir_cli.settings import RestoreSettings
 
 
@@ -127,7 +123,7 @@ def test_reads_ahead_and_writes_behind_on_threads_while_the_model_runs(tmp_path:
     for index in range(3):
         save_rgb(folder / f"{index}.png", seed=index)
     steps = RecordingSteps(serial_restore(), OUTPUT)
-    summary = run_overlapped(plan(folder, out), steps)
+    summary = run_batch(OverlappedRunner(steps), plan(folder, out))
     assert statuses(summary) == [("0.png", "done"), ("1.png", "done"), ("2.png", "done")]
     log = {(stage, name): (thread, start, end) for stage, name, thread, start, end in steps.log}
     main = threading.current_thread().name
@@ -165,11 +161,9 @@ def test_two_cpu_workers_give_one_device_outputs_bit_for_bit(tmp_path: Path) -> 
     serial, _ = run_serial(plan(folder, tmp_path / "serial"))
     started: list[int] = []
     reported: list[JobResult] = []
-    parallel = run_on_devices(
+    parallel = run_batch(
+        DevicesRunner(factory(), ("cpu", "cpu"), threads=1),
         plan(folder, tmp_path / "workers"),
-        factory(),
-        ["cpu", "cpu"],
-        threads=1,
         on_start=lambda job, index: started.append(index),
         on_result=reported.append,
     )
@@ -185,8 +179,8 @@ def test_two_cpu_workers_give_one_device_outputs_bit_for_bit(tmp_path: Path) -> 
 class CrashingFactory(CheckpointRunnerFactory):
     """Its worker process dies (SIGKILL, as the out-of-memory killer does) on images named ``crash*``."""
 
-    def __call__(self, device: str) -> Callable[[Job], JobResult]:
-        run = super().__call__(device)
+    def __call__(self, device: str, on_warning: Callable[[str], None]) -> Callable[[Job], JobResult]:
+        run = super().__call__(device, on_warning)
 
         def run_or_die(job: Job) -> JobResult:
             if job.source is not None and job.source.name.startswith("crash"):
@@ -201,7 +195,8 @@ def test_a_worker_crash_fails_only_its_image_and_the_worker_restarts(tmp_path: P
     folder.mkdir()
     for name in ("a.png", "crash.png", "c.png", "d.png"):
         save_rgb(folder / name)
-    summary = run_on_devices(plan(folder, out), CrashingFactory(DN_COLOR, OUTPUT), ["cpu", "cpu"], threads=1)
+    crashing = DevicesRunner(CrashingFactory(DN_COLOR, OUTPUT), ("cpu", "cpu"), threads=1)
+    summary = run_batch(crashing, plan(folder, out))
     assert statuses(summary) == [
         ("a.png", "done"),
         ("c.png", "done"),
@@ -220,7 +215,7 @@ def test_a_usage_error_in_a_worker_stops_the_batch(tmp_path: Path) -> None:
 
     fp16_on_cpu = CheckpointRunnerFactory(DN_COLOR, OUTPUT, RestoreSettings(precision="fp16"))
     with pytest.raises(UsageError, match="fp16 is not used on the CPU"):
-        run_on_devices(plan(folder, out), fp16_on_cpu, ["cpu", "cpu"], threads=1)
+        run_batch(DevicesRunner(fp16_on_cpu, ("cpu", "cpu"), threads=1), plan(folder, out))
     assert not out.exists()
 
 
@@ -228,14 +223,15 @@ INTERRUPTED_DRIVER = """
 import json, sys
 from pathlib import Path
 from swinir_cli.batch import OutputOptions, plan_jobs
-from swinir_cli.parallel import CheckpointRunnerFactory, run_on_devices
+from swinir_cli.jobs import run_batch
+from swinir_cli.parallel import CheckpointRunnerFactory, DevicesRunner
 from swinir_cli.settings import RestoreSettings
 
 output = OutputOptions(suffix="_out")
 jobs = plan_jobs([sys.argv[1]], sys.argv[2], output).jobs
 factory = CheckpointRunnerFactory(Path(sys.argv[3]), output, RestoreSettings(tile=16, tile_overlap=8))
 report = lambda result: print(json.dumps([result.job.input_name, result.status]), flush=True)
-summary = run_on_devices(jobs, factory, ["cpu", "cpu"], threads=1, on_result=report)
+summary = run_batch(DevicesRunner(factory, ("cpu", "cpu"), threads=1), jobs, on_result=report)
 sys.exit(summary.exit_code)
 """
 
@@ -310,6 +306,21 @@ def test_cli_device_cpu_cpu_gives_a_plain_runs_outputs_records_and_exit_code(tmp
     assert cli_records(two) == cli_records(plain)
     assert {status for *_, status, _, _ in cli_records(two)} == {"done", "failed", "ignored"}
     assert_same_outputs(outputs(tmp_path / "two"), outputs(tmp_path / "plain"))
+
+
+def test_cli_workers_warnings_are_the_commands_lines_and_quiet_silences_them(tmp_path: Path) -> None:
+    """A worker's warning (an RGBA image into JPEG loses its alpha) comes back to the command, which
+    prints it as its own line, or nothing with --quiet."""
+    image = save_rgb(tmp_path / "clear.png", mode="RGBA")
+    command = ["upscale", image, "-w", SR_X2, "--tile", "0", "-f", "jpg", "--device", "cpu,cpu"]
+    quiet, plain = run_many(
+        [[*command, "-o", f"{tmp_path}/quiet/", "--quiet"], [*command, "-o", f"{tmp_path}/plain/"]]
+    )
+    assert quiet.returncode == plain.returncode == 0, plain.stderr.decode()
+    assert quiet.stderr == b"" and quiet.stdout == b""
+    assert sorted(outputs(tmp_path / "quiet")) == ["clear_x2.jpg"]
+    dropped = [line for line in stderr_lines(plain) if "the transparency is dropped" in line]
+    assert len(dropped) == 1 and dropped[0].startswith("warning: "), stderr_lines(plain)
 
 
 def test_cli_refuses_a_bad_device_list_in_one_line(tmp_path: Path) -> None:

@@ -37,11 +37,12 @@ from batch_folders import (
 )
 from conftest import SWINIR, run_swinir, stderr_lines
 
-from swinir_cli.batch import Job, JobResult, run_jobs
 from swinir_cli.errors import UsageError
+from swinir_cli.jobs import Job, JobResult, run_batch
 from swinir_cli.parallel import CheckpointRunnerFactory
 from swinir_cli.pipeline import Restorer
-from swinir_cli.ray_batch import INSTALL_HINT, RestoreBatch, job_rows, run_on_ray
+from swinir_cli.ray_batch import INSTALL_HINT, RayRunner, RestoreBatch, job_rows
+from swinir_cli.runners import run_jobs
 from swinir_cli.settings import RestoreSettings
 
 ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
@@ -72,10 +73,9 @@ def test_ray_gives_a_plain_runs_files_names_statuses_and_exit_code(tmp_path: Pat
     plain = serial_run(plan(folder, tmp_path / "plain"))
     reported: list[JobResult] = []
     started: list[int] = []
-    on_ray = run_on_ray(
+    on_ray = run_batch(
+        RayRunner(factory(), workers=2),
         plan(folder, tmp_path / "ray"),
-        factory(),
-        workers=2,
         on_start=lambda job, index: started.append(index),
         on_result=reported.append,
     )
@@ -96,8 +96,8 @@ class DiesOnceFactory(CheckpointRunnerFactory):
     marker: Path = Path()
     after_write: bool = False
 
-    def __call__(self, device: str) -> Callable[[Job], JobResult]:
-        run = super().__call__(device)
+    def __call__(self, device: str, on_warning: Callable[[str], None]) -> Callable[[Job], JobResult]:
+        run = super().__call__(device, on_warning)
 
         def die_once(job: Job) -> None:
             if job.source is not None and job.source.name.startswith("victim") and not self.marker.exists():
@@ -127,7 +127,7 @@ def test_a_worker_killed_mid_batch_is_retried_and_every_image_completes(
     dies_once = DiesOnceFactory(
         DN_COLOR, OUTPUT, RestoreSettings(tile=0), marker=marker, after_write=after_write
     )
-    summary = run_on_ray(plan(folder, out), dies_once, workers=2)  # a retry after the write is done too
+    summary = run_batch(RayRunner(dies_once, workers=2), plan(folder, out))  # a retry after the write too
     assert marker.exists()  # the worker really died
     assert statuses(summary) == [(n, "done") for n in ("a.png", "b.png", "victim.png", "z.png")]
     assert summary.exit_code == 0
@@ -147,7 +147,7 @@ def test_each_result_is_reported_as_soon_as_its_actor_has_it(tmp_path: Path) -> 
         seen_when_reported[result.job.input_name] = {p.name for p in out.glob("*.png")}
 
     slow = CheckpointRunnerFactory(SR_X2, OUTPUT, RestoreSettings(tile=16, tile_overlap=8))
-    summary = run_on_ray(plan(folder, out), slow, workers=1, on_result=note_outputs)
+    summary = run_batch(RayRunner(slow, workers=1), plan(folder, out), on_result=note_outputs)
     assert summary.exit_code == 0
     # one actor works in order: the small image is reported while the first large one is still in work
     # (Ray Data's prefetching would hold each result back until the next one was done)
@@ -171,7 +171,9 @@ def test_restore_batch_is_a_map_batches_entry_point_for_a_dataset_of_paths(tmp_p
         ("c.png", "done"),
         ("missing.png", "failed"),
     ]
-    assert records[0]["output"] == str(tmp_path / "out" / "a_x2.png") and records[3]["output"] == ""
+    # outputs as --json names them: a failed image's output too
+    assert records[0]["output"] == str(tmp_path / "out" / "a_x2.png")
+    assert records[3]["output"] == str(tmp_path / "out" / "missing.png")
     assert "missing.png" in records[3]["error"]
     assert outputs(tmp_path / "out")["b_x2.png"].shape == (40, 48, 3)
 
@@ -180,7 +182,7 @@ def test_an_error_that_stops_a_local_batch_stops_the_ray_batch(tmp_path: Path) -
     folder = make_good_and_bad_folder(tmp_path / "in", good=1)
     fp16_on_cpu = CheckpointRunnerFactory(DN_COLOR, OUTPUT, RestoreSettings(precision="fp16"))
     with pytest.raises(UsageError, match="fp16 is not used on the CPU"):
-        run_on_ray(plan(folder, tmp_path / "out"), fp16_on_cpu, workers=1)
+        run_batch(RayRunner(fp16_on_cpu, workers=1), plan(folder, tmp_path / "out"))
 
 
 def test_standard_input_and_output_are_refused() -> None:
@@ -206,8 +208,9 @@ import json, sys
 from pathlib import Path
 import ray
 from swinir_cli.batch import OutputOptions, plan_jobs
+from swinir_cli.jobs import run_batch
 from swinir_cli.parallel import CheckpointRunnerFactory
-from swinir_cli.ray_batch import run_on_ray
+from swinir_cli.ray_batch import RayRunner
 from swinir_cli.settings import RestoreSettings
 
 ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
@@ -215,7 +218,7 @@ output = OutputOptions(suffix="_out")
 jobs = plan_jobs([sys.argv[1]], sys.argv[2], output).jobs
 factory = CheckpointRunnerFactory(Path(sys.argv[3]), output, RestoreSettings(tile=16, tile_overlap=8))
 report = lambda result: print(json.dumps([result.job.input_name, result.status]), flush=True)
-summary = run_on_ray(jobs, factory, workers=2, on_result=report)
+summary = run_batch(RayRunner(factory, workers=2), jobs, on_result=report)
 ray.shutdown()
 sys.exit(summary.exit_code)
 """

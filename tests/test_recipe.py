@@ -8,8 +8,9 @@ from pathlib import Path
 
 from conftest import DN_COLOR, TINY, save_rgb
 
-from swinir_cli.batch import Job, OutputOptions
+from swinir_cli.batch import OutputOptions
 from swinir_cli.imageio import read_image
+from swinir_cli.jobs import Job
 from swinir_cli.recipe import OutputSize, RestoreRecipe
 from swinir_cli.resolve import ModelRequest
 from swinir_cli.settings import RestoreSettings

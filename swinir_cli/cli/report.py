@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..batch import BatchPlan, BatchSummary, Job, JobResult
+from ..batch import BatchPlan
+from ..jobs import BatchSummary, Job, JobResult, JobStatus
 from ..text import json_name, valid_unicode
 from .output import Output
 
@@ -34,24 +35,20 @@ def report_result(out: Output, result: JobResult, *, single: bool) -> None:
     job = result.job
     if result.note is not None:
         out.warning(result.note)
-    if result.status == "failed":
+    if result.status == JobStatus.FAILED:
         out.error(result.error or f"{job.input_name}: failed")
-    elif result.status == "skipped" and single:
+    elif result.status == JobStatus.SKIPPED and single:
         out.info(f"{job.input_name}: {job.output_name} exists, skipped (--overwrite redoes it)")
-    shown = record(job.input_name, _output(job), result.model, result.seconds, result.status, result.error)
-    out.result(shown)
+    output = job.recorded_output
+    out.result(record(job.input_name, output, result.model, result.seconds, result.status, result.error))
 
 
 def report_stopped(out: Output, jobs: list[Job], error: str) -> None:
     """The ``--json`` records of the inputs a stopped batch did not reach: each ``failed`` with ``error``
     (the one line the command ends with), or with its own problem when planning found one."""
     for job in jobs:
-        out.result(record(job.input_name, _output(job), None, 0.0, "failed", job.problem or error))
-
-
-def _output(job: Job) -> str | None:
-    """The job's output as records name it; None when planning found no output for it (a missing input)."""
-    return None if job.problem is not None and job.target is None else job.output_name
+        error_of_job = job.problem or error
+        out.result(record(job.input_name, job.recorded_output, None, 0.0, JobStatus.FAILED, error_of_job))
 
 
 def record(
@@ -73,10 +70,11 @@ def report_summary(out: Output, summary: BatchSummary, plan: BatchPlan) -> None:
     """One line: what was written for a single image (a failure already said why), else the counts."""
     left_out = len(plan.not_images) + len(plan.ignored)
     if len(plan.jobs) == 1 and not left_out and not summary.interrupted:
-        if summary.count("done"):
+        if summary.count(JobStatus.DONE):
             out.info(f"wrote {plan.jobs[0].output_name} ({summary.seconds:.1f} s)")
         return
-    counts = [f"{summary.count(status)} {status}" for status in ("done", "skipped", "failed")]
+    shown = (JobStatus.DONE, JobStatus.SKIPPED, JobStatus.FAILED)
+    counts = [f"{summary.count(status)} {status}" for status in shown]
     if left_out:
         counts.append(f"{left_out} ignored" + ("" if plan.ignored else " (not images)"))
     line = f"{', '.join(counts)} in {summary.seconds:.1f} s"

@@ -9,7 +9,6 @@ a :class:`~swinir_cli.recipe.RestoreRecipe`, and :mod:`swinir_cli.cli.report` sa
 
 from __future__ import annotations
 
-import glob
 import inspect
 import sys
 from collections.abc import Callable
@@ -19,10 +18,11 @@ from typing import Any
 
 import typer
 
-from ..batch import STDIO, BatchPlan, BatchSummary, OutputOptions, output_size, plan_jobs
+from ..batch import STDIO, BatchPlan, OutputOptions, output_is_folder, output_size, plan_jobs
 from ..errors import BatchStopError, ImageError, UsageError
 from ..formats import format_names, writable_format
 from ..imageio import IMAGE_EXTENSIONS, output_format
+from ..jobs import BatchRunner, BatchSummary, Job, JobResult, run_batch
 from ..recipe import OutputSize, RestoreRecipe
 from ..resolve import ModelFacts, ModelRequest, check_request
 from ..settings import RestoreSettings
@@ -253,7 +253,7 @@ def _check_output(options: RestoreOptions) -> None:
         )
     if options.output in (None, STDIO):
         return
-    if not _names_a_file(options):
+    if output_is_folder(options.inputs, options.output):
         _check_output_folder(options.output)
         return
     target = Path(options.output)
@@ -282,14 +282,6 @@ def _check_output_folder(output: str) -> None:
         raise UsageError(f"--output {output} is a file; {need}")
     if folder.suffix.lower() in IMAGE_EXTENSIONS:
         raise UsageError(f"--output {output} names an image file; {need} (end it with '/' to make one)")
-
-
-def _names_a_file(options: RestoreOptions) -> bool:
-    """Whether ``--output`` names one output file (one input image, not a folder)."""
-    assert options.output is not None
-    output, inputs = options.output, options.inputs
-    several = len(inputs) != 1 or any(Path(p).is_dir() or glob.has_magic(p) for p in inputs if p != STDIO)
-    return not (several or Path(output).is_dir() or output.endswith(("/", "\\")))
 
 
 def output_options(options: RestoreOptions, facts: ModelFacts) -> OutputOptions:
@@ -321,6 +313,22 @@ class Spread:
         """Images restored at once: one per device, ``--ray-workers`` (Ray's own default counts as 1)."""
         return (self.ray_workers or 1) if self.ray else max(1, len(self.devices))
 
+    @property
+    def elsewhere(self) -> bool:
+        """Whether the batch runs outside this process (worker processes or Ray)."""
+        return self.ray or bool(self.devices)
+
+    def runner(self, recipe: RestoreRecipe) -> BatchRunner:
+        """The runner of a batch :attr:`elsewhere`: Ray's, or one worker process per device."""
+        from ..parallel import DevicesRunner, RecipeRunnerFactory
+
+        factory = RecipeRunnerFactory(recipe)
+        if self.ray:
+            from ..ray_batch import RayRunner
+
+            return RayRunner(factory, self.ray_workers)
+        return DevicesRunner(factory, self.devices)
+
 
 def _spread(options: RestoreOptions) -> Spread:
     devices = _devices(options)
@@ -343,10 +351,10 @@ def run(recipe: RestoreRecipe, plan: BatchPlan, out: Output, *, fixed_model: boo
     try:
         with out.batch_progress(len(plan.jobs), workers=spread.workers) as progress:
 
-            def on_start(job: Any, index: int) -> None:
+            def on_start(job: Job, index: int) -> None:
                 _started(progress, job, index)
 
-            def on_result(result: Any) -> None:
+            def on_result(result: JobResult) -> None:
                 reported.add(id(result.job))
                 progress.finished(
                     result.status, result.seconds, (result.job.input_name, result.job.output_name)
@@ -368,26 +376,21 @@ def _run_spread(
     plan: BatchPlan,
     out: Output,
     progress: BatchProgress,
-    callbacks: tuple[Callable[[Any, int], None], Callable[[Any], None]],
+    callbacks: tuple[Callable[[Job, int], None], Callable[[JobResult], None]],
     prepare: bool,
     spread: Spread,
 ) -> BatchSummary:
-    """The jobs run where ``spread`` says, ``prepare``: the fixed model fetched and loaded first."""
+    """The jobs run where ``spread`` says, ``prepare``: the fixed model fetched and loaded first (in this
+    process); every warning, the workers' too, goes to ``out``."""
     on_start, on_result = callbacks
-    if spread.ray or spread.devices:
-        from ..parallel import RecipeRunnerFactory, run_on_devices
-        from ..ray_batch import run_on_ray
-
-        factory = RecipeRunnerFactory(recipe)
-        if spread.ray:
-            return run_on_ray(plan.jobs, factory, workers=spread.ray_workers, on_start=on_start,
-                              on_result=on_result)  # fmt: skip
-        return run_on_devices(plan.jobs, factory, spread.devices, on_start=on_start, on_result=on_result)
-    runner = recipe.runner(on_warning=out.warning, progress=progress, notice=out.info)
+    if spread.elsewhere:
+        elsewhere = spread.runner(recipe)
+        return run_batch(elsewhere, plan.jobs, on_start=on_start, on_result=on_result, on_warning=out.warning)
+    here = recipe.runner(on_warning=out.warning, progress=progress, notice=out.info)
     if prepare:
-        runner.prepare()
-    return runner.run_all(plan.jobs, on_start=on_start, on_result=on_result)
+        here.prepare()
+    return here.run_all(plan.jobs, on_start=on_start, on_result=on_result)
 
 
-def _started(progress: BatchProgress, job: Any, index: int) -> None:
+def _started(progress: BatchProgress, job: Job, index: int) -> None:
     progress.start(index, job.input_name, job.output_name)
