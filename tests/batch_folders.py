@@ -10,11 +10,13 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-from conftest import DN_COLOR, TINY, save_rgb
+from helpers import DN_COLOR, TINY, require_shared, save_rgb
 
 from swinir_cli.batch import BatchSummary, Job, OutputOptions, plan_jobs
 from swinir_cli.imageio import read_image
 from swinir_cli.parallel import CheckpointRunnerFactory
+
+require_shared()
 
 SR_X2 = TINY / "sr_pixelshuffle_x2.pth"
 OUTPUT = OutputOptions(suffix="_out")

@@ -35,13 +35,15 @@ from batch_folders import (
     save_rgb,
     statuses,
 )
-from conftest import SWINIR, run_swinir, stderr_lines
+from helpers import SWINIR, require_shared, run_swinir, run_swinir_process, stderr_lines
 
 from swinir_cli.batch import Job, JobResult, run_jobs
 from swinir_cli.errors import UsageError
 from swinir_cli.parallel import CheckpointRunnerFactory
 from swinir_cli.pipeline import Restorer
 from swinir_cli.ray_batch import INSTALL_HINT, RestoreBatch, job_rows, run_on_ray
+
+require_shared()
 
 ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
 
@@ -242,7 +244,7 @@ def test_cli_ray_gives_a_plain_runs_outputs_records_lines_and_exit_code(tmp_path
     command = ["denoise", folder, "--sigma", "15", "--weights", DN_COLOR, "--tile", "0", "--suffix", "_out",
                "--json", "--device", "cpu"]  # fmt: skip
     plain = run_swinir(*command, "-o", tmp_path / "plain")
-    on_ray = run_swinir(*command, "-o", tmp_path / "ray", "--ray", "--ray-workers", "2", timeout=300)
+    on_ray = run_swinir_process(*command, "-o", tmp_path / "ray", "--ray", "--ray-workers", "2", timeout=300)
     assert on_ray.returncode == plain.returncode == 1, on_ray.stderr.decode()
     assert cli_records(on_ray) == cli_records(plain)
     assert_same_outputs(outputs(tmp_path / "ray"), outputs(tmp_path / "plain"))
