@@ -54,9 +54,9 @@ import torch.nn.functional as F
 from swinir_cli.checkpoint import load_model
 from swinir_cli.devices import check_cpu_precision, cuda_tf32, resolve_precision
 from swinir_cli.errors import UsageError
+from swinir_cli.memory import estimate_peak_bytes
 from swinir_cli.network import SwinIR, SwinIRConfig, WindowAttention, autocast_dtype, shift_window_mask
 from swinir_cli.pipeline import Restorer
-from swinir_cli.tiling import estimate_peak_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 SWINIR_M_X4 = {
@@ -563,7 +563,8 @@ def speed_summary(rows: list[dict]) -> dict:
 
 
 def estimated_bytes(restorer: Restorer, height: int, width: int, tile: int) -> int:
-    """The tiler's estimate for the largest forward the automatic tile plans (as choose_tile costs it)."""
+    """The memory model's estimate for the largest forward the automatic tile plans (as choose_tile costs
+    it)."""
     config = restorer.model.config
     window = config.window_size
     extent = (height, width) if tile == 0 else (min(tile + window - 1, height), min(tile + window - 1, width))

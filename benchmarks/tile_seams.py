@@ -20,9 +20,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from swinir_cli.memory import forward_pixels
 from swinir_cli.metrics import psnr
 from swinir_cli.pipeline import Restorer
-from swinir_cli.tiling import TileEdges, axis_tiles, default_overlap, forward_pixels, restore_tiled
+from swinir_cli.tiling import TileEdges, axis_tiles, default_overlap, restore_tiled
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SCALE, WINDOW = 4, 8

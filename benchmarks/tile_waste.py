@@ -3,9 +3,10 @@
 "Before" is this project's earlier tiler, written out here as the baseline: every tile but the last
 ``tile`` long, starts spread over the window grid, every tile padded by the authors' extra window, and the
 automatic tile from the earlier memory estimate (16 / 1.5 / 1.5 copies, x2 allocator slack, 1 GiB cap).
-"After" is swinir_cli.tiling today: the count first and then the size, inner edges padded only to the
-window multiple, and the automatic tile of ``Restorer.auto_tile`` on the CPU (its budget assumed to be the
-CPU cap, as on any machine with a few GiB free). A figure of 1.00 would be no padding and no overlap.
+"After" is swinir_cli.tiling and swinir_cli.memory today: the count first and then the size, inner edges
+padded only to the window multiple, and the automatic tile of ``Restorer.auto_tile`` on the CPU (its budget
+assumed to be the CPU cap, as on any machine with a few GiB free). A figure of 1.00 would be no padding
+and no overlap.
 
     python benchmarks/tile_waste.py
 """
@@ -14,8 +15,8 @@ from __future__ import annotations
 
 import math
 
-from swinir_cli.devices import CPU_TILE_BUDGET_BYTES
-from swinir_cli.tiling import choose_tile, default_overlap, forward_pixels
+from swinir_cli.memory import CPU_TILE_BUDGET_BYTES, choose_tile, forward_pixels
+from swinir_cli.tiling import default_overlap
 
 WINDOW = 8
 OVERLAP = default_overlap(WINDOW)

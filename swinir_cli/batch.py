@@ -51,6 +51,7 @@ import numpy as np
 
 from .durable import FileIdentity, overlong_name
 from .errors import BatchStopError, ImageError, StdoutError, SwinIRError, UsageError
+from .formats import DEFAULT_FORMAT
 from .imageio import (
     PILLOW_LIMIT,
     LoadedImage,
@@ -91,7 +92,6 @@ __all__ = [
 
 #: The path that stands for standard input (as an input) or standard output (as ``--output``).
 STDIO = "-"
-DEFAULT_FORMAT = "png"
 #: The name of the standard-input image when its result goes into an output folder.
 STDIN_STEM = "stdin"
 

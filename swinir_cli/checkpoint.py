@@ -17,20 +17,28 @@ from pathlib import Path
 from typing import BinaryIO
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file as load_safetensors
 
 from .errors import CheckpointError, StateDictMismatchError
 from .network import SwinIR, SwinIRConfig
 from .reading import open_regular
+from .tasks import DEJPEG
 
-__all__ = ["DERIVED_BUFFERS", "detect_config", "load_model", "model_from_state_dict", "read_state_dict"]
+__all__ = [
+    "DERIVED_BUFFERS",
+    "detect_config",
+    "load_model",
+    "model_from_state_dict",
+    "read_config",
+    "read_state_dict",
+]
 
 #: Buffers of the authors' network that follow from the config (and, for ``attn_mask``, from the training
 #: patch size); ignored when a file has them.
 DERIVED_BUFFERS = ("attn_mask", "relative_position_index")
 #: Window size of the authors' JPEG models, the only ones trained with ``img_range = 255``.
-JPEG_WINDOW = 7
+JPEG_WINDOW = DEJPEG.window
 
 #: Largest window a checkpoint may describe (the authors use 7 and 8): each block derives a
 #: ``window**4``-entry index from it, allocated before any tensor is compared.
@@ -376,6 +384,32 @@ def detect_config(state: Mapping[str, torch.Tensor], img_range: float | None = N
         )
     except ValueError as exc:
         raise CheckpointError(f"not a SwinIR checkpoint: {exc}") from None
+
+
+def read_config(path: Path) -> SwinIRConfig:
+    """The architecture a checkpoint file describes (:func:`detect_config` of its tensors' shapes).
+
+    Of a safetensors file only the header is read; a ``.pth`` is read whole (:func:`read_state_dict`).
+
+    Raises:
+        CheckpointError: the file is not a readable SwinIR checkpoint.
+    """
+    return detect_config(_tensor_shapes(path))
+
+
+def _tensor_shapes(weights: Path) -> Mapping[str, torch.Tensor]:
+    """The checkpoint's tensors with their shapes and no data: a safetensors header is all that is read
+    (a ``.pth``, served from a read-only cache, is read whole)."""
+    if weights.suffix != ".safetensors":
+        return read_state_dict(weights)
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            return {
+                name: torch.empty(handle.get_slice(name).get_shape(), device="meta")
+                for name in handle.keys()  # noqa: SIM118 (a handle is not iterable)
+            }
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from None
 
 
 def model_from_state_dict(

@@ -1,8 +1,8 @@
-"""Device and precision policy, and how much memory an automatic tile may plan to use.
+"""Device and precision policy.
 
-:func:`select_device` turns ``--device`` into a :class:`torch.device`, :func:`resolve_precision` turns
-``--precision`` into a dtype (refusing what a device cannot do), and :func:`tile_memory_budget` is the share
-of a device's available memory that :meth:`swinir_cli.pipeline.Restorer.auto_tile` may fill.
+:func:`select_device` turns ``--device`` into a :class:`torch.device` and :func:`resolve_precision` turns
+``--precision`` into a dtype (refusing what a device cannot do). How much of a device's memory a tile may
+fill is :mod:`swinir_cli.memory`'s business.
 """
 
 from __future__ import annotations
@@ -14,13 +14,10 @@ import torch
 
 from .cpu import cpu_has_bf16
 from .errors import UsageError
-from .tiling import available_memory_bytes
 
 __all__ = [
-    "CPU_TILE_BUDGET_BYTES",
     "DEVICE_CHOICES",
     "ENGINES",
-    "MEMORY_BUDGET_FRACTION",
     "PRECISIONS",
     "PRECISION_NAMES",
     "check_cpu_precision",
@@ -28,18 +25,10 @@ __all__ = [
     "resolve_engine",
     "resolve_precision",
     "select_device",
-    "tile_memory_budget",
 ]
 
 #: What ``--device`` accepts, for messages and help.
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
-#: Share of the device's available memory that an automatic tile may plan to use.
-MEMORY_BUDGET_FRACTION = 0.5
-#: Cap on the CPU, for the estimate of :func:`~swinir_cli.tiling.estimate_peak_bytes`: evenly spread
-#: tiles of 200-270 pixels compute only 10-20% more than the whole image (benchmarks/tile_waste.py), and
-#: the cap keeps a 768x768 SwinIR-S x4 run under 1 GB resident (benchmarks/tile_memory.py; 272-pixel tiles
-#: peaked at 1012 MiB there).
-CPU_TILE_BUDGET_BYTES = 700 * 2**20
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 PRECISION_NAMES = {dtype: name for name, dtype in PRECISIONS.items()}
@@ -133,12 +122,3 @@ def cuda_tf32(enabled: bool) -> Iterator[None]:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-def tile_memory_budget(device: torch.device) -> int:
-    """Bytes an automatic tile may plan to use on ``device``: a share of its available memory, capped on
-    the CPU (see :data:`CPU_TILE_BUDGET_BYTES`)."""
-    budget = int(available_memory_bytes(device) * MEMORY_BUDGET_FRACTION)
-    if device.type == "cpu":
-        budget = min(budget, CPU_TILE_BUDGET_BYTES)
-    return budget

@@ -1,6 +1,7 @@
 """Writes that either complete on disk or fail: every byte written, flushed and synced, then published.
 
-Used by the image writer and the model cache; imports nothing from the rest of the project.
+Used by the image writer and the model cache: :func:`atomic_file` is the one writer of both; imports
+nothing from the rest of the project.
 
 A temporary file is named ``.<STEM>.<pid>-<12 hex>.tmp`` after the process that writes it, so another
 process removes it only once that writer is gone (:func:`writer_is_gone`). Publishing
@@ -10,11 +11,14 @@ began, or nothing: a file another process wrote meanwhile is never replaced unle
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import secrets
 import stat
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -202,18 +206,24 @@ def sync_directory(folder: Path) -> None:
         os.close(descriptor)
 
 
-def write_file_atomically(path: Path, data: bytes | bytearray | memoryview, mode: int | None = None) -> None:
-    """Replace ``path`` with ``data``: written whole into :func:`temporary_path` beside it, synced, renamed.
+@contextlib.contextmanager
+def atomic_file(path: Path, *, mode: int | None = None, replaces: Replaces = "any") -> Iterator[BinaryIO]:
+    """The one atomic writer: a new :func:`temporary_path` beside ``path``, open for unbuffered writing
+    (:func:`open_new`; ``mode`` sets its permission bits on POSIX); when the block ends without error,
+    the file is synced, published as ``path`` as ``replaces`` allows (:func:`publish`) and the rename
+    synced; on any failure, the block's own included, the temporary file is removed.
 
-    ``mode`` sets the permission bits (POSIX). On failure the temporary file is removed and the OSError
-    propagates (``err.filename`` names the file that failed).
+    Raises:
+        FileExistsError: ``path`` is not what ``replaces`` allows.
+        OSError: from the OS or the block, ``err.filename`` naming ``path`` where it named no file or the
+            temporary one.
     """
     temporary = temporary_path(path)
     try:
         with open_new(temporary, mode) as stream:
-            write_all(stream, data)
+            yield stream
             os.fsync(stream.fileno())
-        os.replace(temporary, path)
+        publish(temporary, path, replaces)
         sync_directory(path.parent)
     except OSError as err:
         temporary.unlink(missing_ok=True)
@@ -223,3 +233,50 @@ def write_file_atomically(path: Path, data: bytes | bytearray | memoryview, mode
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def write_file_atomically(path: Path, data: bytes | bytearray | memoryview, mode: int | None = None) -> None:
+    """Replace ``path`` with ``data`` through :func:`atomic_file` (``mode`` as there)."""
+    with atomic_file(path, mode=mode) as stream:
+        write_all(stream, data)
+
+
+# Per folder: the temporary files found when this process first wrote there, by output stem, with the
+# pid of each one's writer.
+_FOUND_TEMPORARIES: dict[str, dict[str, list[tuple[str, int | None]]]] = {}
+_FOUND_LOCK = threading.Lock()
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporary files for ``path`` whose writer is gone (a killed process).
+
+    The folder is listed once per process; only files present then are candidates, and of those only
+    the ones whose writer's process has ended (:func:`writer_is_gone`): a temporary file another running
+    process is writing is never touched.
+
+    Raises:
+        OSError: a stale file that could not be removed (``err.filename`` naming it).
+    """
+    folder = os.path.abspath(path.parent)
+    with _FOUND_LOCK:
+        if folder not in _FOUND_TEMPORARIES:
+            _FOUND_TEMPORARIES[folder] = _list_temporaries(folder)
+        found = _FOUND_TEMPORARIES[folder].pop(temporary_stem(path.name), [])
+    for name, pid in found:
+        if writer_is_gone(pid):
+            with contextlib.suppress(FileNotFoundError):  # another process cleaned it up first
+                os.unlink(os.path.join(folder, name))
+
+
+def _list_temporaries(folder: str) -> dict[str, list[tuple[str, int | None]]]:
+    found: dict[str, list[tuple[str, int | None]]] = {}
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                owner = temporary_owner(entry.name)
+                if owner is not None and entry.is_file(follow_symlinks=False):
+                    stem, pid = owner
+                    found.setdefault(stem, []).append((entry.name, pid))
+    except OSError:
+        return {}  # a missing or unreadable folder: the write itself reports it
+    return found

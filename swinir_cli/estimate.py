@@ -8,6 +8,8 @@
   :func:`choose_noise_model_sigma` apply it to SwinIR's released levels. Halfway values go to the
   stronger model (lower JPEG quality, higher noise level): leftover artifacts or noise are worse than
   slightly more smoothing.
+* :func:`jpeg_quality_level` and :func:`noise_sigma_level` are the per-image estimators the tasks
+  (:mod:`swinir_cli.tasks`) point to: a loaded image in, a :class:`LevelEstimate` out.
 """
 
 from __future__ import annotations
@@ -15,15 +17,21 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from swinir_cli.errors import ImageError, UsageError
+from swinir_cli.imageio import to_8_bit
 from swinir_cli.tasks import DEJPEG, DENOISE
+
+if TYPE_CHECKING:
+    from swinir_cli.imageio import LoadedImage
+    from swinir_cli.tasks import Task
 
 RELEASED_JPEG_QUALITIES: tuple[int, ...] = DEJPEG.levels
 RELEASED_NOISE_SIGMAS: tuple[int, ...] = DENOISE.levels
@@ -68,14 +76,53 @@ def nearest_level(
     return min(ordered, key=lambda level: abs(level - value))
 
 
-def choose_jpeg_model_quality(quality: float) -> int:
+def choose_jpeg_model_quality(quality: float, levels: Sequence[int] = RELEASED_JPEG_QUALITIES) -> int:
     """Released JPEG model (10/20/30/40) for an image saved at ``quality``; ties go to the lower quality."""
-    return nearest_level(quality, RELEASED_JPEG_QUALITIES, on_tie="lower")
+    return nearest_level(quality, levels, on_tie="lower")
 
 
-def choose_noise_model_sigma(sigma: float) -> int:
+def choose_noise_model_sigma(sigma: float, levels: Sequence[int] = RELEASED_NOISE_SIGMAS) -> int:
     """Released denoising model (15/25/50) for noise level ``sigma``; ties go to the higher sigma."""
-    return nearest_level(sigma, RELEASED_NOISE_SIGMAS, on_tie="higher")
+    return nearest_level(sigma, levels, on_tie="higher")
+
+
+@dataclass(frozen=True)
+class LevelEstimate:
+    """What an estimator found in one image, for people (``JPEG quality ~35``), and the level it picks."""
+
+    level: int
+    found: str
+
+
+def jpeg_quality_level(image: LoadedImage, task: Task) -> LevelEstimate:
+    """The ``task`` level (its released JPEG quality) for a loaded JPEG, from its quantization tables.
+
+    Raises:
+        ImageError: the image was not read from a JPEG file (the message names the option to pass).
+    """
+    estimated = jpeg_quality_from_tables(image.jpeg_quantization)
+    if estimated is None:
+        raise ImageError(
+            f"{image.name}: cannot estimate the JPEG quality (not a JPEG file); "
+            f"pass --{task.level_key} {task.levels_metavar}"
+        )
+    return LevelEstimate(choose_jpeg_model_quality(estimated, task.levels), f"JPEG quality ~{estimated}")
+
+
+def noise_sigma_level(image: LoadedImage, task: Task) -> LevelEstimate:
+    """The ``task`` level (its released noise sigma) for a loaded image, from its measured noise.
+
+    Raises:
+        ImageError: the image is too small or oddly shaped to measure (the message names the option).
+    """
+    try:
+        estimated = estimate_noise_sigma(to_8_bit(image.pixels))
+    except ImageError as exc:
+        raise ImageError(
+            f"{image.name}: cannot estimate the noise level ({exc}); "
+            f"pass --{task.level_key} {task.levels_metavar}"
+        ) from None
+    return LevelEstimate(choose_noise_model_sigma(estimated, task.levels), f"noise sigma ~{estimated:.1f}")
 
 
 def estimate_jpeg_quality(source: str | Path | bytes) -> int | None:

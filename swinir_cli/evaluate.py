@@ -50,17 +50,14 @@ import numpy as np
 import torch
 
 from .errors import ImageError, UsageError
-from .imageio import LoadedImage, is_probably_image, read_image, to_8_bit, to_colour, to_gray, write_image
+from .imageio import LoadedImage, is_probably_image, read_image, to_8_bit, to_colour, write_image
 from .matlab_resize import PASS_MODES, downscale, modcrop
 from .metrics import Y_OFFSET, Y_WEIGHTS_BGR, compute_all
-from .network import SwinIRConfig
 from .pipeline import Restorer
-from .tasks import DEJPEG, DENOISE, TASK_NAMES, UPSCALE
-from .tasks import TASKS as TASKS_BY_NAME
+from .tasks import TASKS, Task
 
 __all__ = [
     "METRIC_KEYS",
-    "TASKS",
     "EvalSettings",
     "ImagePair",
     "ImageResult",
@@ -71,11 +68,12 @@ __all__ = [
     "degraded_input",
     "evaluate_model",
     "evaluate_restored",
-    "infer_task",
     "jpeg_input",
+    "jpeg_synthesis",
     "json_figures",
     "lq_name",
     "noisy_input",
+    "noisy_synthesis",
     "pair_lq_images",
     "pair_restored_images",
     "prepare_folder",
@@ -84,11 +82,8 @@ __all__ = [
     "restored_suffixes",
 ]
 
-TASKS = TASK_NAMES
 #: Every figure of one evaluation, in report order; absent ones are None.
 METRIC_KEYS = ("psnr", "ssim", "psnr_y", "ssim_y", "psnrb", "psnrb_y")
-#: The window size of the authors' JPEG models (the other released models use 8).
-JPEG_WINDOW = DEJPEG.window
 #: The authors' seed, set again before each image's noise is drawn.
 NOISE_SEED = 0
 #: The authors' suffix of a saved restoration, as their ``{imgname}_SwinIR.png``.
@@ -101,19 +96,19 @@ SAVED_NAME = "{stem}" + AUTHORS_SUFFIX + ".png"
 class EvalSettings:
     """How one model is evaluated.
 
-    ``task`` is one of :data:`TASKS`; ``sigma`` (denoising) and ``quality`` (JPEG) are needed only when the
-    degraded inputs are synthesised; ``scale`` is the model's (1 for denoising and JPEG); ``lq_resize`` is
-    the :data:`~swinir_cli.matlab_resize.PASS_MODES` mode that shrinks the ground truth into SR inputs.
+    ``task`` is a name of :data:`~swinir_cli.tasks.TASKS`; ``level`` (the noise sigma, the JPEG quality) is
+    needed only when the degraded inputs are synthesised, except by an upscaling task, whose inputs are
+    shrunk by the model's ``scale`` (1 for denoising and JPEG); ``lq_resize`` is the
+    :data:`~swinir_cli.matlab_resize.PASS_MODES` mode that shrinks the ground truth into SR inputs.
     """
 
     task: str
     scale: int = 1
-    sigma: int | None = None
-    quality: int | None = None
+    level: int | None = None
     lq_resize: str = "integer"
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS_BY_NAME:
+        if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}")
         if self.scale < 1:
             raise ValueError(f"scale must be at least 1, got {self.scale}")
@@ -121,13 +116,17 @@ class EvalSettings:
             raise ValueError(f"unknown resize mode {self.lq_resize!r}")
 
     @property
+    def kind(self) -> Task:
+        return TASKS[self.task]
+
+    @property
     def crop_border(self) -> int:
         """Pixels dropped from each side before measuring: the scale for super-resolution, else 0."""
-        return TASKS_BY_NAME[self.task].crop_border(self.scale)
+        return self.kind.crop_border(self.scale)
 
     @property
     def with_psnrb(self) -> bool:
-        return TASKS_BY_NAME[self.task].psnrb
+        return self.kind.psnrb
 
 
 @dataclass(frozen=True)
@@ -176,17 +175,6 @@ def json_figures(metrics: dict[str, float | None]) -> dict[str, object]:
             value = None
         figures[key] = value
     return {**figures, "infinite": infinite}
-
-
-def infer_task(config: SwinIRConfig) -> str:
-    """The task a checkpoint was trained for, from its architecture.
-
-    Upscaling models have a scale above 1; of the others, window-7 ones are the authors' JPEG models and
-    window-8 ones their denoisers.
-    """
-    if config.upscale > 1:
-        return UPSCALE.name
-    return DEJPEG.name if config.window_size == JPEG_WINDOW else DENOISE.name
 
 
 # --------------------------------------------------------------------------------------------------
@@ -240,7 +228,7 @@ def restored_suffixes(settings: EvalSettings, suffix: str | None = None) -> list
     task (``_x4``, ``_denoised``, ``_dejpeg``), the authors' ``_SwinIR`` and none."""
     if suffix is not None:
         return [suffix]
-    return [TASKS_BY_NAME[settings.task].suffix(settings.scale), AUTHORS_SUFFIX, ""]
+    return [settings.kind.suffix(settings.scale), AUTHORS_SUFFIX, ""]
 
 
 def restored_stems(stem: str, scale: int, suffixes: Iterable[str]) -> list[str]:
@@ -314,13 +302,14 @@ def authors_luma_u8(rgb: np.ndarray) -> np.ndarray:
     return luma.round().astype(np.uint8)[..., None]
 
 
-def fit_channels(pixels: np.ndarray, channels: int, task: str) -> np.ndarray:
-    """HxWxC uint8 turned into the ``channels`` a model takes (see the module docstring for how)."""
+def fit_channels(pixels: np.ndarray, channels: int, task: Task) -> np.ndarray:
+    """HxWxC uint8 turned into the ``channels`` a model takes: colour replicated, or one channel as the
+    task makes it (see the module docstring)."""
     if pixels.shape[2] == channels:
         return pixels
     if channels == 3:
         return to_colour(pixels)
-    return authors_luma_u8(pixels) if task == "dejpeg" else to_gray(pixels)
+    return task.to_one_channel(pixels)  # type: ignore[no-any-return]
 
 
 def unit_float(pixels: np.ndarray) -> np.ndarray:
@@ -340,6 +329,16 @@ def noisy_input(gt: np.ndarray, sigma: float) -> np.ndarray:
     if gt.shape[2] == 3:
         noise = noise[..., ::-1]
     return (unit_float(gt) + noise).astype(np.float32)
+
+
+def noisy_synthesis(gt: np.ndarray, settings: EvalSettings, name: str) -> np.ndarray:
+    """The denoising task's synthesis: :func:`noisy_input` at ``settings.level``."""
+    return noisy_input(gt, _synthesis_level(settings))
+
+
+def jpeg_synthesis(gt: np.ndarray, settings: EvalSettings, name: str) -> np.ndarray:
+    """The JPEG task's synthesis: :func:`jpeg_input` at ``settings.level``."""
+    return jpeg_input(gt, _synthesis_level(settings))
 
 
 def jpeg_input(gt: np.ndarray, quality: int) -> np.ndarray:
@@ -367,32 +366,36 @@ def degraded_input(pair: ImagePair, gt: np.ndarray, settings: EvalSettings, chan
         ImageError: the input file cannot be read, or ``gt`` is smaller than the scale.
     """
     if pair.other is not None:
-        return fit_channels(read_u8(pair.other), channels, settings.task)
+        return fit_channels(read_u8(pair.other), channels, settings.kind)
     check_synthesis(settings)
-    if settings.task == "denoise":
-        return noisy_input(gt, settings.sigma)  # type: ignore[arg-type]
-    if settings.task == "dejpeg":
-        return jpeg_input(gt, settings.quality)  # type: ignore[arg-type]
-    return low_resolution_input(gt, settings.scale, settings.lq_resize, pair.name)
+    return settings.kind.synthesis(gt, settings, pair.name)  # type: ignore[no-any-return]
 
 
-def low_resolution_input(gt: np.ndarray, scale: int, mode: str, name: str) -> np.ndarray:
-    """The authors' SR input: ``imresize(modcrop(gt, scale), 1/scale, 'bicubic')`` in MATLAB's ``mode``.
+def low_resolution_input(gt: np.ndarray, settings: EvalSettings, name: str) -> np.ndarray:
+    """The authors' SR input: ``imresize(modcrop(gt, scale), 1/scale, 'bicubic')`` in MATLAB's
+    ``settings.lq_resize`` mode (the upscaling task's synthesis).
 
     Raises:
         ImageError: a side of ``gt`` is shorter than ``scale`` (nothing would be left).
     """
+    scale = settings.scale
     if min(gt.shape[:2]) < scale:
         raise ImageError(f"{name}: {gt.shape[1]}x{gt.shape[0]} is too small to shrink by {scale}")
-    return downscale(modcrop(gt, scale), scale, mode)
+    return downscale(modcrop(gt, scale), scale, settings.lq_resize)
 
 
 def check_synthesis(settings: EvalSettings) -> None:
-    """Raise :class:`UsageError` unless degraded inputs can be synthesised for ``settings``."""
-    if settings.task == "denoise" and settings.sigma is None:
-        raise UsageError("synthesising noisy inputs needs --sigma (or pass --lq)")
-    if settings.task == "dejpeg" and settings.quality is None:
-        raise UsageError("synthesising JPEG inputs needs --quality (or pass --lq)")
+    """Raise :class:`UsageError` unless degraded inputs can be synthesised for ``settings``: every task but
+    an upscaling one (which shrinks by the model's scale) needs its level."""
+    if not settings.kind.upscales:
+        _synthesis_level(settings)
+
+
+def _synthesis_level(settings: EvalSettings) -> int:
+    task = settings.kind
+    if settings.level is None:
+        raise UsageError(f"synthesising {task.degraded_words} inputs needs --{task.level_key} (or pass --lq)")
+    return settings.level
 
 
 def lq_name(stem: str, scale: int) -> str:
@@ -495,8 +498,12 @@ def evaluate_model(
             unwritable saves.
     """
     pairs = list(pairs)
-    if save_lq_dir is not None and settings.task == DENOISE.name:
-        raise UsageError("--save-lq cannot keep noisy inputs: the authors' are unrounded floats, not images")
+    task = settings.kind
+    if save_lq_dir is not None and not task.synthesis_is_image:
+        raise UsageError(
+            f"--save-lq cannot keep {task.degraded_words} inputs: "
+            "the authors' are unrounded floats, not images"
+        )
     for folder, option in ((save_dir, "--save"), (save_lq_dir, "--save-lq")):
         if folder is not None:
             check_output_folder(folder, option, {pair.gt.parent for pair in pairs})
@@ -505,7 +512,7 @@ def evaluate_model(
     for pair in pairs:
         if on_start is not None:
             on_start(pair)
-        gt = fit_channels(read_u8(pair.gt), restorer.channels, settings.task)
+        gt = fit_channels(read_u8(pair.gt), restorer.channels, task)
         lq = degraded_input(pair, gt, settings, restorer.channels)
         if save_lq_dir is not None and pair.other is None:
             lq_image = LoadedImage(pixels=lq, name=pair.name)
@@ -548,7 +555,7 @@ def evaluate_restored(
     for pair in pairs:
         assert pair.other is not None, "evaluate_restored needs restored files"
         restored = read_u8(pair.other)
-        gt = fit_channels(read_u8(pair.gt), restored.shape[2], settings.task)
+        gt = fit_channels(read_u8(pair.gt), restored.shape[2], settings.kind)
         height, width = restored.shape[:2]
         scale = settings.scale
         if (gt.shape[0] // scale * scale, gt.shape[1] // scale * scale) == (height, width):

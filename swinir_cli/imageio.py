@@ -17,16 +17,15 @@ plain formula; YCbCr/RGBX/premultiplied modes -> RGB(A); 32-bit integer gray -> 
 fit. Float and other exotic modes are refused. Multi-frame files (GIF, APNG, multi-page TIFF) give their
 first frame. The EXIF orientation is applied to the pixels exactly once and reset to 1 in the kept EXIF.
 
-Writing (:func:`write_image`, :func:`encode_image`) keeps 16 bits for PNG and TIFF (16-bit gray+alpha
-TIFF is stored as RGBA, since neither Pillow nor OpenCV reads it otherwise); formats that cannot
-hold 16 bits (JPEG, WebP, BMP, ...) get ``round(v / 257)``. Alpha is kept by PNG, TIFF, WebP, AVIF and
-TGA; other formats (JPEG, BMP, ...) store the colour channels as they are and drop alpha (no compositing
-onto a background). Gray stays gray where the format stores gray, else it is replicated to RGB (WebP,
-AVIF). Metadata carried unless ``strip_metadata``: the ICC profile (only when its colour space still
-matches the output: an RGB profile is dropped from a gray output and vice versa), EXIF (PNG, JPEG, WebP,
-AVIF; TIFF gets its descriptive tags: make, model, date, artist, copyright, software, description) and
-PNG text chunks (PNG only). swinir's own record of what made an output (:attr:`ImageMetadata.provenance`)
-goes into a PNG text chunk, a JPEG comment or WebP/TIFF XMP (also dropped by ``strip_metadata``);
+Writing (:func:`write_image`, :func:`encode_image`) follows the format table (:mod:`swinir_cli.formats`),
+which states what each format keeps. 16 bits stay 16 bits where the format holds them (PNG, TIFF; 16-bit
+gray+alpha TIFF is stored as RGBA, since neither Pillow nor OpenCV reads it otherwise), else become
+``round(v / 257)``; alpha is dropped (no compositing onto a background) where the format has none; gray
+is replicated to RGB where the format stores no gray. Metadata carried unless ``strip_metadata``, where
+the format has a place for it: the ICC profile (only when its colour space still matches the output: an
+RGB profile is dropped from a gray output and vice versa), EXIF (TIFF gets its descriptive tags: make,
+model, date, artist, copyright, software, description), PNG text chunks, and swinir's own record of what
+made an output (:attr:`ImageMetadata.provenance`: a PNG text chunk, a JPEG comment, WebP or TIFF XMP);
 :func:`read_provenance` reads it back from a file's header alone.
 
 Every failure is an :class:`~swinir_cli.errors.ImageError` whose one-line message names the file and
@@ -45,27 +44,29 @@ import re
 import struct
 import threading
 import warnings
-import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import cv2
 import numpy as np
-from PIL import Image, ImageCms, PngImagePlugin, TiffImagePlugin, TiffTags, UnidentifiedImageError
+from PIL import Image, ImageCms, PngImagePlugin, UnidentifiedImageError
 
-from swinir_cli.durable import (
-    Replaces,
-    open_new,
-    publish,
-    sync_directory,
-    temporary_owner,
-    temporary_path,
-    temporary_stem,
-    write_all,
-    writer_is_gone,
-)
+from swinir_cli.durable import Replaces, atomic_file, remove_stale_temporaries, write_all
 from swinir_cli.errors import ImageError, UsageError
+from swinir_cli.formats import (
+    DESCRIPTIVE_TIFF_TAGS,
+    PNG_SIGNATURE,
+    PROVENANCE_KEY,
+    XMP_TAG,
+    ImageMetadata,
+    OutputFormat,
+    encode,
+    format_names,
+    writable_format,
+)
+from swinir_cli.formats import to_8_bit as to_8_bit  # re-exported: pixel helpers beside to_gray
+from swinir_cli.formats import to_colour as to_colour
 from swinir_cli.provenance import ContentId
 from swinir_cli.reading import FileTooLargeError, open_regular, read_within
 
@@ -101,52 +102,14 @@ _DECODER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 _ORIENTATION_TAG = 0x0112
-# EXIF tags that still describe the image after restoration; the only ones a TIFF output receives.
-_DESCRIPTIVE_TIFF_TAGS = (270, 271, 272, 305, 306, 315, 33432)
-
-_KEEPS_ALPHA = frozenset({"PNG", "TIFF", "WEBP", "AVIF", "TGA"})
-_KEEPS_GRAY = frozenset({"PNG", "TIFF", "JPEG", "BMP", "TGA", "PPM", "JPEG2000"})
-_KEEPS_16_BIT = frozenset({"PNG", "TIFF"})
-_CARRIES_EXIF = frozenset({"PNG", "JPEG", "WEBP", "AVIF"})
-_CARRIES_PROVENANCE = frozenset({"PNG", "JPEG", "WEBP", "TIFF"})
-#: The PNG text key (and XMP property) that holds swinir's provenance record.
-PROVENANCE_KEY = "swinir:provenance"
-_XMP_TAG = 700
-_DEFAULT_QUALITY = {"JPEG": 95, "WEBP": 95, "AVIF": 90}
-_FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF", "JP2": "JPEG2000"}
-# The formats written, by Pillow name, with the word --format shows for each: those that hold any result
-# at its size in gray, colour and alpha (ICO and ICNS resize to icon sizes; MSP, PALM, XBM and BLP take
-# only 1-bit or palette images; SPIDER stores floats; PDF is a document).
-_WRITTEN = {
-    "PNG": "png",
-    "JPEG": "jpg",
-    "WEBP": "webp",
-    "AVIF": "avif",
-    "TIFF": "tiff",
-    "BMP": "bmp",
-    "GIF": "gif",
-    "TGA": "tga",
-    "PPM": "ppm",
-    "JPEG2000": "jp2",
-    "QOI": "qoi",
-    "SGI": "sgi",
-    "PCX": "pcx",
-    "DIB": "dib",
-    "DDS": "dds",
-}
-# Formats that hold at most 256 colours: a colour result loses colours (warned).
-_PALETTE_ONLY = frozenset({"GIF"})
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SIGNATURES = (
-    (_PNG_SIGNATURE, "PNG"),
+    (PNG_SIGNATURE, "PNG"),
     (b"\xff\xd8\xff", "JPEG"),
     (b"GIF8", "GIF"),
     (b"II*\x00", "TIFF"),
     (b"MM\x00*", "TIFF"),
     (b"BM", "BMP"),
 )
-_ZLIB_LEVEL = 6
 
 # Pillow's pixel limit is a process-wide setting; reads swap it (and capture warnings) under this lock.
 _PILLOW_LOCK = threading.Lock()
@@ -175,36 +138,9 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 """Lower-case file suffixes (with the dot) of every format :func:`read_image` opens."""
 
 
-WRITABLE_FORMATS: dict[str, str] = {fmt: word for fmt, word in _WRITTEN.items() if fmt in Image.SAVE}
-"""The formats :func:`write_image` writes (those of this Pillow build), by Pillow name: the ``--format``
-word of each."""
-
-
 def is_probably_image(path: Path) -> bool:
     """Cheap test by suffix (no file access) used to skip non-image files found in directories."""
     return path.suffix.lower() in IMAGE_EXTENSIONS
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageMetadata:
-    """Metadata carried from input to output.
-
-    ``icc_profile``: raw ICC bytes; ``exif``: serialised EXIF with the orientation already reset to 1;
-    ``png_text``: PNG ``tEXt``/``zTXt``/``iTXt`` chunks as key -> text; ``provenance``: swinir's record of
-    what made the image (:class:`~swinir_cli.provenance.Provenance` as text), written into outputs of the
-    formats that carry it (:func:`carries_provenance`) and never taken from an input.
-    """
-
-    icc_profile: bytes | None = None
-    exif: bytes | None = None
-    png_text: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    provenance: str | None = None
-
-    def icc_colour_space(self) -> str | None:
-        """The profile's data colour space from its header (``"RGB"``, ``"GRAY"``, ``"CMYK"``...)."""
-        if self.icc_profile is None or len(self.icc_profile) < 20:
-            return None
-        return self.icc_profile[16:20].decode("ascii", "replace").strip()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -606,7 +542,7 @@ def _read_metadata(opened: Image.Image) -> tuple[int, ImageMetadata]:
 
 def _descriptive_exif(exif: Image.Exif) -> Image.Exif:
     kept = Image.Exif()
-    for tag in _DESCRIPTIVE_TIFF_TAGS:
+    for tag in DESCRIPTIVE_TIFF_TAGS:
         if isinstance(exif.get(tag), str):
             kept[tag] = exif[tag]
     return kept
@@ -650,54 +586,25 @@ def to_gray(pixels: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)[..., None]
 
 
-def to_colour(pixels: np.ndarray) -> np.ndarray:
-    """HxWx1 gray -> HxWx3 with the gray value in every channel; HxWx3 input is returned unchanged."""
-    return pixels if pixels.shape[2] == 3 else np.repeat(pixels, 3, axis=2)
-
-
-def to_8_bit(values: np.ndarray) -> np.ndarray:
-    """uint16 0..65535 -> uint8 ``round(v / 257)`` (halves round up); uint8 input is returned unchanged."""
-    if values.dtype == np.uint8:
-        return values
-    return ((values.astype(np.uint32) * 2 + 257) // 514).astype(np.uint8)
-
-
 # --------------------------------------------------------------------------------------------------
 # Writing
 
 
-def keeps_alpha(fmt: str) -> bool:
-    """Whether :func:`write_image` stores alpha in the Pillow format ``fmt`` (PNG, TIFF, WebP...)."""
-    return fmt in _KEEPS_ALPHA
-
-
-def keeps_colours(fmt: str) -> bool:
-    """Whether the Pillow format ``fmt`` stores every colour of a colour image (GIF holds 256)."""
-    return fmt not in _PALETTE_ONLY
-
-
-def keeps_16_bit(fmt: str) -> bool:
-    """Whether :func:`write_image` stores 16 bits per sample in the Pillow format ``fmt`` (PNG, TIFF)."""
-    return fmt in _KEEPS_16_BIT
-
-
-def output_format(path: Path, format: str | None = None) -> str:
-    """Pillow's name of the format to write: ``format`` when given (``jpg``, ``tif`` accepted), else
-    from the suffix of ``path``. Raises ImageError when it is unknown or cannot be written."""
-    if format is None:
-        fmt = Image.registered_extensions().get(path.suffix.lower())
-        if fmt is None:
+def output_format(path: Path, format: str | None = None) -> OutputFormat:
+    """The format to write (:data:`~swinir_cli.formats.FORMATS`): the one ``format`` names when given
+    (``jpg``, ``tif`` accepted), else the one the suffix of ``path`` names. Raises ImageError when it is
+    unknown or cannot be written."""
+    name = format
+    if name is None:
+        name = Image.registered_extensions().get(path.suffix.lower())
+        if name is None:
             raise ImageError(f"{path}: cannot tell the image format from the suffix {path.suffix!r}")
-    else:
-        fmt = _FORMAT_ALIASES.get(format.upper(), format.upper())
-    if fmt not in WRITABLE_FORMATS:
-        raise ImageError(f"{path}: swinir does not write {fmt} images (it writes {'|'.join(format_names())})")
+    fmt = writable_format(name)
+    if fmt is None:
+        raise ImageError(
+            f"{path}: swinir does not write {name.upper()} images (it writes {'|'.join(format_names())})"
+        )
     return fmt
-
-
-def format_names() -> list[str]:
-    """The ``--format`` words of :data:`WRITABLE_FORMATS`, in the table's order (``png``, ``jpg``...)."""
-    return list(WRITABLE_FORMATS.values())
 
 
 def write_image(
@@ -709,95 +616,43 @@ def write_image(
     strip_metadata: bool = False,
     replaces: Replaces = "any",
 ) -> None:
-    """Write ``image`` to ``path`` atomically: encoded in memory, written whole into a hidden temporary
-    file in the same folder (``.NAME.<pid>-<12 hex>.tmp``, ``NAME`` shortened when the output name is near
-    the 255-byte limit), flushed to disk, then published as ``path``; on any failure the temporary file is
-    removed. Temporary files of that pattern left for ``path`` by a process that is gone (they were there
-    when this process first wrote into the folder, and their writer's pid is no longer running) are
-    removed first; those of a live writer are left alone.
+    """Write ``image`` to ``path`` atomically (:func:`swinir_cli.durable.atomic_file`): encoded in memory,
+    written whole into a hidden temporary file in the same folder (``.NAME.<pid>-<12 hex>.tmp``, ``NAME``
+    shortened when the output name is near the 255-byte limit), flushed to disk, then published as
+    ``path``; on any failure the temporary file is removed. Temporary files of that pattern left for
+    ``path`` by a process that is gone are removed first
+    (:func:`swinir_cli.durable.remove_stale_temporaries`); those of a live writer are left alone.
 
     ``replaces`` says what may be at ``path`` (:func:`swinir_cli.durable.publish`): ``"any"`` (the
     default) replaces whatever is there, None only writes a new file, and a
     :class:`~swinir_cli.durable.FileIdentity` replaces only that very file; a file another process wrote
     meanwhile is kept and this write fails.
 
-    ``format`` defaults to the one the suffix names; ``quality`` (0..100) applies to JPEG, WebP (100
-    means lossless) and AVIF, defaulting to 95, 95 and 90, and is ignored by other formats. See the
-    module docstring for how depth, alpha, gray and metadata are stored. Raises ImageError (unwritable
-    or full location, a short write, unsupported format, a file written meanwhile) naming ``path``;
-    UsageError for a quality outside 0..100.
+    ``format`` defaults to the one the suffix names; ``quality`` (0..100) applies to the formats with a
+    default quality (:attr:`~swinir_cli.formats.OutputFormat.quality`: JPEG 95, WebP 95 where 100 means
+    lossless, AVIF 90) and is ignored by other formats. See the module docstring for how depth, alpha,
+    gray and metadata are stored. Raises ImageError (unwritable or full location, a short write,
+    unsupported format, a file written meanwhile) naming ``path``; UsageError for a quality outside 0..100.
     """
     path = Path(path)
     fmt = output_format(path, format)
-    _remove_stale_temporaries(path)
-    temporary = temporary_path(path)
     try:
-        stream = open_new(temporary)
+        remove_stale_temporaries(path)
+    except OSError as exc:
+        stale = Path(exc.filename).name
+        raise ImageError(
+            f"{path}: cannot remove the stale temporary file {stale} ({_os_reason(exc)})"
+        ) from exc
+    try:
+        with atomic_file(path, replaces=replaces) as stream:
+            write_all(stream, _encode(image, fmt, quality, strip_metadata, str(path)))
+    except FileExistsError as exc:
+        raise ImageError(
+            f"{path}: another process wrote this file meanwhile; it is kept and this result was not "
+            "written (run again to resume)"
+        ) from exc
     except OSError as exc:
         raise ImageError(f"{path}: cannot write ({_os_reason(exc)})") from exc
-    try:
-        with stream:
-            encoded = io.BytesIO()
-            _encode(encoded, image, fmt, quality, strip_metadata, str(path))
-            write_all(stream, encoded.getbuffer())
-            os.fsync(stream.fileno())
-        publish(temporary, path, replaces)
-        sync_directory(path.parent)
-    except BaseException as exc:
-        temporary.unlink(missing_ok=True)
-        if isinstance(exc, FileExistsError):
-            raise ImageError(
-                f"{path}: another process wrote this file meanwhile; it is kept and this result was not "
-                "written (run again to resume)"
-            ) from exc
-        if isinstance(exc, OSError):
-            raise ImageError(f"{path}: cannot write ({_os_reason(exc)})") from exc
-        raise
-
-
-# Per folder: the temporary files found when this process first wrote there, by output stem, with the
-# pid of each one's writer.
-_FOUND_TEMPORARIES: dict[str, dict[str, list[tuple[str, int | None]]]] = {}
-_FOUND_LOCK = threading.Lock()
-
-
-def _remove_stale_temporaries(path: Path) -> None:
-    """Delete the temporary files for ``path`` whose writer is gone (a killed process).
-
-    The folder is listed once per process; only files present then are candidates, and of those only
-    the ones whose writer's process has ended (:func:`swinir_cli.durable.writer_is_gone`): a temporary
-    file another running process is writing is never touched.
-    """
-    folder = os.path.abspath(path.parent)
-    with _FOUND_LOCK:
-        if folder not in _FOUND_TEMPORARIES:
-            _FOUND_TEMPORARIES[folder] = _list_temporaries(folder)
-        found = _FOUND_TEMPORARIES[folder].pop(temporary_stem(path.name), [])
-    for name, pid in found:
-        if not writer_is_gone(pid):
-            continue
-        try:
-            os.unlink(os.path.join(folder, name))
-        except FileNotFoundError:
-            continue  # another process cleaned it up first
-        except OSError as exc:
-            raise ImageError(
-                f"{path}: cannot remove the stale temporary file {name} ({_os_reason(exc)})"
-            ) from exc
-
-
-def _list_temporaries(folder: str) -> dict[str, list[tuple[str, int | None]]]:
-    found: dict[str, list[tuple[str, int | None]]] = {}
-    try:
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                owner = temporary_owner(entry.name)
-                if owner is not None and entry.is_file(follow_symlinks=False):
-                    stem, pid = owner
-                    found.setdefault(stem, []).append((entry.name, pid))
-    except OSError:
-        return {}  # a missing or unreadable folder: the write itself reports it
-    return found
 
 
 def encode_image(
@@ -805,38 +660,27 @@ def encode_image(
 ) -> bytes:
     """The bytes :func:`write_image` would write in ``format`` (for standard output)."""
     fmt = output_format(Path("<stdout>"), format)
-    stream = io.BytesIO()
     try:
-        _encode(stream, image, fmt, quality, strip_metadata, "<stdout>")
+        return _encode(image, fmt, quality, strip_metadata, "<stdout>")
     except OSError as exc:
-        raise ImageError(f"<stdout>: cannot encode {fmt} ({_os_reason(exc)})") from exc
-    return stream.getvalue()
+        raise ImageError(f"<stdout>: cannot encode {fmt.name} ({_os_reason(exc)})") from exc
 
 
 def _encode(
-    stream: BinaryIO, image: LoadedImage, fmt: str, quality: int | None, strip_metadata: bool, label: str
-) -> None:
+    image: LoadedImage, fmt: OutputFormat, quality: int | None, strip_metadata: bool, label: str
+) -> bytes:
+    """``image`` in ``fmt`` (:func:`swinir_cli.formats.encode`), its metadata as the output carries it.
+
+    Raises UsageError for a quality outside 0..100, ImageError for what the encoder refuses, OSError from
+    the encoder.
+    """
     if quality is not None and not 0 <= quality <= 100:
         raise UsageError(f"quality {quality} is outside 0..100")
     metadata = _metadata_for_output(ImageMetadata() if strip_metadata else image.metadata, image.channels)
-    if image.bit_depth == 16 and fmt in _KEEPS_16_BIT:
-        encoder = _encode_png_16 if fmt == "PNG" else _encode_tiff_16
-        stream.write(encoder(image.pixels, image.alpha, metadata))
-        return
-    pixels, alpha = to_8_bit(image.pixels), None if image.alpha is None else to_8_bit(image.alpha)
-    if image.is_gray and fmt not in _KEEPS_GRAY:
-        pixels = to_colour(pixels)
-    if fmt == "PNG" and (alpha is None or pixels.shape[2] == 3):
-        stream.write(_encode_png_8(pixels, alpha, metadata))
-        return
-    if alpha is None or fmt not in _KEEPS_ALPHA:
-        picture = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
-    else:
-        picture = Image.fromarray(np.dstack([pixels, alpha]))  # LA or RGBA
     try:
-        picture.save(stream, format=fmt, **_save_options(fmt, quality, metadata))
+        return encode(fmt, image.pixels, image.alpha, metadata, quality)
     except (ValueError, KeyError, TypeError) as exc:
-        raise ImageError(f"{label}: cannot encode {fmt} ({_one_line(exc)})") from exc
+        raise ImageError(f"{label}: cannot encode {fmt.name} ({_one_line(exc)})") from exc
 
 
 def _metadata_for_output(metadata: ImageMetadata, channels: int) -> ImageMetadata:
@@ -847,167 +691,8 @@ def _metadata_for_output(metadata: ImageMetadata, channels: int) -> ImageMetadat
     return metadata
 
 
-def _save_options(fmt: str, quality: int | None, metadata: ImageMetadata) -> dict[str, object]:
-    options: dict[str, object] = {}
-    if metadata.icc_profile is not None:
-        options["icc_profile"] = metadata.icc_profile
-    if metadata.exif is not None and fmt in _CARRIES_EXIF:
-        options["exif"] = metadata.exif
-    provenance = metadata.provenance
-    if fmt == "PNG" and (metadata.png_text or provenance is not None):
-        own = {} if provenance is None else {PROVENANCE_KEY: provenance}
-        options["pnginfo"] = _png_info({**metadata.png_text, **own})
-    if fmt == "JPEG" and provenance is not None:
-        options["comment"] = provenance.encode("utf-8")
-    if fmt == "WEBP" and provenance is not None:
-        options["xmp"] = _provenance_xmp(provenance)
-    if fmt == "TIFF":
-        options["compression"] = "tiff_adobe_deflate"
-        options["tiffinfo"] = _tiff_tags(metadata)
-    if fmt in _DEFAULT_QUALITY:
-        chosen = _DEFAULT_QUALITY[fmt] if quality is None else quality
-        options["quality"] = chosen
-        if fmt == "WEBP" and chosen == 100:
-            options["lossless"] = True
-    return options
-
-
-def _png_info(text: Mapping[str, str]) -> PngImagePlugin.PngInfo:
-    info = PngImagePlugin.PngInfo()
-    for key, value in text.items():
-        info.add_text(key, value)  # iTXt when the text is not Latin-1
-    return info
-
-
-def _tiff_tags(metadata: ImageMetadata) -> dict[int, str | bytes]:
-    """The descriptive tags of :func:`_tiff_descriptive_tags`, and the provenance as XMP (tag 700)."""
-    tags: dict[int, str | bytes] = {**_tiff_descriptive_tags(metadata.exif)}
-    if metadata.provenance is not None:
-        tags[_XMP_TAG] = _provenance_xmp(metadata.provenance)
-    return tags
-
-
-def _tiff_descriptive_tags(exif: bytes | None) -> dict[int, str]:
-    if exif is None:
-        return {}
-    parsed = Image.Exif()
-    parsed.load(exif)
-    return {tag: parsed[tag] for tag in _DESCRIPTIVE_TIFF_TAGS if isinstance(parsed.get(tag), str)}
-
-
-def _samples(pixels: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
-    """HxWx(C+1) interleaved colour and alpha, or ``pixels`` itself without alpha."""
-    return pixels if alpha is None else np.dstack([pixels, alpha])
-
-
-def _encode_png_16(pixels: np.ndarray, alpha: np.ndarray | None, metadata: ImageMetadata) -> bytes:
-    """A 16-bit PNG (gray, gray+alpha, RGB or RGBA) with the Sub filter on every row."""
-    samples = _samples(pixels, alpha)
-    height, width, channels = samples.shape
-    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
-    rows = samples.astype(">u2").view(np.uint8).reshape(height, width * channels * 2)
-    bytes_per_pixel = channels * 2
-    filtered = rows.copy()
-    filtered[:, bytes_per_pixel:] -= rows[:, :-bytes_per_pixel]  # wraps modulo 256 as PNG requires
-    scanlines = np.hstack([np.ones((height, 1), np.uint8), filtered])  # filter type 1 (Sub)
-    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
-    return b"".join(
-        [
-            _PNG_SIGNATURE,
-            _png_chunk(b"IHDR", header),
-            _png_metadata_chunks(metadata),
-            _png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), _ZLIB_LEVEL)),
-            _png_chunk(b"IEND", b""),
-        ]
-    )
-
-
-def _encode_png_8(pixels: np.ndarray, alpha: np.ndarray | None, metadata: ImageMetadata) -> bytes:
-    """An 8-bit gray, RGB or RGBA PNG: OpenCV's (libpng) pixel chunks, this module's metadata chunks.
-
-    zlib level 3 through OpenCV takes 0.25x the time of Pillow's default PNG encoder for a 2048x2048
-    photo-like result, for files 12% larger (benchmarks/png_encode.py); gray+alpha, which OpenCV does
-    not write, stays with Pillow.
-    """
-    samples = _samples(pixels, alpha)
-    if samples.shape[2] >= 3:
-        samples = cv2.cvtColor(samples, cv2.COLOR_RGBA2BGRA if alpha is not None else cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(".png", samples, [cv2.IMWRITE_PNG_COMPRESSION, _OPENCV_PNG_LEVEL])
-    if not ok:
-        raise OSError("OpenCV could not encode the PNG")
-    chunks = list(_png_chunks(encoded.tobytes()))
-    header = [chunk for kind, chunk in chunks if kind == b"IHDR"]
-    data = [chunk for kind, chunk in chunks if kind == b"IDAT"]
-    return b"".join(
-        [_PNG_SIGNATURE, *header, _png_metadata_chunks(metadata), *data, _png_chunk(b"IEND", b"")]
-    )
-
-
-#: zlib level of the 8-bit PNG encoder (see :func:`_encode_png_8`).
-_OPENCV_PNG_LEVEL = 3
-
-
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
-def _png_metadata_chunks(metadata: ImageMetadata) -> bytes:
-    """iCCP, eXIf and text chunks exactly as Pillow writes them, taken from a 1x1 PNG it encodes."""
-    options = _save_options("PNG", None, metadata)
-    if not options:
-        return b""
-    tiny = io.BytesIO()
-    Image.new("L", (1, 1)).save(tiny, format="PNG", **options)
-    return b"".join(
-        chunk for kind, chunk in _png_chunks(tiny.getvalue()) if kind not in (b"IHDR", b"IDAT", b"IEND")
-    )
-
-
-def _png_chunks(png: bytes) -> Iterator[tuple[bytes, bytes]]:
-    offset = len(_PNG_SIGNATURE)
-    while offset < len(png):
-        (length,) = struct.unpack(">I", png[offset : offset + 4])
-        end = offset + 12 + length
-        yield png[offset + 4 : offset + 8], png[offset:end]
-        offset = end
-
-
-def _encode_tiff_16(pixels: np.ndarray, alpha: np.ndarray | None, metadata: ImageMetadata) -> bytes:
-    """A little-endian 16-bit TIFF: header, IFD, then one deflate-compressed strip; alpha is an
-    unassociated extra sample, and gray+alpha is stored as RGBA, the only form Pillow and OpenCV read."""
-    if alpha is not None and pixels.shape[2] == 1:
-        pixels = to_colour(pixels)  # readers (Pillow, OpenCV) do not open 16-bit gray+alpha TIFF
-    samples = _samples(pixels, alpha)
-    height, width, channels = samples.shape
-    strip = zlib.compress(samples.astype("<u2").tobytes(), _ZLIB_LEVEL)
-    ifd = TiffImagePlugin.ImageFileDirectory_v2(prefix=b"II")
-    ifd[256] = width
-    ifd[257] = height
-    ifd[258] = (16,) * channels
-    ifd[259] = 8  # Adobe deflate
-    ifd[262] = 1 if pixels.shape[2] == 1 else 2  # BlackIsZero or RGB
-    ifd[273] = (0,)  # relative to the end of the IFD: Pillow adds where the strip lands
-    ifd[277] = channels
-    ifd[278] = height
-    ifd[279] = (len(strip),)
-    ifd[284] = 1  # chunky
-    if alpha is not None:
-        ifd[338] = (2,)  # unassociated alpha
-    if metadata.icc_profile is not None:
-        ifd[34675] = metadata.icc_profile
-        ifd.tagtype[34675] = TiffTags.UNDEFINED
-    for tag, value in _tiff_tags(metadata).items():
-        ifd[tag] = value
-    if _XMP_TAG in ifd:
-        ifd.tagtype[_XMP_TAG] = TiffTags.BYTE
-    for tag in (256, 257, 273, 278, 279):
-        ifd.tagtype[tag] = TiffTags.LONG
-    header = b"II" + struct.pack("<HI", 42, 8)  # the IFD follows the header, the strip follows the IFD
-    return header + ifd.tobytes(8) + strip
-
-
 # --------------------------------------------------------------------------------------------------
-# Provenance: written by the encoders above, read back from the header of an existing output
+# Provenance: written by the encoders of swinir_cli.formats, read back from the header of an existing output
 
 #: The most bytes :func:`read_provenance` reads (headers, and the one record it keeps), and the most
 #: chunks, segments or directory entries it steps over.
@@ -1016,21 +701,10 @@ _PROVENANCE_STEP_LIMIT = 4096
 _XMP_PROPERTY = re.compile(rb'swinir:provenance="([^"]*)"')
 
 
-def carries_provenance(fmt: str) -> bool:
-    """Whether :func:`write_image` records the provenance in the Pillow format ``fmt`` (PNG, JPEG, WebP,
-    TIFF); other formats (BMP, GIF, PPM, TGA, AVIF, ...) have no place swinir writes it to."""
-    return fmt in _CARRIES_PROVENANCE
-
-
-def _provenance_xmp(text: str) -> bytes:
-    """An XMP packet whose only property is the provenance ``text`` (XML-escaped)."""
-    value = html.escape(text, quote=True)
-    return (
-        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
-        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-        f'<rdf:Description rdf:about="" xmlns:swinir="urn:swinir-cli:1/" swinir:provenance="{value}"/>'
-        '</rdf:RDF></x:xmpmeta><?xpacket end="r"?>'
-    ).encode()
+def carries_provenance(fmt: OutputFormat) -> bool:
+    """Whether :func:`write_image` records the provenance in ``fmt`` (PNG, JPEG, WebP, TIFF); other formats
+    (BMP, GIF, PPM, TGA, AVIF, ...) have no place swinir writes it to."""
+    return fmt.provenance is not None
 
 
 def _provenance_in_xmp(packet: bytes) -> str | None:
@@ -1083,7 +757,7 @@ class _HeaderReader:
 def _png_provenance(reader: _HeaderReader) -> str | None:
     """From a ``tEXt``/``iTXt`` chunk keyed :data:`PROVENANCE_KEY` before the first ``IDAT``."""
     key = PROVENANCE_KEY.encode("latin-1") + b"\0"
-    reader.seek(len(_PNG_SIGNATURE))
+    reader.seek(len(PNG_SIGNATURE))
     while True:
         length, kind = struct.unpack(">I4s", reader.read(8))
         if kind in (b"IDAT", b"IEND"):
@@ -1148,7 +822,7 @@ def _tiff_provenance(reader: _HeaderReader) -> str | None:
     (entries,) = struct.unpack(order + "H", reader.read(2))
     for _ in range(min(entries, _PROVENANCE_STEP_LIMIT)):
         tag, kind, count, value = struct.unpack(order + "HHII", reader.read(12))
-        if tag == _XMP_TAG and kind in (1, 7):  # BYTE or UNDEFINED
+        if tag == XMP_TAG and kind in (1, 7):  # BYTE or UNDEFINED
             if count <= 4:
                 return None  # far too short for a record
             reader.seek(value)

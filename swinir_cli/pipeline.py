@@ -26,15 +26,15 @@ from .devices import (
     resolve_engine,
     resolve_precision,
     select_device,
-    tile_memory_budget,
 )
 from .download import verified_weights_path
 from .ensemble import self_ensemble
 from .errors import NonFiniteResultError, UsageError
 from .imageio import LoadedImage, to_colour, to_gray
+from .memory import choose_tile, restore_with_oom_fallback, tile_memory_budget
 from .network import SwinIR
 from .registry import get_model
-from .tiling import WHOLE_IMAGE, TileEdges, choose_tile, default_overlap, restore_with_oom_fallback
+from .tiling import WHOLE_IMAGE, TileEdges, default_overlap
 
 __all__ = ["Restorer", "resolve_precision", "select_device"]
 
@@ -256,7 +256,7 @@ class Restorer:
 
     def auto_tile(self, height: int, width: int) -> int:
         """The window-aligned tile of least estimated compute whose estimated peak memory fits the device
-        (0: the whole image fits; see :func:`~swinir_cli.tiling.choose_tile`)."""
+        (0: the whole image fits; see :func:`~swinir_cli.memory.choose_tile`)."""
         config = self.model.config
         return choose_tile(
             height,

@@ -30,7 +30,8 @@ from .batch import (
     run_one,
 )
 from .errors import UsageError
-from .imageio import LoadedImage, keeps_16_bit, keeps_alpha, keeps_colours, output_format
+from .formats import DEFAULT_FORMAT, OutputFormat
+from .imageio import LoadedImage, output_format
 from .provenance import settings_fingerprint
 from .tasks import AUTO
 
@@ -233,12 +234,16 @@ class RecipeRunner:
     def _warn_losses(self, image: LoadedImage, job: Job, label: str, model_channels: int) -> None:
         fmt = _target_format(job, self.recipe.writing)
         name = image.name
-        if image.alpha is not None and not keeps_alpha(fmt):
-            self._warn_once("alpha", f"{name}: {fmt} has no alpha channel; the transparency is dropped")
-        if image.bit_depth == 16 and not keeps_16_bit(fmt):
-            self._warn_once("depth", f"{name}: {fmt} stores 8 bits per sample; the 16-bit depth is reduced")
-        if image.channels == 3 and model_channels == 3 and not keeps_colours(fmt):
-            self._warn_once("colours", f"{name}: {fmt} holds 256 colours; the result's colours are reduced")
+        if image.alpha is not None and not fmt.alpha:
+            self._warn_once("alpha", f"{name}: {fmt.name} has no alpha channel; the transparency is dropped")
+        if image.bit_depth == 16 and not fmt.deep:
+            self._warn_once(
+                "depth", f"{name}: {fmt.name} stores 8 bits per sample; the 16-bit depth is reduced"
+            )
+        if image.channels == 3 and model_channels == 3 and fmt.palette_only:
+            self._warn_once(
+                "colours", f"{name}: {fmt.name} holds 256 colours; the result's colours are reduced"
+            )
         if image.channels == 3 and model_channels == 1:
             self._warn_once(
                 "gray",
@@ -264,7 +269,7 @@ def pixel_settings(recipe: RestoreRecipe) -> dict[str, object]:
     return {
         "task": request.task,
         "model": _model_identity(request),
-        "level": request.level(),
+        "level": request.level,
         "img_range": request.img_range,
         "size": asdict(recipe.size),
         "precision": restorer.precision,
@@ -281,21 +286,17 @@ def _model_identity(request: ModelRequest) -> list[list[str]]:
     """``[["weights", sha256]]`` for a ``--weights`` file, else ``[name, sha256 or url]`` of each registry
     entry the request may run (one when it names or fixes the model), sorted."""
     from .download import sha256_of
-    from .registry import load_registry
+    from .registry import task_models
     from .resolve import check_request
 
     if request.weights is not None:
         return [["weights", sha256_of(request.weights)]]
     fixed = check_request(request).entry
-    level = request.level()
-    entries = [fixed] if fixed is not None else [
-        entry
-        for entry in load_registry().values()
-        if entry.task == request.task and (level in (None, AUTO) or entry.level == level)
-    ]  # fmt: skip
+    level = None if request.level == AUTO else request.level
+    entries = [fixed] if fixed is not None else list(task_models(request.kind, level).values())
     return sorted([entry.name, entry.sha256 or entry.url] for entry in entries)
 
 
-def _target_format(job: Job, writing: OutputOptions) -> str:
+def _target_format(job: Job, writing: OutputOptions) -> OutputFormat:
     target = job.target if job.target is not None else Path(STDIO)
-    return output_format(target, writing.format or ("png" if job.target is None else None))
+    return output_format(target, writing.format or (DEFAULT_FORMAT if job.target is None else None))

@@ -20,14 +20,13 @@ from urllib.parse import quote, unquote, urlsplit
 
 from swinir_cli.errors import ModelNotFoundError, UsageError
 from swinir_cli.reading import read_regular
-from swinir_cli.tasks import LEVEL_KEY, LEVEL_RANGE, TASK_NAMES
+from swinir_cli.tasks import TASKS, Task, level_keys, task_named
 
-TASKS = TASK_NAMES
 REMOTE_SCHEMES = ("http", "https", "hf")
 #: Longest registry file read (the packaged one takes 14 KB).
 REGISTRY_MAX_BYTES = 16 << 20
 
-_INT_KEYS = ("scale", "sigma", "quality", "channels", "size", "parameters")
+_INT_KEYS = ("channels", "size", "parameters")  # and every task's level key
 _STR_KEYS = ("task", "url", "sha256", "description", "architecture", "file")
 _REQUIRED_KEYS = ("task", "url")
 _NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
@@ -39,9 +38,10 @@ class ModelEntry:
     """One downloadable checkpoint of the registry.
 
     ``url`` is normalised: ``http(s)://``, ``hf://owner/repo[@revision]/path`` or ``file://`` (local paths,
-    relative ones resolved against the TOML file that named them). Exactly one of ``scale``/``sigma``/
-    ``quality`` is set, the one matching ``task``. ``sha256`` is ``None`` for an unpinned entry;
-    ``description`` is ``""`` when the registry gives none (only task, level and url are required).
+    relative ones resolved against the TOML file that named them). ``level`` is the task's setting: the
+    upscale factor, the noise sigma or the JPEG quality (the registry's ``scale``, ``sigma`` or ``quality``
+    key, as the task's level key says). ``sha256`` is ``None`` for an unpinned entry; ``description`` is
+    ``""`` when the registry gives none (only task, level and url are required).
     """
 
     name: str
@@ -49,10 +49,8 @@ class ModelEntry:
     url: str
     description: str
     file: str
+    level: int
     channels: int = 3
-    scale: int | None = None
-    sigma: int | None = None
-    quality: int | None = None
     sha256: str | None = None
     size: int | None = None
     parameters: int | None = None
@@ -64,16 +62,19 @@ class ModelEntry:
         return self.sha256 is not None
 
     @property
-    def level(self) -> int:
-        """The task's setting: the upscale factor, the noise sigma or the JPEG quality."""
-        value = getattr(self, LEVEL_KEY[self.task])
-        assert isinstance(value, int), f"registry entry {self.name} has no {LEVEL_KEY[self.task]}"
-        return value
+    def kind(self) -> Task:
+        """The task the model does."""
+        return task_named(self.task)
+
+    @property
+    def scale(self) -> int:
+        """The model's upscale factor: its level for an upscaling task, else 1."""
+        return self.level if self.kind.upscales else 1
 
     @property
     def level_label(self) -> str:
         """The task's setting for people: ``x4``, ``sigma 25`` or ``quality 10``."""
-        return f"x{self.level}" if self.task == "upscale" else f"{LEVEL_KEY[self.task]} {self.level}"
+        return self.kind.level_label(self.level)
 
     @property
     def is_remote(self) -> bool:
@@ -146,65 +147,66 @@ def close_names(name: str, names: list[str], limit: int = 3) -> list[str]:
 
 def choose_model(
     task: str,
+    level: int | str | None,
     *,
-    scale: int | None = None,
-    sigma: int | None = None,
-    quality: int | None = None,
     channels: int = 3,
     registry: dict[str, ModelEntry] | None = None,
 ) -> ModelEntry:
     """The model a restoration command uses when no ``--model`` is given.
 
-    ``upscale`` needs ``scale`` and prefers the real-world GAN model (``real-xS``: photos are not
-    bicubic-downsampled), then the classical one (``classical-xS``); ``channels`` is ignored since every
-    upscale model is color. ``denoise`` needs ``sigma`` and ``dejpeg`` needs ``quality``; ``channels``
-    (1 gray, 3 color) picks ``denoise-gray-N`` or ``denoise-color-N`` (likewise ``dejpeg-*``). Entries added
-    through ``$SWINIR_REGISTRY`` with a matching setting are used when no preferred name exists.
+    The task's preferred names come first (:meth:`~swinir_cli.tasks.Task.preferred_names`): for
+    ``upscale`` the real-world GAN model (``real-xS``: photos are not bicubic-downsampled), then the
+    classical one (``classical-xS``); for ``denoise`` and ``dejpeg`` ``denoise-gray-N`` or
+    ``denoise-color-N`` as ``channels`` (1 gray, 3 color) says. Only a task that picks its model per image
+    matches ``channels`` (every upscale model is color). Entries added through ``$SWINIR_REGISTRY`` with a
+    matching level are used when no preferred name exists.
 
-    Raises :class:`UsageError` when the setting is missing or no registered model has it (the message
-    lists the settings that exist).
+    Raises :class:`UsageError` when the task is unknown, the level is missing or no registered model has
+    it (the message lists the levels that exist; a word such as ``auto`` is a level none has).
     """
-    if task not in TASKS:
-        raise UsageError(f"unknown task '{task}'; expected one of {', '.join(TASKS)}")
-    level_key = LEVEL_KEY[task]
-    value = {"scale": scale, "sigma": sigma, "quality": quality}[level_key]
-    if value is None:
-        raise UsageError(f"choosing a {task} model needs a {level_key}")
-    models = load_registry() if registry is None else registry
-    matching = {
-        name: entry
-        for name, entry in models.items()
-        if entry.task == task and entry.level == value and (task == "upscale" or entry.channels == channels)
-    }
-    for preferred in _preferred_names(task, value, channels):
+    kind = _task(task)
+    if level is None:
+        raise UsageError(f"choosing a {task} model needs a {kind.level_key}")
+    matching = task_models(kind, level, channels, registry)
+    for preferred in kind.preferred_names(level, channels):
         if preferred in matching:
             return matching[preferred]
     if matching:
         return matching[min(matching)]
-    raise UsageError(_no_model_message(task, level_key, value, channels, models))
+    raise UsageError(_no_model_message(kind, level, channels, task_models(kind, None, channels, registry)))
 
 
-def _preferred_names(task: str, value: int, channels: int) -> list[str]:
-    if task == "upscale":
-        return [f"real-x{value}", f"classical-x{value}"]
-    color = "gray" if channels == 1 else "color"
-    return [f"{task}-{color}-{value}"]
+def task_models(
+    task: Task,
+    level: int | str | None = None,
+    channels: int | None = None,
+    registry: dict[str, ModelEntry] | None = None,
+) -> dict[str, ModelEntry]:
+    """The registered models of ``task`` by name; of ``level`` and, for a task that picks a gray or colour
+    model per image, of ``channels``, when these are given."""
+    models = load_registry() if registry is None else registry
+    return {
+        name: entry
+        for name, entry in models.items()
+        if entry.task == task.name
+        and level in (None, entry.level)
+        and (channels is None or not task.per_image_channels or entry.channels == channels)
+    }
 
 
-def _no_model_message(
-    task: str, level_key: str, value: int, channels: int, models: dict[str, ModelEntry]
-) -> str:
-    kind = "" if task == "upscale" else (" gray" if channels == 1 else " color")
-    available = sorted(
-        {
-            entry.level
-            for entry in models.values()
-            if entry.task == task and (task == "upscale" or entry.channels == channels)
-        }
-    )
-    listed = ", ".join(str(level) for level in available) or "none"
+def _task(name: str) -> Task:
+    try:
+        return task_named(name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _no_model_message(task: Task, level: int | str, channels: int, models: dict[str, ModelEntry]) -> str:
+    kind = (" gray" if channels == 1 else " color") if task.per_image_channels else ""
+    listed = ", ".join(str(value) for value in sorted({entry.level for entry in models.values()})) or "none"
+    key = task.level_key
     return (
-        f"no registered{kind} {task} model has {level_key} {value}; {level_key} values available: {listed} "
+        f"no registered{kind} {task.name} model has {key} {level}; {key} values available: {listed} "
         "(or pass --weights FILE)"
     )
 
@@ -277,9 +279,9 @@ def _entry_from_table(name: str, table: Any, label: str, base_dir: Path | None) 
     if not isinstance(table, dict):
         raise UsageError(f"{where} must be a table of keys")
     _check_keys(table, where)
-    task = table["task"]
-    if task not in TASKS:
-        raise UsageError(f"{where} task: expected one of {', '.join(TASKS)}, got {task!r}")
+    if table["task"] not in TASKS:
+        raise UsageError(f"{where} task: expected one of {', '.join(TASKS)}, got {table['task']!r}")
+    task = TASKS[table["task"]]
     _check_levels(table, task, where)
     channels = table.get("channels", 3)
     if channels not in (1, 3):
@@ -298,14 +300,12 @@ def _entry_from_table(name: str, table: Any, label: str, base_dir: Path | None) 
         raise UsageError(f"{where} file: expected a plain file name, got {file!r}")
     return ModelEntry(
         name=name,
-        task=task,
+        task=task.name,
         url=url,
         description=table.get("description", ""),
         file=file,
+        level=table[task.level_key],
         channels=channels,
-        scale=table.get("scale"),
-        sigma=table.get("sigma"),
-        quality=table.get("quality"),
         sha256=sha256,
         size=table.get("size"),
         parameters=table.get("parameters"),
@@ -314,11 +314,12 @@ def _entry_from_table(name: str, table: Any, label: str, base_dir: Path | None) 
 
 
 def _check_keys(table: dict[str, Any], where: str) -> None:
-    known = set(_INT_KEYS) | set(_STR_KEYS)
+    int_keys = {*_INT_KEYS, *level_keys()}
+    known = int_keys | set(_STR_KEYS)
     for key, value in table.items():
         if key not in known:
             raise UsageError(f"{where}: unknown key '{key}' (known keys: {', '.join(sorted(known))})")
-        if key in _INT_KEYS and (not isinstance(value, int) or isinstance(value, bool)):
+        if key in int_keys and (not isinstance(value, int) or isinstance(value, bool)):
             raise UsageError(f"{where} {key}: expected an integer, got {value!r}")
         if key in _STR_KEYS and not isinstance(value, str):
             raise UsageError(f"{where} {key}: expected a string, got {value!r}")
@@ -327,15 +328,16 @@ def _check_keys(table: dict[str, Any], where: str) -> None:
             raise UsageError(f"{where}: missing required key '{key}'")
 
 
-def _check_levels(table: dict[str, Any], task: str, where: str) -> None:
-    level_key = LEVEL_KEY[task]
+def _check_levels(table: dict[str, Any], task: Task, where: str) -> None:
+    level_key = task.level_key
     if level_key not in table:
-        raise UsageError(f"{where}: missing required key '{level_key}' for a {task} model")
-    for key, (low, high) in LEVEL_RANGE.items():
+        raise UsageError(f"{where}: missing required key '{level_key}' for a {task.name} model")
+    for key in level_keys():
         if key != level_key and key in table:
-            raise UsageError(f"{where}: key '{key}' does not apply to a {task} model")
-        if key == level_key and not low <= table[key] <= high:
-            raise UsageError(f"{where} {key}: expected {low}..{high}, got {table[key]}")
+            raise UsageError(f"{where}: key '{key}' does not apply to a {task.name} model")
+    low, high = task.level_range
+    if not low <= table[level_key] <= high:
+        raise UsageError(f"{where} {level_key}: expected {low}..{high}, got {table[level_key]}")
 
 
 def _normalise_url(url: str, base_dir: Path | None, label: str, key: str) -> str:

@@ -20,22 +20,13 @@ from typing import Any
 
 from .checkpoint import detect_config, load_model, read_state_dict
 from .download import DownloadListener, verified_weights_path
-from .errors import ImageError, ModelNotFoundError, ModelUnavailableError, SwinIRError, UsageError
-from .estimate import (
-    choose_jpeg_model_quality,
-    choose_noise_model_sigma,
-    estimate_noise_sigma,
-    jpeg_quality_from_tables,
-)
-from .imageio import LoadedImage, to_8_bit
+from .errors import ModelNotFoundError, ModelUnavailableError, SwinIRError, UsageError
+from .imageio import LoadedImage
 from .pipeline import Restorer
 from .registry import ModelEntry, choose_model, get_model
 from .tasks import AUTO, TASKS, Task
 
 __all__ = ["ModelChooser", "ModelFacts", "ModelRequest", "check_request", "named_entry", "open_restorer"]
-
-#: The upscale factor used when neither --scale nor a model says one.
-DEFAULT_SCALE = 4
 
 
 @dataclass(frozen=True)
@@ -43,8 +34,9 @@ class ModelRequest:
     """What a command asked for; the model itself may be chosen per image.
 
     ``weights`` (a local checkpoint) or ``model`` (a registry name) fix the model; otherwise it is chosen
-    by ``task`` and level (``scale``/``sigma``/``quality``, the latter two may be ``"auto"``: estimated
-    from each image) and, for denoising and JPEG, by each image's channels.
+    by ``task`` and ``level`` (the task's setting: the scale, sigma or quality; ``"auto"`` where the task
+    estimates it from each image) and, for a task that picks gray or colour models (denoising, JPEG), by
+    each image's channels. An upscaling task's level is the factor a named model must have.
 
     Raises:
         UsageError: both ``model`` and ``weights``, or an unknown task.
@@ -53,9 +45,7 @@ class ModelRequest:
     task: str
     model: str | None = None
     weights: Path | None = None
-    scale: int | None = None
-    sigma: int | str | None = None
-    quality: int | str | None = None
+    level: int | str | None = None
     img_range: float | None = None
 
     def __post_init__(self) -> None:
@@ -67,10 +57,6 @@ class ModelRequest:
     @property
     def kind(self) -> Task:
         return TASKS[self.task]
-
-    def level(self) -> int | str | None:
-        """The task's requested level: the scale, sigma or quality (maybe ``auto`` or None)."""
-        return getattr(self, self.kind.level_key)
 
 
 @dataclass(frozen=True)
@@ -113,27 +99,29 @@ def check_request(request: ModelRequest) -> ModelFacts:
             raise UsageError(
                 f"model '{entry.name}' is a {entry.task} model; use `swinir {entry.task}` to run it"
             )
-        _check_factor(request, entry.scale or 1, f"model '{entry.name}'")
-        return ModelFacts(entry.scale or 1, task.window, entry.name, entry.channels, entry)
-    if task.upscales:
-        entry = choose_model(task.name, scale=request.scale or DEFAULT_SCALE)
-        return ModelFacts(entry.level, task.window, entry.name, entry.channels, entry)
-    level = request.level()
-    if level != AUTO:
-        choose_model(task.name, **{task.level_key: level})  # refuses a level no model has
+        _check_factor(request, entry.scale, f"model '{entry.name}'")
+        return ModelFacts(entry.scale, task.window, entry.name, entry.channels, entry)
+    if not task.per_image_channels:  # the level alone fixes the model
+        entry = choose_model(task.name, request.level or task.default_level)
+        return ModelFacts(entry.scale, task.window, entry.name, entry.channels, entry)
+    if request.level != AUTO:
+        choose_model(task.name, request.level)  # refuses a level no model has
     return ModelFacts(1, task.window)
 
 
 def _check_factor(request: ModelRequest, factor: int, label: str) -> None:
     if request.kind.upscales:
         if factor == 1:
-            raise UsageError(f"{label} does not upscale (x1); use `swinir denoise` or `swinir dejpeg`")
-        if request.scale is not None and request.scale != factor:
+            others = " or ".join(f"`swinir {task.name}`" for task in TASKS.values() if not task.upscales)
+            raise UsageError(f"{label} does not upscale (x1); use {others}")
+        if request.level is not None and request.level != factor:
+            key = request.kind.level_key
             raise UsageError(
-                f"{label} upscales x{factor}, not x{request.scale}; drop --scale or pick another"
+                f"{label} upscales x{factor}, not x{request.level}; drop --{key} or pick another"
             )
     elif factor != 1:
-        raise UsageError(f"{label} is a x{factor} upscaling model; use `swinir upscale` to run it")
+        upscaling = next(task.name for task in TASKS.values() if task.upscales)
+        raise UsageError(f"{label} is a x{factor} upscaling model; use `swinir {upscaling}` to run it")
 
 
 def open_restorer(
@@ -198,10 +186,10 @@ class ModelChooser:
             ModelUnavailableError: the model cannot be fetched or loaded.
         """
         request = self.request
-        if request.weights is not None or request.model is not None or request.kind.upscales:
+        if request.weights is not None or request.model is not None or not request.kind.per_image_channels:
             return self.fixed()
-        level = self._level(request.level(), image)
-        entry = choose_model(request.task, channels=image.channels, **{request.kind.level_key: level})
+        level = self._level(request.level, image)
+        entry = choose_model(request.task, level, channels=image.channels)
         return self._restorer(entry.name, self._fetch(entry))
 
     def _fetch(self, entry: ModelEntry) -> Path:
@@ -225,29 +213,11 @@ class ModelChooser:
             self._loaded[label] = restorer
         return label, self._loaded[label]
 
-    def _level(self, value: int | str | None, image: LoadedImage) -> int | None:
+    def _level(self, value: int | str | None, image: LoadedImage) -> int | str | None:
         if value != AUTO:
-            return value  # type: ignore[return-value]
-        key = self.request.kind.level_key
-        if key == "quality":
-            estimated = jpeg_quality_from_tables(image.jpeg_quantization)
-            if estimated is None:
-                raise ImageError(
-                    f"{image.name}: cannot estimate the JPEG quality (not a JPEG file); "
-                    f"pass --quality {self.request.kind.levels_metavar}"
-                )
-            chosen = choose_jpeg_model_quality(estimated)
-            found = f"JPEG quality ~{estimated}"
-        else:
-            try:
-                estimated_sigma = estimate_noise_sigma(to_8_bit(image.pixels))
-            except ImageError as exc:
-                raise ImageError(
-                    f"{image.name}: cannot estimate the noise level ({exc}); "
-                    f"pass --sigma {self.request.kind.levels_metavar}"
-                ) from None
-            chosen = choose_noise_model_sigma(estimated_sigma)
-            found = f"noise sigma ~{estimated_sigma:.1f}"
+            return value
+        task = self.request.kind
+        estimate = task.estimate_level(image)
         if self.notice is not None:
-            self.notice(f"{image.name}: {found}, using the {key} {chosen} model")
-        return chosen
+            self.notice(f"{image.name}: {estimate.found}, using the {task.level_key} {estimate.level} model")
+        return int(estimate.level)

@@ -20,38 +20,32 @@ grid are a partition of unity, and a pixel covered by a single tile keeps that t
 Memory. Output is assembled a band (one row of tiles, or one column for a wide image) at a time into the
 final uint8/uint16 array. The only float32 buffer is one accumulator, a band deep and as long as the
 output's shorter side, reused from band to band. Peak memory is the output, that accumulator and one
-forward pass on ``batch`` tiles (see :func:`estimate_peak_bytes` and :func:`choose_tile`).
+forward pass on ``batch`` tiles; what that pass needs, and which tile fits a device, is
+:mod:`swinir_cli.memory`'s business: this module knows geometry, not models or devices.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 
 __all__ = [
-    "FORWARD_CALL_PIXELS",
     "WHOLE_IMAGE",
     "AxisTile",
+    "RestoreFn",
     "TileEdges",
+    "aligned_geometry",
     "aligned_overlap",
     "aligned_tile",
-    "available_memory_bytes",
     "axis_tiles",
-    "choose_tile",
     "default_overlap",
-    "estimate_peak_bytes",
-    "forward_pixels",
-    "plan_cost",
     "plan_tile_sides",
     "restore_tiled",
-    "restore_with_oom_fallback",
     "tile_spans",
 ]
 
@@ -72,6 +66,7 @@ class TileEdges:
 #: The edges of a tile that is the whole image.
 WHOLE_IMAGE = TileEdges(True, True)
 
+#: A restoration: (N, C, h, w) and the tiles' edges -> (N, C_out, h * scale, w * scale).
 RestoreFn = Callable[[torch.Tensor, TileEdges], torch.Tensor]
 ProgressFn = Callable[[int, int], None]
 Blend = Literal["smooth", "uniform"]
@@ -229,7 +224,7 @@ def restore_tiled(
         raise ValueError(f"batch {batch} is not positive")
     if not 0 < max_value <= 65535:
         raise ValueError(f"max_value {max_value} is not in 1..65535")
-    tile, overlap = _aligned_geometry(tile, overlap, window)
+    tile, overlap = aligned_geometry(tile, overlap, window)
     height, width = image.shape[2:]
     options = dict(scale=scale, tile=tile, overlap=overlap, window=window, halo=halo, blend=blend)
     rows, cols = axis_tiles(height, **options), axis_tiles(width, **options)
@@ -250,6 +245,15 @@ def aligned_overlap(overlap: int, window: int) -> int:
     if overlap < 0:
         raise ValueError(f"tile overlap {overlap} is negative")
     return -(-overlap // window) * window
+
+
+def aligned_geometry(tile: int, overlap: int, window: int) -> tuple[int, int]:
+    """``tile`` and ``overlap`` as :func:`restore_tiled` takes them: the tile rounded down and the overlap
+    up to multiples of ``window``, the overlap then at most half the tile."""
+    tile, overlap = aligned_tile(tile, window), aligned_overlap(overlap, window)
+    if tile and overlap > tile // 2:
+        overlap = tile // 2 // window * window
+    return tile, overlap
 
 
 def _output_dtype(max_value: int) -> np.dtype:
@@ -389,45 +393,6 @@ def _accumulate(
     band[:, :, item.out_start : item.out_stop] += part * weight
 
 
-def restore_with_oom_fallback(
-    image: torch.Tensor,
-    fn: RestoreFn,
-    *,
-    scale: int,
-    window: int,
-    tile: int,
-    overlap: int,
-    min_tile: int | None = None,
-    on_warning: Callable[[str], None] | None = None,
-    **options: object,
-) -> np.ndarray:
-    """:func:`restore_tiled`, retrying with half the tile after a CUDA out-of-memory error.
-
-    On ``torch.cuda.OutOfMemoryError`` the tile (at most the image's longer side) is halved,
-    rounded down to a multiple of ``window`` but not below ``min_tile``, and the image is restored again;
-    ``on_warning`` receives one line per retry and ``progress`` restarts with the new tile count. The
-    overlap shrinks with the tile if it would exceed half of it. ``min_tile`` (default: four windows, or
-    twice the overlap if larger) is the smallest tile tried; an error at that tile is raised again.
-    """
-    default_min = max(4 * window, 2 * aligned_overlap(overlap, window))
-    min_tile = aligned_tile(default_min if min_tile is None else min_tile, window)
-    tile = aligned_tile(tile, window)
-    while True:
-        try:
-            return restore_tiled(image, fn, scale=scale, window=window, tile=tile, overlap=overlap, **options)
-        except torch.cuda.OutOfMemoryError:
-            longest = max(image.shape[2:])
-            current = min(tile, longest) if tile else longest
-            if current <= min_tile:
-                raise
-            smaller = max(current // 2 // window * window, min_tile)
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        if on_warning is not None:
-            on_warning(f"out of GPU memory at tile {current}; retrying the image with tile {smaller}")
-        tile = smaller
-
-
 def default_overlap(window: int) -> int:
     """Default tile overlap in input pixels: two windows (16 for the released window-8 models).
 
@@ -439,57 +404,6 @@ def default_overlap(window: int) -> int:
     return 2 * window
 
 
-#: Values held per padded input pixel, per unit of each term of :func:`estimate_peak_bytes`; fitted to
-#: the growth of peak resident memory over CPU forward passes (the tuned allocator of swinir_cli.cpu,
-#: 2 threads): SwinIR-S x4 4.9 KB per padded pixel (3 passes, 264x264; one pass at 520x520: 4.2 KB),
-#: SwinIR-M x4 17.3 KB (3 passes, 136x136; one pass at 200x200: 17.9 KB), denoising SwinIR-M 11.5 KB
-#: (one pass, 136x136). The fit gives 16.6 / 0.44 / 1.24; the figures below round it up.
-_FEATURE_COPIES = 17.0
-_ATTENTION_COPIES = 0.5
-_HEAD_COPIES = 1.25
-#: A tiled run peaks higher than passes of one shape: tiles of a few different shapes fragment the heap.
-#: Measured: a 768x768 SwinIR-S x4 run in 272-pixel tiles grew 690 MiB over the process and its output,
-#: 1.9 times three same-shape passes of that tile (the tuned allocator; 1.6 times with glibc's defaults).
-_TILED_SLACK = 1.9
-
-
-#: Fixed cost of one forward pass in the cost model, in pixels: a single-threaded SwinIR-S x4 forward took
-#: 0.33 ms per padded pixel plus 14 ms per call (56x56 to 200x200 inputs), about 43 pixels' worth.
-FORWARD_CALL_PIXELS = 48
-
-
-def estimate_peak_bytes(
-    tile_height: int,
-    tile_width: int,
-    *,
-    window: int,
-    scale: int,
-    embed_dim: int,
-    num_heads: int,
-    head_features: int,
-    batch: int = 1,
-    bytes_per_value: int = 4,
-    tiled: bool = True,
-) -> int:
-    """Estimated peak memory of one forward pass on (batch, C, tile_height, tile_width) input, in bytes.
-
-    The input is padded to ``(side // window + 1) * window`` per side. Per padded pixel the pass holds about
-    17 copies of the ``embed_dim`` features, 0.5 of the ``num_heads * window**2`` attention scores and
-    1.25 of the upsampling head's largest tensor (``head_features * scale**2`` values: 64 for the
-    ``pixelshuffle`` and ``nearest+conv`` heads, the image channels for ``pixelshuffledirect``, 0 without
-    an upsampler); times 1.9 for a pass among the differently shaped tiles of a tiled run (``tiled``), whose
-    fragments add up. Model weights are not included.
-    """
-    padded = (tile_height // window + 1) * window * ((tile_width // window + 1) * window)
-    per_pixel = (
-        _FEATURE_COPIES * embed_dim
-        + _ATTENTION_COPIES * num_heads * window**2
-        + _HEAD_COPIES * head_features * scale**2
-    )
-    slack = _TILED_SLACK if tiled else 1.0
-    return int(batch * padded * per_pixel * bytes_per_value * slack)
-
-
 def plan_tile_sides(length: int, tile: int, overlap: int, window: int) -> list[int]:
     """Input pixels each tile along one side puts through the network, padding included.
 
@@ -497,88 +411,9 @@ def plan_tile_sides(length: int, tile: int, overlap: int, window: int) -> list[i
     overlap at most half the tile). A tile's side that ends with the image is padded as the authors pad a
     whole image, to ``(side // window + 1) * window``; one ending inside it only to the window multiple.
     """
-    tile, overlap = _aligned_geometry(tile, overlap, window)
+    tile, overlap = aligned_geometry(tile, overlap, window)
     return [
         (side // window + 1) * window if stop == length else -(-side // window) * window
         for start, stop in tile_spans(length, tile, overlap, window)
         for side in [stop - start]
     ]
-
-
-def forward_pixels(height: int, width: int, *, tile: int, overlap: int, window: int) -> int:
-    """Input pixels all forward passes of a tile plan process, padding and overlap included (tile 0: the
-    whole image). Divided by ``height * width`` it is the plan's compute per output pixel."""
-    return sum(plan_tile_sides(height, tile, overlap, window)) * sum(
-        plan_tile_sides(width, tile, overlap, window)
-    )
-
-
-def plan_cost(height: int, width: int, *, tile: int, overlap: int, window: int) -> float:
-    """Estimated compute of a tile plan, in forward pixels: :func:`forward_pixels` plus a fixed cost per
-    forward pass (:data:`FORWARD_CALL_PIXELS`). SwinIR's attention is windowed, so a pass costs in
-    proportion to its pixels."""
-    rows = plan_tile_sides(height, tile, overlap, window)
-    cols = plan_tile_sides(width, tile, overlap, window)
-    return sum(rows) * sum(cols) + len(rows) * len(cols) * FORWARD_CALL_PIXELS
-
-
-def _aligned_geometry(tile: int, overlap: int, window: int) -> tuple[int, int]:
-    tile, overlap = aligned_tile(tile, window), aligned_overlap(overlap, window)
-    if tile and overlap > tile // 2:
-        overlap = tile // 2 // window * window
-    return tile, overlap
-
-
-def choose_tile(
-    height: int,
-    width: int,
-    budget_bytes: int,
-    *,
-    window: int,
-    overlap: int,
-    min_tile: int | None = None,
-    **model: int,
-) -> int:
-    """The cheapest tile plan whose estimated peak memory fits ``budget_bytes``.
-
-    ``model`` holds the keyword arguments of :func:`estimate_peak_bytes` other than the tile sides. Returns
-    0 (the whole image, which costs least) when its :func:`estimate_peak_bytes` fits; else, among the
-    window-multiple tiles from ``min_tile`` (default four windows) to the image's longer side whose
-    largest tile fits, the one of least :func:`plan_cost` (the smaller tile on a tie); ``min_tile`` when
-    none fits.
-    """
-    min_tile = aligned_tile(4 * window if min_tile is None else min_tile, window)
-    if estimate_peak_bytes(height, width, window=window, tiled=False, **model) <= budget_bytes:
-        return 0
-    best, best_cost = min_tile, math.inf
-    for tile in range(min_tile, max(height, width) // window * window + 1, window):
-        rows = tile_spans(height, *_aligned_geometry(tile, overlap, window), window)
-        cols = tile_spans(width, *_aligned_geometry(tile, overlap, window), window)
-        tallest = max(stop - start for start, stop in rows)
-        widest = max(stop - start for start, stop in cols)
-        if estimate_peak_bytes(tallest, widest, window=window, **model) > budget_bytes:
-            continue
-        cost = plan_cost(height, width, tile=tile, overlap=overlap, window=window)
-        if cost < best_cost:
-            best, best_cost = tile, cost
-    return best
-
-
-def available_memory_bytes(device: torch.device) -> int:
-    """Memory a restoration may use on ``device``, in bytes.
-
-    CUDA: free device memory plus what PyTorch's caching allocator holds unused. CPU: ``MemAvailable`` of
-    /proc/meminfo, else the available physical pages from ``os.sysconf``; raises OSError if neither exists.
-    """
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
-    meminfo = Path("/proc/meminfo")
-    if meminfo.exists():
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError) as error:
-        raise OSError(f"cannot read the available memory of {device}: {error}") from error

@@ -25,7 +25,7 @@ from helpers import REFERENCE, SWINIR, require_shared, run_swinir, save_rgb
 from hostile import FILE_NAME, TINY, TINY_BYTES, TINY_SHA256, WeightServer, full_disk, register
 from safetensors import safe_open
 
-from swinir_cli.checkpoint import load_model, read_state_dict
+from swinir_cli.checkpoint import detect_config, load_model, read_config, read_state_dict
 from swinir_cli.download import DownloadProgress, DownloadRetry, fetch, verified_weights_path, verify_cached
 from swinir_cli.errors import DownloadError, ModelNotFoundError, SourceUnreachableError, UsageError
 from swinir_cli.imageio import read_image
@@ -259,6 +259,11 @@ def test_safetensors_copy_holds_the_same_tensors_and_gives_bit_identical_outputs
     x = torch.from_numpy(np.load(REFERENCE / "tiny" / "sr_pixelshuffle_x2.npz")["x_odd"])
     with torch.no_grad():
         assert torch.equal(load_model(TINY)(x), load_model(copy)(x))
+
+
+def test_the_architecture_of_a_copy_read_from_its_header_is_that_of_the_published_file(tiny_entry) -> None:
+    copy = verified_weights_path(tiny_entry)
+    assert read_config(copy) == read_config(TINY) == detect_config(read_state_dict(TINY))
 
 
 def test_safetensors_copy_is_reused_and_rebuilt_when_it_does_not_match(tiny_entry) -> None:
@@ -600,8 +605,8 @@ import pkgutil, importlib, swinir_cli
 for module in pkgutil.walk_packages(swinir_cli.__path__, "swinir_cli."):
     if module.name != "swinir_cli.__main__":
         importlib.import_module(module.name)
-from swinir_cli import download
-print(download.FileLock.__name__)
+from swinir_cli import cache_records
+print(cache_records.FileLock.__name__)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -28,7 +28,6 @@ from swinir_cli.evaluate import (
     authors_luma_u8,
     degraded_input,
     evaluate_model,
-    infer_task,
     jpeg_input,
     noisy_input,
     pair_lq_images,
@@ -40,6 +39,7 @@ from swinir_cli.evaluate import (
 from swinir_cli.matlab_resize import downscale, modcrop
 from swinir_cli.metrics import compute_all
 from swinir_cli.pipeline import Restorer
+from swinir_cli.tasks import DEJPEG, task_for
 
 require_shared()
 
@@ -307,8 +307,8 @@ def test_jpeg_evaluation_matches_the_procedure_and_reports_psnrb(tmp_path: Path)
     gt_dir = crops(TESTSETS / "McMaster", ["4.tif", "5.tif"], tmp_path / "gt", (0, 0, 70, 84))
     weights = TINY / "car_color_w7.pth"
     restorer = Restorer.from_weights(weights, device="cpu", tile=0)
-    assert infer_task(restorer.model.config) == "dejpeg"
-    settings = EvalSettings("dejpeg", quality=10)
+    assert task_for(restorer.scale, restorer.window) is DEJPEG
+    settings = EvalSettings("dejpeg", level=10)
     results = evaluate_model(restorer, pair_lq_images(gt_dir, None, 1), settings, save_lq_dir=tmp_path / "lq")
 
     for result in results:
@@ -326,7 +326,7 @@ def test_jpeg_evaluation_matches_the_procedure_and_reports_psnrb(tmp_path: Path)
 def test_gray_model_on_colour_ground_truth_uses_the_authors_y(tmp_path: Path) -> None:
     gt_dir = crops(TESTSETS / "McMaster", ["6.tif"], tmp_path / "gt", (0, 0, 40, 48))
     restorer = Restorer.from_weights(TINY / "car_gray_w7.pth", device="cpu", tile=0)
-    [result] = evaluate_model(restorer, pair_lq_images(gt_dir, None, 1), EvalSettings("dejpeg", quality=20))
+    [result] = evaluate_model(restorer, pair_lq_images(gt_dir, None, 1), EvalSettings("dejpeg", level=20))
 
     y = authors_luma_u8(rgb(gt_dir / "6.png"))[..., 0]
     _, encoded = cv2.imencode(".jpg", y, [int(cv2.IMWRITE_JPEG_QUALITY), 20])
@@ -437,7 +437,7 @@ def test_noisy_inputs_cannot_be_kept(tmp_path: Path) -> None:
     restorer = Restorer.from_weights(TINY / "dn_gray.pth", device="cpu", tile=0)
     pair = ImagePair(TESTSETS / "Set12" / "01.png", None)
     with pytest.raises(UsageError, match="--save-lq cannot keep noisy inputs"):
-        evaluate_model(restorer, [pair], EvalSettings("denoise", sigma=15), save_lq_dir=tmp_path / "lq")
+        evaluate_model(restorer, [pair], EvalSettings("denoise", level=15), save_lq_dir=tmp_path / "lq")
     assert not (tmp_path / "lq").exists()
 
 
@@ -445,7 +445,7 @@ def test_saving_into_the_ground_truth_folder_or_onto_a_file_is_refused(tmp_path:
     gt_dir = crops(TESTSETS / "McMaster", ["4.tif"], tmp_path / "gt", (0, 0, 24, 24))
     restorer = Restorer.from_weights(TINY / "car_color_w7.pth", device="cpu", tile=0)
     pairs = pair_lq_images(gt_dir, None, 1)
-    settings = EvalSettings("dejpeg", quality=10)
+    settings = EvalSettings("dejpeg", level=10)
     (tmp_path / "file").write_bytes(b"x")
     with pytest.raises(UsageError, match=r"--save .*gt is the --gt folder"):
         evaluate_model(restorer, pairs, settings, save_dir=tmp_path / "." / "gt")

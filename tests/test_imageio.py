@@ -27,14 +27,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageCms, ImageFile, ImageOps, PngImagePlugin
 
-from swinir_cli.durable import FileIdentity
+from swinir_cli.durable import FileIdentity, atomic_file, write_file_atomically
 from swinir_cli.errors import ImageError, UsageError
+from swinir_cli.formats import WRITABLE_FORMATS
 from swinir_cli.imageio import (
     ENCODED_BYTES_PER_PIXEL,
     ENCODED_EXTRA_BYTES,
     IMAGE_EXTENSIONS,
     PROVENANCE_KEY,
-    WRITABLE_FORMATS,
     ImageMetadata,
     LoadedImage,
     encode_image,
@@ -887,6 +887,24 @@ def test_a_file_that_appeared_meanwhile_is_never_replaced(tmp_path: Path) -> Non
     assert leftover_files(tmp_path) == ["out.png"]
     write_image(output, image, replaces=FileIdentity.of(output))  # the file it found: replaced
     assert read_image(output).width == 8
+
+
+def test_the_one_atomic_writer_publishes_only_a_whole_block(tmp_path: Path) -> None:
+    """:func:`durable.atomic_file`, which writes images and cache files alike: a block that fails leaves
+    the old file and no temporary one; what ``replaces`` refuses is not published; ``mode`` holds."""
+    target = tmp_path / "record"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="half written"), atomic_file(target) as stream:
+        stream.write(b"half")
+        raise RuntimeError("half written")
+    assert leftover_files(tmp_path) == ["record"] and target.read_bytes() == b"old"
+    with pytest.raises(FileExistsError) as caught, atomic_file(target, replaces=None) as stream:
+        stream.write(b"new")
+    assert caught.value.filename == str(target) and leftover_files(tmp_path) == ["record"]
+    write_file_atomically(target, b"new", mode=0o640)
+    assert target.read_bytes() == b"new" and leftover_files(tmp_path) == ["record"]
+    if os.name == "posix":
+        assert target.stat().st_mode & 0o777 == 0o640
 
 
 @pytest.mark.parametrize("stem", ["a" * 251, "é" * 125 + "x"])  # 255 bytes with ".png", ASCII and UTF-8

@@ -206,7 +206,7 @@ def local_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_chooser_matches_gray_and_colour_images(local_registry: Path) -> None:
-    chooser = ModelChooser(ModelRequest("denoise", sigma=15), restorer_options={"device": "cpu", "tile": 0})
+    chooser = ModelChooser(ModelRequest("denoise", level=15), restorer_options={"device": "cpu", "tile": 0})
     gray = LoadedImage(np.zeros((8, 8, 1), np.uint8))
     colour = LoadedImage(np.zeros((8, 8, 3), np.uint8))
     assert chooser.restorer_for(gray)[0] == "denoise-gray-15"
@@ -217,7 +217,7 @@ def test_chooser_matches_gray_and_colour_images(local_registry: Path) -> None:
 def test_chooser_reads_the_jpeg_quality_from_the_file(local_registry: Path, tmp_path: Path) -> None:
     notices: list[str] = []
     chooser = ModelChooser(
-        ModelRequest("dejpeg", quality=AUTO),
+        ModelRequest("dejpeg", level=AUTO),
         restorer_options={"device": "cpu", "tile": 0},
         notice=notices.append,
     )
@@ -240,10 +240,10 @@ def test_chooser_refuses_a_model_of_another_task_or_scale(local_registry: Path) 
         ModelChooser(ModelRequest("upscale", model="denoise-color-15")).restorer_for(image)
     with pytest.raises(UsageError, match="x2, not x4"):
         ModelChooser(
-            ModelRequest("upscale", model="classical-x2", scale=4), restorer_options={"device": "cpu"}
+            ModelRequest("upscale", model="classical-x2", level=4), restorer_options={"device": "cpu"}
         ).restorer_for(image)
     with pytest.raises(UsageError, match="scale values available: 2, 3, 4, 8"):
-        ModelChooser(ModelRequest("upscale", scale=5)).restorer_for(image)
+        ModelChooser(ModelRequest("upscale", level=5)).restorer_for(image)
 
 
 def test_tf32_restorer_leaves_the_cpu_alone() -> None:

@@ -50,8 +50,8 @@ def test_the_settings_fingerprint_follows_what_changes_pixels_only(tmp_path: Pat
         fingerprint(alpha="model"),
         fingerprint(writing=OutputOptions("_d", quality=80)),
         fingerprint(request=ModelRequest("denoise", weights=TINY / "dn_gray.pth")),
-        fingerprint(request=ModelRequest("denoise", sigma=15)),
-        fingerprint(request=ModelRequest("denoise", sigma=25)),
+        fingerprint(request=ModelRequest("denoise", level=15)),
+        fingerprint(request=ModelRequest("denoise", level=25)),
     ]
     assert len({plain, *changed}) == len(changed) + 1
     copy = tmp_path / "same_weights.pth"

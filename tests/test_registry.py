@@ -14,6 +14,7 @@ from helpers import needs_shared, official_models
 
 from swinir_cli.errors import ModelNotFoundError, UsageError
 from swinir_cli.registry import cache_dir, choose_model, get_model, load_registry
+from swinir_cli.tasks import TASKS
 
 REPO = Path(__file__).resolve().parents[1]
 ISSUE_EXAMPLES = [
@@ -99,7 +100,7 @@ def test_gan_and_psnr_real_world_models_are_told_apart() -> None:
     ],
 )
 def test_choose_model_picks_the_documented_default(task: str, options: dict, expected: str) -> None:
-    assert choose_model(task, **options).name == expected
+    assert choose_model(task, options.pop(TASKS[task].level_key), **options).name == expected
 
 
 @pytest.mark.parametrize(
@@ -113,7 +114,7 @@ def test_choose_model_picks_the_documented_default(task: str, options: dict, exp
 )
 def test_choose_model_names_what_exists_when_nothing_matches(task: str, options: dict, listed: str) -> None:
     with pytest.raises(UsageError, match=listed):
-        choose_model(task, **options)
+        choose_model(task, options.pop(TASKS[task].level_key, None), **options)
 
 
 def test_choose_model_uses_an_added_entry_when_no_preferred_name_exists(tmp_path, monkeypatch) -> None:
@@ -122,7 +123,7 @@ def test_choose_model_uses_an_added_entry_when_no_preferred_name_exists(tmp_path
         monkeypatch,
         '[models.my-x6]\ntask = "upscale"\nscale = 6\nurl = "https://e.org/x6.pth"\ndescription = "x6"\n',
     )
-    assert choose_model("upscale", scale=6).name == "my-x6"
+    assert choose_model("upscale", 6).name == "my-x6"
 
 
 def test_unknown_name_suggests_close_ones() -> None:
@@ -155,7 +156,7 @@ description = "trained in house"
     assert registry["real-x4"].url == (tmp_path / "weights" / "custom.pth").resolve().as_uri()
     assert not registry["real-x4"].pinned and not registry["real-x4"].is_remote
     assert registry["house-denoiser"].file == "house-dn30.pth"
-    assert choose_model("denoise", sigma=30, channels=1).name == "house-denoiser"
+    assert choose_model("denoise", 30, channels=1).name == "house-denoiser"
 
 
 def test_mirror_redirects_every_packaged_entry(tmp_path, monkeypatch) -> None:

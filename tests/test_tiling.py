@@ -1,4 +1,4 @@
-"""Tiled inference: tile geometry, blending weights, exactness, band assembly, seams, OOM fallback.
+"""Tiled inference: tile geometry, blending weights, exactness, band assembly, seams.
 
 Most tests use :class:`LocalNet`, a cheap stand-in for SwinIR whose output at a pixel depends on a 5x5
 neighbourhood and on the pixel's position within its window (anchored at the tile origin, as SwinIR's
@@ -7,6 +7,7 @@ windows are). The seam acceptance test runs the real SwinIR-S x4 reference check
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import itertools
 import math
@@ -23,22 +24,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from swinir_cli import devices, tiling
 from swinir_cli.metrics import psnr
 from swinir_cli.pipeline import Restorer
 from swinir_cli.tiling import (
-    FORWARD_CALL_PIXELS,
     WHOLE_IMAGE,
     TileEdges,
-    available_memory_bytes,
     axis_tiles,
-    choose_tile,
     default_overlap,
-    estimate_peak_bytes,
-    forward_pixels,
-    plan_cost,
-    plan_tile_sides,
     restore_tiled,
-    restore_with_oom_fallback,
     tile_spans,
 )
 
@@ -84,6 +78,22 @@ def quantise(chw: torch.Tensor, max_value: int = 255) -> np.ndarray:
 
 
 # --- geometry -----------------------------------------------------------------------------------------------
+
+
+def imported_modules(module: object) -> set[str]:
+    """The modules a module's source imports, relative ones written with their leading dots."""
+    tree = ast.parse(Path(module.__file__).read_text())  # type: ignore[attr-defined]
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    return names | {
+        "." * node.level + (node.module or "") for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+    }
+
+
+def test_tiling_knows_geometry_and_not_the_project_or_devices() -> None:
+    source = Path(tiling.__file__).read_text()
+    assert {name for name in imported_modules(tiling) if name.startswith((".", "swinir_cli"))} == set()
+    assert "torch.cuda" not in source and "torch.device" not in source
+    assert not any(name.endswith("tiling") for name in imported_modules(devices))
 
 
 @settings(max_examples=300, deadline=None)
@@ -285,97 +295,6 @@ def test_a_wrong_output_shape_is_reported() -> None:
         restore_tiled(random_image(40, 40), LocalNet(scale=2), scale=3, window=WINDOW, tile=16, overlap=8)
 
 
-# --- out-of-memory fallback (a GPU cannot exist here: the CUDA error is raised by the callable) -------------
-
-
-class OutOfMemoryAbove:
-    """Wraps a callable and raises the CUDA out-of-memory error for inputs above ``limit`` pixels."""
-
-    def __init__(self, net: LocalNet, limit: int) -> None:
-        self.net, self.limit, self.failures = net, limit, 0
-
-    def __call__(self, x: torch.Tensor, edges: TileEdges) -> torch.Tensor:
-        if x.shape[0] * x.shape[2] * x.shape[3] > self.limit:
-            self.failures += 1
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return self.net(x, edges)
-
-
-def test_out_of_memory_halves_the_tile_and_retries_with_a_warning() -> None:
-    image = random_image(96, 80)
-    warnings: list[str] = []
-    progress: list[tuple[int, int]] = []
-    failing = OutOfMemoryAbove(LocalNet(), limit=50 * 50)
-    result = restore_with_oom_fallback(
-        image,
-        failing,
-        scale=2,
-        window=WINDOW,
-        tile=0,
-        overlap=8,
-        on_warning=warnings.append,
-        progress=lambda *a: progress.append(a),
-    )
-    assert failing.failures == 1
-    assert warnings == ["out of GPU memory at tile 96; retrying the image with tile 48"]
-    expected = restore_tiled(image, LocalNet(), scale=2, window=WINDOW, tile=48, overlap=8)
-    np.testing.assert_array_equal(result, expected)
-    assert progress[-1] == (6, 6)
-
-
-def test_out_of_memory_below_the_smallest_tile_is_raised() -> None:
-    warnings: list[str] = []
-    failing = OutOfMemoryAbove(LocalNet(), limit=20 * 20)
-    with pytest.raises(torch.cuda.OutOfMemoryError):
-        restore_with_oom_fallback(
-            random_image(96, 80),
-            failing,
-            scale=2,
-            window=WINDOW,
-            tile=128,
-            overlap=8,
-            on_warning=warnings.append,
-        )
-    assert warnings == [
-        "out of GPU memory at tile 96; retrying the image with tile 48",
-        "out of GPU memory at tile 48; retrying the image with tile 32",
-    ]
-
-
-# --- memory budget ------------------------------------------------------------------------------------------
-
-SWINIR_S_X4 = dict(scale=4, embed_dim=60, num_heads=6, head_features=3)
-
-
-def test_choose_tile_takes_the_cheapest_plan_that_fits() -> None:
-    budget, overlap = 200 * 2**20, 16
-    tile = choose_tile(1000, 800, budget, window=WINDOW, overlap=overlap, **SWINIR_S_X4)
-    assert tile % WINDOW == 0 and 32 <= tile < 800
-
-    def largest_tile_fits(tile: int) -> bool:
-        tallest = max(b - a for a, b in tile_spans(1000, tile, overlap, WINDOW))
-        widest = max(b - a for a, b in tile_spans(800, tile, overlap, WINDOW))
-        return estimate_peak_bytes(tallest, widest, window=WINDOW, **SWINIR_S_X4) <= budget
-
-    assert largest_tile_fits(tile)  # costed at the largest tile of its plan
-    # No other fitting tile computes less.
-    cost = plan_cost(1000, 800, tile=tile, overlap=overlap, window=WINDOW)
-    for other in range(32, 1000, WINDOW):
-        if largest_tile_fits(other):
-            assert plan_cost(1000, 800, tile=other, overlap=overlap, window=WINDOW) >= cost
-    assert choose_tile(100, 80, budget, window=WINDOW, overlap=overlap, **SWINIR_S_X4) == 0  # whole image
-    assert choose_tile(1000, 800, 1, window=WINDOW, overlap=overlap, **SWINIR_S_X4) == 4 * WINDOW
-
-
-def test_forward_pixels_count_overlap_and_border_padding_only() -> None:
-    # 512 = two tiles of 264 overlapping by 16; the inner edge needs no padding, the border edge a window.
-    assert tile_spans(512, 280, 16, WINDOW) == [(0, 264), (248, 512)]
-    assert plan_tile_sides(512, 280, 16, WINDOW) == [264, 272]
-    assert forward_pixels(512, 512, tile=280, overlap=16, window=WINDOW) == 536 * 536
-    assert forward_pixels(100, 60, tile=0, overlap=16, window=WINDOW) == 104 * 64  # the authors' padding
-    assert plan_cost(512, 512, tile=280, overlap=16, window=WINDOW) == 536 * 536 + 4 * FORWARD_CALL_PIXELS
-
-
 @needs_shared
 def test_inner_tile_edges_are_reported_and_padded_only_to_the_window_multiple() -> None:
     image, net = random_image(100, 131), LocalNet(scale=2)
@@ -392,37 +311,6 @@ def test_inner_tile_edges_are_reported_and_padded_only_to_the_window_multiple() 
         for edges in (TileEdges(False, False), TileEdges(True, False), WHOLE_IMAGE):
             assert restorer.forward_padded(x, edges).shape == (1, 3, 64, 88)
     assert seen == [(32, 48), (40, 48), (40, 48)]
-
-
-def test_estimate_is_above_measured_peaks_and_grows_with_the_model_and_batch() -> None:
-    options = dict(window=WINDOW, tiled=False)
-    small = estimate_peak_bytes(256, 256, **options, **SWINIR_S_X4)
-    medium = estimate_peak_bytes(128, 128, **options, scale=4, embed_dim=180, num_heads=6, head_features=64)
-    # Measured on CPU (tuned allocator): resident growth over three passes of SwinIR-S x4 at 256x256
-    # (264 padded), 325.5 MiB; of SwinIR-M x4 at 128x128 (136 padded), 305.5 MiB.
-    assert 325.5 * 2**20 < small < 1.3 * 325.5 * 2**20
-    assert 305.5 * 2**20 < medium < 1.3 * 305.5 * 2**20
-    # Among the differently shaped tiles of a tiled run, fragments add up (1.9x, measured).
-    assert estimate_peak_bytes(256, 256, window=WINDOW, **SWINIR_S_X4) == pytest.approx(1.9 * small)
-    assert estimate_peak_bytes(256, 256, **options, batch=2, **SWINIR_S_X4) == pytest.approx(2 * small)
-
-
-def test_available_memory_on_cpu_is_positive_and_below_the_total() -> None:
-    available = available_memory_bytes(torch.device("cpu"))
-    total = next(
-        int(line.split()[1]) * 1024
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal:")
-    )
-    assert 0 < available <= total
-
-
-def test_available_memory_on_cuda_counts_free_and_cached(monkeypatch: pytest.MonkeyPatch) -> None:
-    # No GPU here: the CUDA queries are replaced by fixed figures.
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (3 * 2**30, 80 * 2**30))
-    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 2**30)
-    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 2**29)
-    assert available_memory_bytes(torch.device("cuda", 0)) == 3 * 2**30 + 2**29
 
 
 # --- seams with the real network ----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from rich.table import Table
 from ..errors import UsageError
 from ..matlab_resize import PASS_MODES
 from ..resolve import ModelRequest, check_request, named_entry, open_restorer
-from ..tasks import TASKS
+from ..tasks import TASKS, Task, task_for
 from ..text import printable
 from . import options as o
 from .options import check_tiling
@@ -102,9 +102,8 @@ def evaluate(
             if folder is not None:
                 check_output_folder(folder, option, [gt])
         request = _request(model, weights, task, scale)
-        restorer, settings = _load(
-            out, request, sigma, quality, lq_resize, device, o.parse_tile(tile), tile_overlap
-        )
+        level = {"sigma": sigma, "quality": quality}.get(request.kind.level_key)
+        restorer, settings = _load(out, request, level, lq_resize, device, o.parse_tile(tile), tile_overlap)
         results = _run(out, restorer, _pairs(gt, lq, settings), settings, (save, save_lq), tta)
     means = average(results)
     _print_table(out, results, means)
@@ -115,9 +114,9 @@ def _restored_settings(out: Output, task: str | None, scale: int | None) -> Eval
     """Settings for ``--restored``: the crop border comes from --scale, and is said when it is a guess."""
     from ..evaluate import EvalSettings
 
-    chosen = TASKS[task or ("upscale" if (scale or 1) > 1 else "denoise")]
+    chosen = TASKS[task] if task is not None else task_for(scale or 1)
     if chosen.upscales and scale is None:
-        raise UsageError("--task upscale with --restored needs --scale N (its border is not measured)")
+        raise UsageError(f"--task {chosen.name} with --restored needs --scale N (its border is not measured)")
     settings = EvalSettings(chosen.name, scale=scale or 1)
     if scale is None:
         out.info("measuring every pixel (crop border 0); pass --scale N for super-resolution results")
@@ -131,30 +130,36 @@ def _request(model: str | None, weights: Path | None, task: str | None, scale: i
         entry = named_entry(model)
         if task is not None and task != entry.task:
             raise UsageError(f"model '{entry.name}' is a {entry.task} model, not {task}")
-        return ModelRequest(entry.task, model=model, scale=scale)
-    if weights is not None and task is None:
-        task = _checkpoint_task(weights)
-    return ModelRequest(task or "upscale", model, weights, scale=scale)
+        return ModelRequest(entry.task, model=model, level=_asked_scale(entry.kind, scale))
+    assert weights is not None
+    chosen = TASKS[task] if task is not None else _checkpoint_task(weights)
+    return ModelRequest(chosen.name, model, weights, level=_asked_scale(chosen, scale))
 
 
-def _checkpoint_task(weights: Path) -> str:
+def _asked_scale(task: Task, scale: int | None) -> int | None:
+    """The request's level from --scale: the factor the model must have, for an upscaling task."""
+    return scale if task.upscales else None
+
+
+def _checkpoint_task(weights: Path) -> Task:
+    """The task a checkpoint was trained for, from its architecture (:func:`~swinir_cli.tasks.task_for`)."""
     from ..checkpoint import detect_config, read_state_dict
-    from ..evaluate import infer_task
 
-    return infer_task(detect_config(read_state_dict(weights)))
+    config = detect_config(read_state_dict(weights))
+    return task_for(config.upscale, config.window_size)
 
 
 def _load(
     out: Output,
     request: ModelRequest,
-    sigma: int | None,
-    quality: int | None,
+    level: int | None,
     lq_resize: str,
     device: str,
     tile: int | None,
     tile_overlap: int | None,
 ) -> tuple[Restorer, EvalSettings]:
-    """The restorer and settings of the request, with the model's own level as default."""
+    """The restorer and settings of the request; ``level`` synthesises the inputs, the model's own by
+    default."""
     from ..devices import select_device
     from ..evaluate import EvalSettings
 
@@ -167,12 +172,9 @@ def _load(
         "on_warning": out.warning,
     }
     _, restorer = open_restorer(request, options)
-    entry = facts.entry
-    levels = {
-        "sigma": sigma if sigma is not None or entry is None or entry.task != "denoise" else entry.level,
-        "quality": quality if quality is not None or entry is None or entry.task != "dejpeg" else entry.level,
-    }
-    return restorer, EvalSettings(request.task, scale=restorer.scale, lq_resize=lq_resize, **levels)
+    if level is None and facts.entry is not None:
+        level = facts.entry.level
+    return restorer, EvalSettings(request.task, scale=restorer.scale, level=level, lq_resize=lq_resize)
 
 
 def _pairs(gt: Path, lq: Path | None, settings: EvalSettings) -> list[ImagePair]:
@@ -195,16 +197,13 @@ def _run(
     """Restore and measure; ``saves`` are the folders of ``--save`` and ``--save-lq``."""
     from ..evaluate import evaluate_model
 
-    what = f"{settings.task} x{settings.scale}" if settings.task == "upscale" else settings.task
+    task = settings.kind
+    what = f"{task.name} {task.level_label(settings.scale)}" if task.upscales else task.name
     if pairs[0].other is None:
-        what += (
-            ", inputs synthesised "
-            + {
-                "upscale": f"by MATLAB's bicubic imresize ({settings.lq_resize} mode)",
-                "denoise": f"at sigma {settings.sigma}",
-                "dejpeg": f"at quality {settings.quality}",
-            }[settings.task]
+        how = task.synthesis_label.format(
+            key=task.level_key, level=settings.level, lq_resize=settings.lq_resize
         )
+        what += f", inputs synthesised {how}"
     out.info(f"evaluating {len(pairs)} image(s): {what}" + (", x8 self-ensemble" if tta else ""))
     with out.progress("evaluating", len(pairs), unit="images") as bar:
         done = []

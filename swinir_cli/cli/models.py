@@ -19,7 +19,6 @@ from ..download import (
 from ..errors import DownloadError, SourceUnreachableError, SwinIRError, UsageError
 from ..registry import ModelEntry, cache_dir, load_registry
 from ..resolve import named_entry
-from ..tasks import LEVEL_KEY
 from .options import DownloadAll, Help, Json, ModelNames, Quiet, Verify, Version
 from .output import Output
 
@@ -168,7 +167,7 @@ def _record(entry: ModelEntry, check: CacheCheck | None) -> dict[str, Any]:
     record: dict[str, Any] = {
         "name": entry.name,
         "task": entry.task,
-        LEVEL_KEY[entry.task]: entry.level,
+        entry.kind.level_key: entry.level,
         "channels": entry.channels,
         "architecture": entry.architecture,
         "parameters": entry.parameters,

@@ -15,9 +15,9 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import UsageError
-from ..imageio import format_names
+from ..formats import DEFAULT_FORMAT, format_names, quality_defaults
 from ..matlab_resize import PASS_MODES
-from ..tasks import AUTO, DEJPEG, DENOISE, TASK_NAMES, UPSCALE
+from ..tasks import AUTO, DEJPEG, DENOISE, TASKS, UPSCALE
 
 
 class Precision(StrEnum):
@@ -78,8 +78,8 @@ Format = Annotated[
         "--format",
         "-f",
         metavar="FORMAT",
-        help=f"Output format: {', '.join(format_names())}; default png, or the --output file's suffix "
-        "(which must agree).",
+        help=f"Output format: {', '.join(format_names())}; default {DEFAULT_FORMAT}, or the --output file's "
+        "suffix (which must agree).",
     ),
 ]
 OutputQuality = Annotated[
@@ -89,7 +89,7 @@ OutputQuality = Annotated[
         min=0,
         max=100,
         metavar="0-100",
-        help="Quality of lossy outputs (JPEG 95, WebP 95 by default; WebP 100 is lossless).",
+        help=f"Quality of lossy outputs ({quality_defaults()}).",
     ),
 ]
 Overwrite = Annotated[
@@ -324,7 +324,7 @@ EvalTask = Annotated[
     str | None,
     _option(
         "--task",
-        metavar="|".join(TASK_NAMES),
+        metavar="|".join(TASKS),
         help="The task (default: from the model). With --restored, dejpeg adds PSNR-B.",
     ),
 ]

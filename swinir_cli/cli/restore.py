@@ -21,10 +21,11 @@ import typer
 
 from ..batch import STDIO, BatchPlan, BatchSummary, OutputOptions, output_size, plan_jobs
 from ..errors import BatchStopError, ImageError, UsageError
-from ..imageio import IMAGE_EXTENSIONS, format_names, output_format
+from ..formats import format_names, writable_format
+from ..imageio import IMAGE_EXTENSIONS, output_format
 from ..recipe import OutputSize, RestoreRecipe, RestorerSettings
 from ..resolve import ModelFacts, ModelRequest, check_request
-from ..tasks import AUTO, DEJPEG, DENOISE, TASKS, UPSCALE, Task
+from ..tasks import AUTO, TASKS, Task
 from . import options as o
 from .output import BatchProgress, Output
 from .report import report_not_images, report_result, report_stopped, report_summary
@@ -73,7 +74,7 @@ class RestoreOptions:
         return cls(
             task=task.name,
             inputs=tuple(values["inputs"]),
-            level=level if task.upscales else o.parse_level(level, f"--{task.level_key}"),
+            level=o.parse_level(level, f"--{task.level_key}") if task.estimates_level else level,
             output=values["output"],
             model=values["model"],
             weights=values["weights"],
@@ -103,7 +104,7 @@ class RestoreOptions:
         )
 
     def request(self) -> ModelRequest:
-        return ModelRequest(self.task, self.model, self.weights, **{TASKS[self.task].level_key: self.level})
+        return ModelRequest(self.task, self.model, self.weights, self.level)
 
     def restorer(self) -> RestorerSettings:
         return RestorerSettings(
@@ -150,54 +151,23 @@ _SHARED = [
     ("version", o.Version, False),
     ("show_help", o.Help, False),
 ]
-_LEVEL_OPTIONS = {
-    UPSCALE.name: (o.Scale, None),
-    DENOISE.name: (o.Sigma, AUTO),
-    DEJPEG.name: (o.JpegQuality, AUTO),
-}
-
-_HELP = {
-    UPSCALE.name: """Upscale images (super-resolution): the real-world model for x2/x4, else classical.
-
-    [b]Examples[/]
-
-      swinir upscale photo.jpg                  [dim]# photo_x4.png beside it[/]
-
-      swinir upscale -s 2 photos/ -o big/       [dim]# every image of photos/ into big/[/]
-
-      swinir upscale scan.png -m classical-x4 -t 256 -o - > scan_x4.png
-    """,
-    DENOISE.name: """Remove Gaussian noise; the gray or colour model is picked to match each image.
-
-    [b]Examples[/]
-
-      swinir denoise noisy.png                  [dim]# noisy_denoised.png, noise level estimated[/]
-
-      swinir denoise --sigma 25 -r shots/ -o clean/
-    """,
-    DEJPEG.name: """Remove JPEG compression artifacts; the gray or colour model is picked to match each image.
-
-    [b]Examples[/]
-
-      swinir dejpeg old.jpg                     [dim]# old_dejpeg.png, quality read from the file[/]
-
-      swinir dejpeg --quality 10 '*.jpg' -o fixed/
-    """,
-}
+#: The option of each level key (``--scale``, ``--sigma``, ``--quality``); its default is ``auto`` where the
+#: task estimates the level from each image.
+_LEVEL_OPTIONS = {"scale": o.Scale, "sigma": o.Sigma, "quality": o.JpegQuality}
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``upscale``, ``denoise`` and ``dejpeg`` to ``app``."""
-    for task in (UPSCALE, DENOISE, DEJPEG):
-        app.command(task.name, help=_HELP[task.name], add_help_option=False)(_command(task))
+    """Add a command for each task (``upscale``, ``denoise`` and ``dejpeg``) to ``app``."""
+    for task in TASKS.values():
+        app.command(task.name, help=task.help, add_help_option=False)(_command(task))
 
 
 def _command(task: Task) -> Callable[..., None]:
     """The command function of ``task``, its signature built from the shared option aliases."""
-    level_alias, level_default = _LEVEL_OPTIONS[task.name]
+    level_default = AUTO if task.estimates_level else None
     parameters = [
         o.parameter("inputs", o.Inputs),
-        o.parameter(task.level_key, level_alias, level_default),
+        o.parameter(task.level_key, _LEVEL_OPTIONS[task.level_key], level_default),
         *(o.parameter(name, alias, default) for name, alias, default in _SHARED),
     ]
 
@@ -298,13 +268,10 @@ def _check_output(options: RestoreOptions) -> None:
     if STDIO in options.inputs and sys.stdin is not None and sys.stdin.isatty():
         raise UsageError("'-' reads an image from standard input, which is a terminal: pipe one in (< a.png)")
     output_size((1, 1), outscale=options.size.outscale, width=options.size.width, height=options.size.height)
-    if options.format is not None:
-        try:
-            output_format(Path("output"), options.format)
-        except ImageError:
-            raise UsageError(
-                f"--format {options.format}: not a format swinir writes ({'|'.join(format_names())})"
-            ) from None
+    if options.format is not None and writable_format(options.format) is None:
+        raise UsageError(
+            f"--format {options.format}: not a format swinir writes ({'|'.join(format_names())})"
+        )
     if options.output in (None, STDIO):
         return
     if not _names_a_file(options):
@@ -316,7 +283,9 @@ def _check_output(options: RestoreOptions) -> None:
     except ImageError as exc:
         raise UsageError(f"--output {exc}") from None
     if options.format is not None and output_format(target, options.format) != from_suffix:
-        raise UsageError(f"--output {target} names a {from_suffix} file but --format is {options.format}")
+        raise UsageError(
+            f"--output {target} names a {from_suffix.name} file but --format is {options.format}"
+        )
 
 
 def _check_output_folder(output: str) -> None:
@@ -346,10 +315,11 @@ def _names_a_file(options: RestoreOptions) -> bool:
 
 def output_options(options: RestoreOptions, facts: ModelFacts) -> OutputOptions:
     """How outputs are named and encoded: the suffix names the true factor (``_x4``) by default."""
-    task = TASKS[options.task]
     suffix = options.suffix
     if suffix is None:
-        suffix = task.suffix(options.size.outscale if options.size.outscale is not None else facts.scale)
+        suffix = TASKS[options.task].suffix(
+            options.size.outscale if options.size.outscale is not None else facts.scale
+        )
     return OutputOptions(
         suffix=suffix,
         format=options.format,
