@@ -10,13 +10,15 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-from conftest import DN_COLOR, TINY, save_rgb
+from helpers import DN_COLOR, TINY, require_shared, save_rgb
 
 from swinir_cli.batch import OutputOptions, plan_jobs
 from swinir_cli.imageio import read_image
 from swinir_cli.jobs import BatchSummary, Job
 from swinir_cli.parallel import CheckpointRunnerFactory
 from swinir_cli.settings import RestoreSettings
+
+require_shared()
 
 SR_X2 = TINY / "sr_pixelshuffle_x2.pth"
 OUTPUT = OutputOptions(suffix="_out")

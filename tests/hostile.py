@@ -16,7 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import REFERENCE
+from helpers import REFERENCE, require_shared
+
+require_shared()
 
 TINY = REFERENCE / "tiny" / "sr_pixelshuffle_x2.pth"
 TINY_BYTES = TINY.read_bytes()

@@ -21,13 +21,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import (
+from helpers import (
     DN_COLOR,
     SR_X2,
     SWINIR,
     TINY,
     api_restore,
     assert_nearly_equal,
+    require_shared,
     run_swinir,
     save_rgb,
 )
@@ -57,6 +58,8 @@ from swinir_cli.pipeline import Restorer
 from swinir_cli.provenance import ContentId, Provenance, place_of
 from swinir_cli.runners import run_jobs
 from swinir_cli.settings import RestoreSettings
+
+require_shared()
 
 X2 = OutputOptions(suffix="_x2")
 
@@ -574,7 +577,7 @@ def test_stdin_longer_than_the_pixel_limit_allows_is_refused_after_reading_only_
     image = save_rgb(tmp_path / "in.png", height=24, width=20)
     tailed = with_sparse_tail(tmp_path / "tailed.png", image.read_bytes(), 256 << 20)
     command = f"cat {tailed} | {SWINIR} upscale - -w {SR_X2} --device cpu -o out.png --max-pixels 2000"
-    result = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, timeout=120)
+    result = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True)
     limit = ENCODED_EXTRA_BYTES + ENCODED_BYTES_PER_PIXEL * 2000
     assert result.returncode == 1, result.stderr
     assert (
@@ -728,10 +731,10 @@ def test_special_files_through_globs_and_symlinks_are_skipped(tmp_path: Path) ->
     save_rgb(tmp_path / "a.png")
     os.mkfifo(tmp_path / "pipe.png")
     (tmp_path / "link.png").symlink_to(tmp_path / "pipe.png")
-    globbed = run_swinir("upscale", "*.png", "-w", SR_X2, "-o", "out/", cwd=tmp_path, timeout=120)
+    globbed = run_swinir("upscale", "*.png", "-w", SR_X2, "-o", "out/", cwd=tmp_path)
     assert globbed.returncode == 0, globbed.stderr
     assert b"pipe.png: a FIFO, not a regular file, ignored" in globbed.stderr
-    named = run_swinir("upscale", "link.png", "-w", SR_X2, cwd=tmp_path, timeout=120)
+    named = run_swinir("upscale", "link.png", "-w", SR_X2, cwd=tmp_path)
     assert named.returncode == 1 and b"link.png: a FIFO, not a regular file" in named.stderr
 
 
@@ -754,7 +757,7 @@ def test_fifos_and_links_to_nothing_inside_folders_are_listed_and_skipped(tmp_pa
     assert [job.source for job in deep.jobs] == [folder / "a.png", folder / "sub" / "b.png"]
     assert (folder / "sub" / "deep.png", "a FIFO, not a regular file") in deep.ignored
     assert deep.unentered == []
-    summary = run_swinir("upscale", folder, "-w", SR_X2, "-o", tmp_path / "out", timeout=120)
+    summary = run_swinir("upscale", folder, "-w", SR_X2, "-o", tmp_path / "out")
     assert summary.returncode == 0, summary.stderr
     said = summary.stderr.decode()
     assert f"{folder / 'pipe.png'}: a FIFO, not a regular file, ignored" in said

@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REFERENCE, assert_one_clean_error_line, official_models, random_state_dict, run_many
+from helpers import (
+    REFERENCE,
+    assert_one_clean_error_line,
+    official_models,
+    random_state_dict,
+    require_shared,
+    run_many,
+    run_swinir,
+)
 from hostile import (
     FILE_NAME,
     LARGEST_RECORD,
@@ -30,6 +38,8 @@ from swinir_cli.checkpoint import detect_config, load_model, model_from_state_di
 from swinir_cli.download import verified_weights_path
 from swinir_cli.errors import CheckpointError, DownloadError, StateDictMismatchError
 from swinir_cli.registry import get_model
+
+require_shared()
 
 OFFICIAL = official_models()
 
@@ -219,28 +229,13 @@ def test_crafted_checkpoints_are_refused_on_one_line_before_allocating(
 
 
 def test_a_crafted_checkpoint_through_the_command_is_one_line_and_exit_1(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     import numpy as np
     from PIL import Image
 
     path = crafted(tmp_path, "tib-table", **{BIAS_TABLE: torch.zeros(1).expand((2**18 - 1) ** 2, 3)})
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "in.png")
-    swinir = Path(sys.executable).with_name("swinir")
-    result = subprocess.run(
-        [
-            str(swinir),
-            "upscale",
-            "--weights",
-            str(path),
-            str(tmp_path / "in.png"),
-            "-o",
-            str(tmp_path / "out.png"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run_swinir(
+        "upscale", "--weights", path, tmp_path / "in.png", "-o", tmp_path / "out.png", text=True
     )
     assert result.returncode == 1, result.stderr
     assert "stores only 1" in result.stderr and "Traceback" not in result.stderr

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SR_X2, TINY, assert_one_clean_error_line, run_swinir, save_rgb
+from helpers import SR_X2, TINY, assert_one_clean_error_line, require_shared, run_swinir, save_rgb
 
 from swinir_cli.cli import main
+
+require_shared()
 
 
 def test_restored_mode_says_its_crop_border_and_sr_needs_a_scale(tmp_path: Path) -> None:

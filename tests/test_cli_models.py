@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import (
+from helpers import (
     REFERENCE,
     SWINIR,
     assert_one_clean_error_line,
     official_models,
+    require_shared,
     run_swinir,
     save_rgb,
     stderr_lines,
@@ -27,15 +28,7 @@ from PIL import Image
 from swinir_cli.cli import main
 from swinir_cli.registry import load_registry
 
-
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    cache_dir = tmp_path / "cache"
-    monkeypatch.setenv("SWINIR_CACHE_DIR", str(cache_dir))
-    monkeypatch.setenv("COLUMNS", "200")
-    for name in ("SWINIR_OFFLINE", "SWINIR_REGISTRY"):
-        monkeypatch.delenv(name, raising=False)
-    return cache_dir
+require_shared()
 
 
 def models_json(capsys: pytest.CaptureFixture[str], *options: str) -> tuple[int, dict]:
@@ -285,7 +278,7 @@ def test_an_unreachable_host_is_one_line_with_the_way_forward_and_its_other_mode
         lines += [f"[models.{name}]", 'task = "upscale"', "scale = 2", f'url = "{dead}/{name}.pth"']
     (tmp_path / "extra.toml").write_text("\n".join(lines) + "\n")
     monkeypatch.setenv("SWINIR_REGISTRY", str(tmp_path / "extra.toml"))
-    result = run_swinir("download", *names, timeout=60)
+    result = run_swinir("download", *names)
     assert result.returncode == 1
     warning, error, summary = stderr_lines(result)
     assert warning.startswith("warning: one-x2: attempt 1 failed (") and warning.endswith("(the last try)")

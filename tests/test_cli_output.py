@@ -9,13 +9,15 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SR_X2, SWINIR, assert_one_clean_error_line, save_rgb
+from helpers import SR_X2, SWINIR, assert_one_clean_error_line, require_shared, save_rgb
 from hostile import full_disk
 from rich.console import Console
 from rich.progress import Progress
 
 from swinir_cli.cli import output
 from swinir_cli.cli.output import BatchProgress, EtaColumn, Output
+
+require_shared()
 
 
 @pytest.mark.parametrize("workers", [1, 2, 4])

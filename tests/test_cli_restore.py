@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import (
+from helpers import (
     DN_COLOR,
     REFERENCE,
     SR_X2,
@@ -27,8 +27,10 @@ from conftest import (
     assert_nearly_equal,
     assert_one_clean_error_line,
     one_thread,
+    require_shared,
     run_many,
     run_swinir,
+    run_swinir_process,
     save_rgb,
     stderr_lines,
 )
@@ -39,6 +41,8 @@ from swinir_cli.cli import main
 from swinir_cli.imageio import read_image
 from swinir_cli.pipeline import Restorer
 from swinir_cli.settings import RestoreSettings
+
+require_shared()
 
 GOLDEN_CASES = {path.stem: path for path in sorted(TINY.glob("*.pth"))}
 GOLDEN_CASES["swinir_s_x4_random"] = REFERENCE / "swinir_s_x4_random.pth"
@@ -88,7 +92,7 @@ def test_command_reproduces_the_authors_pipeline(case: str, golden_runs) -> None
 
 
 def test_help_of_the_program_and_of_each_command(capsys: pytest.CaptureFixture[str]) -> None:
-    program = run_swinir("--help")
+    program = run_swinir_process("--help")  # the installed console script, as a user runs it
     assert program.returncode == 0 and program.stderr == b""
     assert all(name in program.stdout.decode() for name in ("upscale", "denoise", "dejpeg"))
     for command in ("upscale", "denoise", "dejpeg"):  # in this process: the same app, without torch's import

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REFERENCE
+from helpers import REFERENCE, needs_shared
 
 from swinir_cli import cpu
 from swinir_cli.devices import check_cpu_precision
@@ -47,6 +47,7 @@ def test_a_missing_cpuinfo_means_no_flags(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert cpu.cpu_flags() == frozenset() and not cpu.cpu_has_bf16()
 
 
+@needs_shared
 def test_bf16_is_refused_on_a_cpu_without_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="avx512_bf16"):
         check_cpu_precision(torch.bfloat16, SKYLAKE)

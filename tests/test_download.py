@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REFERENCE, run_swinir, save_rgb
+from helpers import REFERENCE, SWINIR, require_shared, run_swinir, save_rgb
 from hostile import FILE_NAME, TINY, TINY_BYTES, TINY_SHA256, WeightServer, full_disk, register
 from safetensors import safe_open
 
@@ -31,16 +31,15 @@ from swinir_cli.errors import DownloadError, ModelNotFoundError, SourceUnreachab
 from swinir_cli.imageio import read_image
 from swinir_cli.registry import get_model
 
+require_shared()
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The folder of entry `tiny-x2` in the cache (``$SWINIR_CACHE_DIR`` is its parent)."""
-    cache_dir = tmp_path / "cache"
-    monkeypatch.setenv("SWINIR_CACHE_DIR", str(cache_dir))
-    monkeypatch.delenv("SWINIR_OFFLINE", raising=False)
-    return cache_dir / "tiny-x2"
+def cache(cache: Path) -> Path:
+    """The folder of entry `tiny-x2` in the empty cache of conftest.py's ``cache`` (its parent)."""
+    return cache / "tiny-x2"
 
 
 @pytest.fixture
@@ -172,19 +171,20 @@ def test_a_host_name_that_does_not_resolve_is_retried_once_then_one_line(
 
 
 def test_two_processes_download_once_and_both_succeed(tiny_entry, server: WeightServer, cache: Path) -> None:
-    server.gate.clear()  # hold the first transfer open until both processes are running
+    server.gate.clear()  # hold the first transfer open until the second process waits for it
     script = (
-        "from swinir_cli.download import fetch; from swinir_cli.registry import get_model; "
-        "print(fetch(get_model('tiny-x2')))"
+        "import sys; from swinir_cli.download import fetch; from swinir_cli.registry import get_model; "
+        "print(fetch(get_model('tiny-x2'), events=lambda e: print(type(e).__name__, file=sys.stderr)))"
     )
-    processes = [
-        subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
+    command = [sys.executable, "-c", script]
+    first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not server.requests and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(1.0)  # the second process reaches the lock and waits
+    second = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    processes = [first, second]
+    # Its first line, however long its start takes on a loaded machine (the gate opens by itself in 60 s).
+    assert second.stderr.readline() == "DownloadWaiting\n"  # type: ignore[union-attr]
     assert [p.poll() for p in processes] == [None, None]
     server.gate.set()
     outputs = [p.communicate(timeout=60)[0].strip() for p in processes]
@@ -365,9 +365,6 @@ def test_unwritable_cache_is_a_clear_error(tiny_entry, tmp_path: Path, monkeypat
 # What is loaded is what was verified
 
 
-SWINIR = Path(sys.executable).with_name("swinir")
-
-
 def zero_tensor_bytes(path: Path) -> None:
     """Overwrite every tensor byte of a safetensors file with zeros, keeping its header (and metadata)."""
     data = bytearray(path.read_bytes())
@@ -388,7 +385,7 @@ def test_a_copy_with_zeroed_tensors_is_rebuilt_before_it_is_loaded(tiny_entry, c
 def test_models_verify_finds_a_tampered_copy_and_the_next_run_rebuilds_it(tiny_entry, cache: Path) -> None:
     copy = verified_weights_path(tiny_entry)
     zero_tensor_bytes(copy)
-    result = subprocess.run([str(SWINIR), "models", "--verify"], capture_output=True, text=True, timeout=120)
+    result = run_swinir("models", "--verify", text=True)
     assert result.returncode == 1
     assert "1 cached model file(s) failed verification and were deleted: tiny-x2" in result.stderr
     assert not copy.exists() and (cache / FILE_NAME).is_file()  # the verified source stays
@@ -453,9 +450,7 @@ def test_a_full_disk_while_writing_the_copy_is_a_one_line_error_leaving_no_parti
     with full_disk(tmp_path / "disk", size=f"{len(TINY_BYTES) + 400_000}") as disk:
         monkeypatch.setenv("SWINIR_CACHE_DIR", str(disk))
         register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}")
-        result = subprocess.run(
-            [str(SWINIR), "download", "tiny-x2"], capture_output=True, text=True, timeout=120
-        )
+        result = run_swinir("download", "tiny-x2", text=True)
         assert result.returncode == 1
         first = result.stderr.splitlines()[0]
         assert (
@@ -479,9 +474,7 @@ def test_a_read_only_cache_serves_its_verified_files_and_refuses_new_ones_on_one
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
         assert verified_weights_path(entry) == disk / "tiny-x2" / FILE_NAME  # loads the verified .pth itself
         register(tmp_path, monkeypatch, f"{server.base_url}/{FILE_NAME}", sha256=None)  # needs a record
-        result = subprocess.run(
-            [str(SWINIR), "models", "--verify"], capture_output=True, text=True, timeout=120
-        )
+        result = run_swinir("models", "--verify", text=True)
         assert result.returncode == 1 and "Traceback" not in result.stderr
         assert "read-only file system" in result.stderr.lower()
 
@@ -493,7 +486,7 @@ def test_a_recorded_hash_file_of_binary_bytes_is_a_one_line_error(
     fetch(get_model("tiny-x2"))
     record = cache / f"{FILE_NAME}.sha256"
     record.write_bytes(b"\xff\xfe\x00garbage\x80")
-    result = subprocess.run([str(SWINIR), "download", "tiny-x2"], capture_output=True, text=True, timeout=120)
+    result = run_swinir("download", "tiny-x2", text=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"{record} is not a sha256 record" in result.stderr
 
@@ -550,7 +543,7 @@ def test_the_overall_deadline_gives_up_on_one_line_showing_the_retries(
     setattr(server, misbehaviour, 0.3 if misbehaviour == "trickle_s" else True)
     monkeypatch.setenv("SWINIR_DOWNLOAD_TIMEOUT", "3")
     started = time.monotonic()
-    result = subprocess.run([str(SWINIR), "download", "tiny-x2"], capture_output=True, text=True, timeout=120)
+    result = run_swinir("download", "tiny-x2", text=True)
     elapsed = time.monotonic() - started
     assert result.returncode == 1 and elapsed < 30, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -663,7 +656,7 @@ def test_status_line_and_headers_dripped_a_byte_at_a_time_stop_at_the_deadline(
     server.drip_head_s = 0.05
     monkeypatch.setenv("SWINIR_DOWNLOAD_TIMEOUT", "2")
     started = time.monotonic()
-    result = subprocess.run([str(SWINIR), "download", "tiny-x2"], capture_output=True, text=True, timeout=120)
+    result = run_swinir("download", "tiny-x2", text=True)
     assert result.returncode == 1 and time.monotonic() - started < 60, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert "gave up after 2 s" in errors[0]
@@ -716,9 +709,7 @@ def test_weights_that_do_not_fit_their_entry_are_refused_on_one_line(
     assert message.startswith("model 'mine-x2': its weights ") and "\n" not in message
     assert "make x4 color results, but the registry entry declares upscale x2 on x2 color images" in message
     save_rgb(tmp_path / "photo.png")
-    result = subprocess.run(
-        [str(SWINIR), "upscale", "photo.png", "-m", "mine-x2"], cwd=tmp_path, capture_output=True, text=True
-    )
+    result = run_swinir("upscale", "photo.png", "-m", "mine-x2", cwd=tmp_path, text=True)
     assert result.returncode == 1 and not (tmp_path / "photo_x2.png").exists()
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [f"error: {message}"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SR_X2, TINY, save_rgb
+from helpers import SR_X2, TINY, needs_shared, save_rgb
 
 from swinir_cli import cpu
 from swinir_cli.cli import main
@@ -44,6 +44,7 @@ def register() -> Iterator[Register]:
         del ENGINES[name]
 
 
+@needs_shared
 def test_a_registered_engine_computes_the_command_s_pixels(tmp_path: Path, register: Register) -> None:
     calls: list[tuple[int, ...]] = []
 
@@ -67,6 +68,7 @@ def test_a_registered_engine_computes_the_command_s_pixels(tmp_path: Path, regis
     assert read_image(tmp_path / "torch.png").pixels.any()
 
 
+@needs_shared
 def test_any_engine_s_overflow_is_recomputed_once_in_fp32(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, register: Register
 ) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import TESTSETS, require_shared
 from PIL import Image
 
 from swinir_cli.errors import ImageError, UsageError
@@ -19,7 +20,7 @@ from swinir_cli.estimate import (
     nearest_level,
 )
 
-TESTSETS = Path(__file__).parents[2] / "shared" / "testsets"
+require_shared()
 
 
 @pytest.fixture(scope="module")

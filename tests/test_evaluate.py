@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import SHARED, TESTSETS, TINY, require_shared, run_swinir
 
 from swinir_cli.checkpoint import load_model
 from swinir_cli.ensemble import self_ensemble
@@ -44,21 +42,14 @@ from swinir_cli.pipeline import Restorer
 from swinir_cli.settings import RestoreSettings
 from swinir_cli.tasks import DEJPEG, task_for
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-TINY = SHARED / "reference" / "tiny"
-TESTSETS = SHARED / "testsets"
-SWINIR = Path(sys.executable).with_name("swinir")
+require_shared()
+
 GOLDEN = json.loads((SHARED / "reference" / "metrics_golden.json").read_text())
 
 
 def run_eval(*args: str | Path) -> dict:
-    """`swinir eval ... --device cpu --json` in a subprocess; its final JSON line."""
-    done = subprocess.run(
-        [str(SWINIR), "eval", *map(str, args), "--device", "cpu", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """`swinir eval ... --device cpu --json`; its final JSON line."""
+    done = run_swinir("eval", *args, "--device", "cpu", "--json", text=True)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -241,17 +232,9 @@ def test_registry_model_is_evaluated_at_its_own_jpeg_quality(tmp_path: Path) -> 
         '[models.tiny-dejpeg-gray-20]\ntask = "dejpeg"\nquality = 20\nchannels = 1\n'
         f'url = "{(TINY / "car_gray_w7.pth").as_uri()}"\ndescription = "tiny random JPEG model"\n'
     )
-    environment = {
-        **os.environ,
-        "SWINIR_REGISTRY": str(registry),
-        "SWINIR_CACHE_DIR": str(tmp_path / "cache"),
-    }
-    done = subprocess.run(
-        [str(SWINIR), "eval", "tiny-dejpeg-gray-20", "--gt", str(gt_dir), "--device", "cpu", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=environment,
+    environment = {"SWINIR_REGISTRY": str(registry), "SWINIR_CACHE_DIR": str(tmp_path / "cache")}
+    done = run_swinir(
+        "eval", "tiny-dejpeg-gray-20", "--gt", gt_dir, "--device", "cpu", "--json", env=environment, text=True
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DN_COLOR
+from helpers import DN_COLOR, needs_shared
 from PIL import Image, ImageCms
 
 from swinir_cli.batch import OutputOptions
@@ -102,6 +102,7 @@ def test_what_the_table_says_a_format_keeps_is_what_reads_back(tmp_path: Path, n
     assert read_image(encode_image(gray, fmt.word)).is_gray == fmt.gray
 
 
+@needs_shared
 def test_a_run_warns_of_the_losses_the_table_states(tmp_path: Path) -> None:
     """A 16-bit colour image with alpha restored into each writable format: the run warns that alpha is
     dropped, the depth reduced and the colours reduced exactly where the format's record says so."""

@@ -13,9 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TESTSETS
+from helpers import TESTSETS, require_shared
 
 from swinir_cli.cpu import cpu_has_bf16
+
+require_shared()
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_batch.py"
 

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REFERENCE, TINY_CASES
+from helpers import REFERENCE, TINY_CASES, require_shared
 from torch.cuda._utils import _get_device_index
 
 from swinir_cli.cpu import cpu_has_bf16
+
+require_shared()
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 SECTIONS = {"sdpa_backends", "precision", "speed", "memory", "oom_fallback", "compile"}

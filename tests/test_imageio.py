@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import TESTSETS, require_shared
 from hostile import full_disk, with_sparse_tail
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -49,7 +50,8 @@ from swinir_cli.imageio import (
 )
 from swinir_cli.provenance import ContentId, Provenance
 
-TESTSETS = Path(__file__).parents[2] / "shared" / "testsets"
+require_shared()
+
 RNG = np.random.default_rng(1234)
 
 

@@ -9,16 +9,16 @@ the code under test computes one row and strides, so the two share nothing but t
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from helpers import TESTSETS, needs_shared
 
 from swinir_cli.errors import UsageError
 from swinir_cli.matlab_resize import contributions, downscale, modcrop
 
-SET5 = Path(__file__).resolve().parents[2] / "shared" / "testsets" / "Set5"
+SET5 = TESTSETS / "Set5"
 
 
 def matlab_cubic(x: np.ndarray) -> np.ndarray:
@@ -90,6 +90,7 @@ def published_agreement(factor: int, mode: str) -> tuple[int, int, int]:
     return values, identical, largest
 
 
+@needs_shared
 @pytest.mark.parametrize(("factor", "mode"), [(2, "integer"), (3, "integer"), (4, "integer"), (8, "float")])
 def test_published_set5_low_resolution_images_are_reproduced(factor: int, mode: str) -> None:
     values, identical, largest = published_agreement(factor, mode)

@@ -9,11 +9,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import SHARED, require_shared
 
 from swinir_cli import metrics
 from swinir_cli.errors import ImageError, UsageError
 
-SHARED = Path(__file__).parents[2] / "shared"
+require_shared()
+
 GOLDEN_ROWS = json.loads((SHARED / "reference" / "metrics_golden.json").read_text())
 METRIC_KEYS = ("psnr", "ssim", "psnr_y", "ssim_y", "psnrb", "psnrb_y")
 

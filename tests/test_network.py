@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import REFERENCE, TINY_CASES
+from helpers import REFERENCE, TINY_CASES, require_shared
 
 from swinir_cli.checkpoint import load_model
 from swinir_cli.network import (
@@ -19,6 +19,8 @@ from swinir_cli.network import (
     autocast_dtype,
     shift_window_mask,
 )
+
+require_shared()
 
 
 @pytest.mark.parametrize("case", TINY_CASES)

@@ -34,7 +34,7 @@ from batch_folders import (
     save_rgb,
     statuses,
 )
-from conftest import SWINIR, run_many, run_swinir, stderr_lines
+from helpers import SWINIR, require_shared, run_many, run_swinir, run_swinir_process, stderr_lines
 
 from swinir_cli.batch import JobSteps
 from swinir_cli.errors import UsageError
@@ -44,6 +44,8 @@ from swinir_cli.parallel import CheckpointRunnerFactory, DevicesRunner, expand_d
 from swinir_cli.pipeline import Restorer
 from swinir_cli.runners import OverlappedRunner, run_jobs
 from swinir_cli.settings import RestoreSettings
+
+require_shared()
 
 
 @pytest.fixture(autouse=True)
@@ -301,7 +303,7 @@ def test_cli_device_cpu_cpu_gives_a_plain_runs_outputs_records_and_exit_code(tmp
     command = ["denoise", folder, "--sigma", "15", "--weights", DN_COLOR, "--tile", "0", "--suffix", "_out",
                "--json", "--quiet"]  # fmt: skip
     plain = run_swinir(*command, "-o", tmp_path / "plain", "--device", "cpu")
-    two = run_swinir(*command, "-o", tmp_path / "two", "--device", "cpu,cpu")
+    two = run_swinir_process(*command, "-o", tmp_path / "two", "--device", "cpu,cpu")  # worker processes
     assert two.returncode == plain.returncode == 1, two.stderr.decode()
     assert cli_records(two) == cli_records(plain)
     assert {status for *_, status, _, _ in cli_records(two)} == {"done", "failed", "ignored"}

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REFERENCE, SWINIR_S_X4, TINY_CASES, run_swinir, save_rgb
+from helpers import REFERENCE, SWINIR_S_X4, TINY_CASES, require_shared, run_swinir, save_rgb
 from PIL import Image
 
 from swinir_cli import cpu
@@ -19,6 +19,8 @@ from swinir_cli.pipeline import Restorer, select_device
 from swinir_cli.resolve import ModelChooser, ModelRequest
 from swinir_cli.settings import RestoreSettings
 from swinir_cli.tasks import AUTO
+
+require_shared()
 
 TINY = REFERENCE / "tiny"
 

@@ -35,7 +35,7 @@ from batch_folders import (
     save_rgb,
     statuses,
 )
-from conftest import SWINIR, run_swinir, stderr_lines
+from helpers import SWINIR, require_shared, run_swinir, run_swinir_process, stderr_lines
 
 from swinir_cli.errors import UsageError
 from swinir_cli.jobs import Job, JobResult, run_batch
@@ -44,6 +44,8 @@ from swinir_cli.pipeline import Restorer
 from swinir_cli.ray_batch import INSTALL_HINT, RayRunner, RestoreBatch, job_rows
 from swinir_cli.runners import run_jobs
 from swinir_cli.settings import RestoreSettings
+
+require_shared()
 
 ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
 
@@ -249,7 +251,7 @@ def test_cli_ray_gives_a_plain_runs_outputs_records_lines_and_exit_code(tmp_path
     command = ["denoise", folder, "--sigma", "15", "--weights", DN_COLOR, "--tile", "0", "--suffix", "_out",
                "--json", "--device", "cpu"]  # fmt: skip
     plain = run_swinir(*command, "-o", tmp_path / "plain")
-    on_ray = run_swinir(*command, "-o", tmp_path / "ray", "--ray", "--ray-workers", "2", timeout=300)
+    on_ray = run_swinir_process(*command, "-o", tmp_path / "ray", "--ray", "--ray-workers", "2", timeout=300)
     assert on_ray.returncode == plain.returncode == 1, on_ray.stderr.decode()
     assert cli_records(on_ray) == cli_records(plain)
     assert_same_outputs(outputs(tmp_path / "ray"), outputs(tmp_path / "plain"))

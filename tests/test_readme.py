@@ -6,10 +6,12 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import save_rgb
+from helpers import require_shared, save_rgb
 from hostile import FILE_NAME, TINY_BYTES, WeightServer, register
 
 from swinir_cli.imageio import read_image
+
+require_shared()
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -6,7 +6,7 @@ import dataclasses
 import pickle
 from pathlib import Path
 
-from conftest import DN_COLOR, TINY, save_rgb
+from helpers import DN_COLOR, TINY, require_shared, save_rgb
 
 from swinir_cli.batch import OutputOptions
 from swinir_cli.imageio import read_image
@@ -14,6 +14,8 @@ from swinir_cli.jobs import Job
 from swinir_cli.recipe import OutputSize, RestoreRecipe
 from swinir_cli.resolve import ModelRequest
 from swinir_cli.settings import RestoreSettings
+
+require_shared()
 
 
 def test_a_recipe_survives_pickling_and_its_runner_restores_writes_and_skips(tmp_path: Path) -> None:

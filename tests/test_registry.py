@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import official_models
+from helpers import needs_shared, official_models
 
 from swinir_cli.errors import ModelNotFoundError, UsageError
 from swinir_cli.registry import cache_dir, choose_model, get_model, load_registry
@@ -44,6 +44,7 @@ def write_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -
     return path
 
 
+@needs_shared
 def test_every_released_file_has_an_entry_with_its_pinned_hash_and_size() -> None:
     by_file = {entry.file: entry for entry in load_registry().values()}
     rows = official_models()

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DN_COLOR, SR_X2, save_rgb
+from helpers import DN_COLOR, SR_X2, needs_shared, save_rgb
 
 from swinir_cli.cli import main
 from swinir_cli.cli.options import AlphaMode, Precision, restore_settings
@@ -53,6 +53,7 @@ def test_a_bad_value_is_refused_naming_its_option(change: dict[str, object], mes
         RestoreSettings(**change)  # type: ignore[arg-type]
 
 
+@needs_shared
 def test_the_commands_refuse_a_bad_setting_before_any_work(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -64,6 +65,7 @@ def test_the_commands_refuse_a_bad_setting_before_any_work(
     assert not list(tmp_path.glob("a_*"))
 
 
+@needs_shared
 def test_the_same_settings_reach_every_restorer() -> None:
     settings = RestoreSettings(device="cpu", tile=16, tile_overlap=4, batch=2)
     request = ModelRequest("denoise", weights=DN_COLOR)

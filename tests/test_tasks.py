@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import save_rgb
+from helpers import save_rgb
 
 import swinir_cli
 from swinir_cli.cli import main

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import SHARED, needs_shared
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -36,7 +37,6 @@ from swinir_cli.tiling import (
     tile_spans,
 )
 
-SHARED = Path(__file__).parents[2] / "shared"
 WINDOW = 8
 
 
@@ -189,6 +189,7 @@ def test_one_covering_tile_is_bit_identical_to_the_whole_image(tile: int) -> Non
     np.testing.assert_array_equal(result, expected)
 
 
+@needs_shared
 def test_golden_image_through_a_covering_tile_matches_the_whole_image_forward() -> None:
     restorer = Restorer.from_weights(
         SHARED / "reference" / "tiny" / "sr_pixelshuffle_x2.pth", RestoreSettings(device="cpu")
@@ -297,6 +298,7 @@ def test_a_wrong_output_shape_is_reported() -> None:
         restore_tiled(random_image(40, 40), LocalNet(scale=2), scale=3, window=WINDOW, tile=16, overlap=8)
 
 
+@needs_shared
 def test_inner_tile_edges_are_reported_and_padded_only_to_the_window_multiple() -> None:
     image, net = random_image(100, 131), LocalNet(scale=2)
     restore_tiled(image, net, scale=2, window=WINDOW, tile=48, overlap=16)
@@ -347,6 +349,7 @@ def mcmaster_crop() -> torch.Tensor:
     return torch.from_numpy(pixels.astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous()
 
 
+@needs_shared
 @pytest.mark.usefixtures("one_thread")
 def test_tiles_of_swinir_s_blend_without_seams() -> None:
     restorer = Restorer.from_weights(
