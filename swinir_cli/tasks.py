@@ -11,12 +11,12 @@ and imported when first called, so that this module imports neither NumPy nor Py
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import UsageError
+from .lazy import FunctionRef
 
 __all__ = [
     "AUTO",
@@ -24,7 +24,6 @@ __all__ = [
     "DENOISE",
     "TASKS",
     "UPSCALE",
-    "FunctionRef",
     "Task",
     "level_keys",
     "task_for",
@@ -33,17 +32,6 @@ __all__ = [
 
 #: The ``--sigma``/``--quality`` (and ``--tile``) value that means "estimate it for each image".
 AUTO = "auto"
-
-
-@dataclass(frozen=True)
-class FunctionRef:
-    """The function ``name`` of ``module``, imported on the first call (a task names heavy code this way)."""
-
-    module: str
-    name: str
-
-    def __call__(self, *args: Any) -> Any:
-        return getattr(importlib.import_module(self.module), self.name)(*args)
 
 
 @dataclass(frozen=True)

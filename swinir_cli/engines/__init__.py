@@ -1,9 +1,10 @@
 """Inference engines as data: one table saying what each engine is and how its forward is built.
 
-Each engine is one module of this package (:mod:`.torch_eager`, :mod:`.openvino`), imported only when it
-is chosen (OpenVINO is an optional dependency). This module holds the table without importing PyTorch,
-so the settings and the command line read it cheaply: ``--engine``'s choices and help, and
-:func:`resolve_engine` (``auto``: the first engine of the table that runs on the device), come from it.
+Each engine is one module of this package (:mod:`.torch_eager`, :mod:`.openvino`), named in the table by
+module and function (:class:`~swinir_cli.lazy.FunctionRef`) and imported only when it is chosen (OpenVINO
+is an optional dependency). This module holds the table without importing PyTorch, so the settings and
+the command line read it cheaply: ``--engine``'s choices and help, and :func:`resolve_engine` (``auto``:
+the first engine of the table that runs on the device), come from it.
 
 An engine is an :class:`EngineSpec` given to :func:`register_engine`; its ``factory`` turns an
 :class:`EngineContext` (the network on its device, the compute dtype, where the weights came from) into a
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
+from ..lazy import FunctionRef
 
 if TYPE_CHECKING:
     import torch
@@ -181,18 +183,6 @@ def resolve_engine(name: str, device_type: str, precision: str = "fp32") -> Engi
     return spec
 
 
-def _torch_eager(context: EngineContext) -> Forward:
-    from .torch_eager import eager_forward
-
-    return eager_forward(context)
-
-
-def _openvino(context: EngineContext) -> Forward:
-    from .openvino import openvino_forward
-
-    return openvino_forward(context)
-
-
 #: How to install the OpenVINO engine's package.
 OPENVINO_INSTALL = "pip install 'swinir-cli[openvino]'"
 
@@ -203,7 +193,7 @@ register_engine(
         ("cuda", "mps", "cpu"),
         COMPUTE_PRECISIONS,
         "PyTorch eager (autocast below fp32)",
-        _torch_eager,
+        FunctionRef("swinir_cli.engines.torch_eager", "eager_forward"),
     )
 )
 register_engine(
@@ -213,7 +203,7 @@ register_engine(
         ("cpu",),
         ("fp32", "bf16"),
         "OpenVINO on the CPU (the openvino extra)",
-        _openvino,
+        FunctionRef("swinir_cli.engines.openvino", "openvino_forward"),
         requires="openvino",
         install_hint=OPENVINO_INSTALL,
     )
