@@ -1,0 +1,72 @@
+"""Encoding a batch's results on one thread against the overlapped runner's pool of encoders.
+
+Makes ``--count`` photo-like RGB results of ``--side`` pixels square (the photos of ../shared/testsets,
+bicubically enlarged), then encodes all of them with ``swinir_cli.imageio.encode_image`` on one thread and
+on a pool of :func:`swinir_cli.runners.default_encoders` threads (one per core, capped), alternating, and
+prints the median times and their ratio. The pool pays only because OpenCV and Pillow release the GIL while
+they encode; the ratio is bounded by the cores of the machine that runs it.
+
+    python benchmarks/encode_pool.py [--count 16] [--side 2048] [--format PNG] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from swinir_cli.imageio import LoadedImage, encode_image
+from swinir_cli.runners import default_encoders
+
+TESTSETS = Path(__file__).resolve().parents[2] / "shared" / "testsets"
+
+
+def photo_results(count: int, side: int) -> list[LoadedImage]:
+    """``count`` RGB images of ``side`` x ``side``, each a different photo enlarged."""
+    photos = sorted(path for path in TESTSETS.rglob("*") if path.suffix.lower() in {".png", ".tif", ".bmp"})
+    results = []
+    for path in itertools.islice(itertools.cycle(photos), count):
+        pixels = np.asarray(Image.open(path).convert("RGB"))
+        results.append(LoadedImage(cv2.resize(pixels, (side, side), interpolation=cv2.INTER_CUBIC)))
+    return results
+
+
+def encode_all(results: list[LoadedImage], image_format: str, encoders: int) -> float:
+    """Seconds to encode every result on ``encoders`` threads."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(encoders) as pool:
+        sizes = list(pool.map(lambda image: len(encode_image(image, image_format)), results))
+    assert all(sizes)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=16)
+    parser.add_argument("--side", type=int, default=2048)
+    parser.add_argument("--format", default="PNG", choices=["PNG", "JPEG", "WEBP"])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    results = photo_results(args.count, args.side)
+    pool = default_encoders()
+    times: dict[int, list[float]] = {1: [], pool: []}
+    for _ in range(args.repeats):
+        for encoders in times:
+            times[encoders].append(encode_all(results, args.format, encoders))
+    medians = {encoders: statistics.median(runs) for encoders, runs in times.items()}
+    size = f"{args.side}x{args.side}"
+    print(f"{args.count} results of {size} RGB {args.format}, median of {args.repeats}, alternating")
+    for encoders, seconds in medians.items():
+        print(f"{encoders:2} encoder(s) {seconds:6.2f} s {args.count / seconds:6.2f} images/s")
+    print(f"ratio 1 encoder / {pool} encoders: {medians[1] / medians[pool]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
