@@ -4,7 +4,9 @@ Makes ``--count`` photo-like RGB results of ``--side`` pixels square (the photos
 bicubically enlarged), then encodes all of them with ``swinir_cli.imageio.encode_image`` on one thread and
 on a pool of :func:`swinir_cli.runners.default_encoders` threads (one per core, capped), alternating, and
 prints the median times and their ratio. The pool pays only because OpenCV and Pillow release the GIL while
-they encode; the ratio is bounded by the cores of the machine that runs it.
+they encode; the ratio is bounded by the cores of the machine that runs it, and by its load: the cores
+busy (this process's CPU seconds per wall second, the most of the runs) say whether the encoders ran at once
+even where other work took the cores.
 
     python benchmarks/encode_pool.py [--count 16] [--side 2048] [--format PNG] [--repeats 3]
 """
@@ -38,13 +40,13 @@ def photo_results(count: int, side: int) -> list[LoadedImage]:
     return results
 
 
-def encode_all(results: list[LoadedImage], image_format: str, encoders: int) -> float:
-    """Seconds to encode every result on ``encoders`` threads."""
-    start = time.perf_counter()
+def encode_all(results: list[LoadedImage], image_format: str, encoders: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) to encode every result on ``encoders`` threads."""
+    wall, cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(encoders) as pool:
         sizes = list(pool.map(lambda image: len(encode_image(image, image_format)), results))
     assert all(sizes)
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main() -> None:
@@ -56,15 +58,18 @@ def main() -> None:
     args = parser.parse_args()
     results = photo_results(args.count, args.side)
     pool = default_encoders()
-    times: dict[int, list[float]] = {1: [], pool: []}
+    times: dict[int, list[tuple[float, float]]] = {1: [], pool: []}
     for _ in range(args.repeats):
         for encoders in times:
             times[encoders].append(encode_all(results, args.format, encoders))
-    medians = {encoders: statistics.median(runs) for encoders, runs in times.items()}
+    medians = {encoders: statistics.median(wall for wall, _ in runs) for encoders, runs in times.items()}
+    # CPU seconds per wall second: above 1 only where encoders ran at once, i.e. released the GIL
+    cores_busy = {encoders: max(cpu / wall for wall, cpu in runs) for encoders, runs in times.items()}
     size = f"{args.side}x{args.side}"
     print(f"{args.count} results of {size} RGB {args.format}, median of {args.repeats}, alternating")
     for encoders, seconds in medians.items():
-        print(f"{encoders:2} encoder(s) {seconds:6.2f} s {args.count / seconds:6.2f} images/s")
+        rate, busy = args.count / seconds, cores_busy[encoders]
+        print(f"{encoders:2} encoder(s) {seconds:6.2f} s {rate:6.2f} images/s, {busy:.2f} cores busy")
     print(f"ratio 1 encoder / {pool} encoders: {medians[1] / medians[pool]:.2f}x")
 
 
