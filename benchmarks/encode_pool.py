@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -49,6 +51,26 @@ def encode_all(results: list[LoadedImage], image_format: str, encoders: int) -> 
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+def python_rate(seconds: float, running: Callable[[], bool] = lambda: True) -> float:
+    """Iterations per second of a pure-Python loop, for ``seconds`` or while ``running()``."""
+    count, start = 0, time.perf_counter()
+    while running() and time.perf_counter() - start < seconds:
+        count += 1
+    return count / (time.perf_counter() - start)
+
+
+def python_share_while_encoding(image: LoadedImage, image_format: str) -> float:
+    """The calling thread's Python progress while another thread encodes ``image``, as a share of its
+    progress alone: near 0 if the encoder held the GIL, near 1 (less on a loaded machine) if it released
+    it."""
+    alone = python_rate(0.5)
+    encoder = threading.Thread(target=encode_image, args=(image, image_format))
+    encoder.start()
+    beside = python_rate(60.0, encoder.is_alive)
+    encoder.join()
+    return beside / alone
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=16)
@@ -71,6 +93,10 @@ def main() -> None:
         rate, busy = args.count / seconds, cores_busy[encoders]
         print(f"{encoders:2} encoder(s) {seconds:6.2f} s {rate:6.2f} images/s, {busy:.2f} cores busy")
     print(f"ratio 1 encoder / {pool} encoders: {medians[1] / medians[pool]:.2f}x")
+    share = python_share_while_encoding(results[0], args.format)
+    print(
+        f"Python progress beside one encoding: {share:.0%} of its rate alone (about 0 % if it held the GIL)"
+    )
 
 
 if __name__ == "__main__":
