@@ -1,16 +1,19 @@
 """The batch runners of one process: :class:`SerialRunner` (each job's stages in turn) and
-:class:`OverlappedRunner` (the next image decoded and the previous result written on threads while the
-model restores the current one). Both run a batch's :class:`~swinir_cli.batch.JobSteps` and report through
+:class:`OverlappedRunner` (the next images decoded and the previous results encoded on thread pools while
+the model restores the current one). Both run a batch's :class:`~swinir_cli.batch.JobSteps` and report through
 an :class:`~swinir_cli.jobs.InOrderReporter`; :func:`run_jobs` picks one.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
+from dataclasses import dataclass, field
 
 from .batch import JobSteps, OutputOptions
 from .imageio import LoadedImage
@@ -25,7 +28,12 @@ from .jobs import (
     run_batch,
 )
 
-__all__ = ["OverlappedRunner", "SerialRunner", "run_jobs"]
+__all__ = ["MAX_ENCODERS", "READ_AHEAD", "OverlappedRunner", "SerialRunner", "default_encoders", "run_jobs"]
+
+#: The most results encoded at once by default, whatever the cores: each one held is a whole result image.
+MAX_ENCODERS = 8
+#: Inputs decoded ahead of the one being restored.
+READ_AHEAD = 2
 
 
 def run_jobs(
@@ -44,7 +52,7 @@ def run_jobs(
     progress attached). ``on_start(job, index)`` is called before a job that is not skipped runs, and
     ``on_result(result)`` after every job, in the jobs' order. ``max_pixels`` refuses larger images (None:
     Pillow's limit). With ``overlap`` (and more than one job), the :class:`OverlappedRunner` decodes the
-    next image and writes the previous result on threads beside ``restore``, else the
+    next images and encodes the previous results on thread pools beside ``restore``, else the
     :class:`SerialRunner` runs them; results, files and errors are the same. Ctrl-C (KeyboardInterrupt;
     the command line raises it for SIGTERM and SIGHUP too, :mod:`swinir_cli.signals`) stops the batch:
     the job in flight leaves no partial file, is reported as ``interrupted`` and
@@ -78,35 +86,50 @@ class SerialRunner:
         return reporter.summary()
 
 
+def default_encoders() -> int:
+    """One encoder per core this process may use, at most :data:`MAX_ENCODERS`."""
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_ENCODERS))
+
+
 @dataclass(frozen=True)
 class OverlappedRunner:
-    """The stages of :class:`~swinir_cli.batch.JobSteps` with the read of the next job and the write of the
-    previous one on threads beside ``steps.restore`` (which stays on the calling thread, as do the
-    reporter's callbacks).
+    """The stages of :class:`~swinir_cli.batch.JobSteps` with reads ahead and writes behind on thread pools
+    beside ``steps.restore`` (which stays on the calling thread, as do the reporter's callbacks). Pillow and
+    OpenCV release the GIL while they decode and encode, so ``encoders`` threads encode that many results at
+    once (default: one per core, at most :data:`MAX_ENCODERS`) and ``read_ahead`` threads decode the next
+    inputs; results are still reported in the jobs' order.
 
-    Memory: at most three images are held at once: one decoded ahead, one being restored, one being
-    written. A job's ``seconds`` is the sum of its three stages. Ctrl-C: the write in flight completes
-    (atomically) and is reported, the job the calling thread held is ``interrupted``, the read ahead is
-    dropped; nothing partial is left.
+    Memory: at most ``read_ahead + 1 + encoders`` images are held at once: ``read_ahead`` inputs decoded (or
+    being decoded) ahead, one being restored, ``encoders`` results waiting for or in their encoding; the
+    calling thread waits for a write to finish before it hands on another. A job's ``seconds`` is the sum of
+    its three stages. Ctrl-C: the writes in flight complete (atomically) and are reported, the job the
+    calling thread held is ``interrupted``, the reads ahead are dropped; nothing partial is left.
+    Results written to standard output are encoded one at a time, in order.
     """
 
     steps: JobSteps
+    encoders: int = field(default_factory=default_encoders)
+    read_ahead: int = READ_AHEAD
+
+    def __post_init__(self) -> None:
+        if self.encoders < 1 or self.read_ahead < 1:
+            raise ValueError(f"encoders and read_ahead must be >= 1, not {self.encoders}, {self.read_ahead}")
 
     def run(self, jobs: Sequence[Job], reporter: InOrderReporter) -> BatchSummary:
         if not jobs:
             return reporter.summary()
-        batch = _Overlapped(self.steps, reporter)
+        batch = _Overlapped(self.steps, reporter, self.encoders)
         with (
-            ThreadPoolExecutor(1, thread_name_prefix="swinir-read") as readers,
-            ThreadPoolExecutor(1, thread_name_prefix="swinir-write") as writers,
+            ThreadPoolExecutor(self.read_ahead, thread_name_prefix="swinir-read") as readers,
+            ThreadPoolExecutor(self.encoders, thread_name_prefix="swinir-write") as writers,
         ):
             try:
-                batch.run(jobs, readers, writers)
+                batch.run(jobs, _ReadAhead(self.steps, jobs, readers, self.read_ahead), writers)
             except KeyboardInterrupt:
                 batch.interrupted()
             except BATCH_STOP_ERRORS:
                 batch.drop_read_ahead()
-                batch.report_written(wait=True)  # the job before it was done, as in series
+                batch.report_written(wait=True)  # the jobs before it were done, as in series
                 raise
         return reporter.summary()
 
@@ -143,44 +166,81 @@ def _encode(steps: JobSteps, job: Job, image: LoadedImage, seconds: float) -> Jo
     return steps.done(job, seconds + time.perf_counter() - started)
 
 
-class _Overlapped:
-    """The state of one overlapped batch: the read ahead, the write behind, the job held meanwhile."""
+class _ReadAhead:
+    """The jobs' reads, up to ``depth`` of them submitted ahead of the one the calling thread takes."""
 
-    def __init__(self, steps: JobSteps, reporter: InOrderReporter) -> None:
+    def __init__(self, steps: JobSteps, jobs: Sequence[Job], readers: ThreadPoolExecutor, depth: int) -> None:
+        self.steps = steps
+        self.jobs = jobs
+        self.readers = readers
+        self.depth = depth
+        self.submitted = 0
+        self.pending: deque[Future[_Decoded]] = deque()
+        self.fill()
+
+    def take(self) -> _Decoded:
+        """The next job's read, once done; the following read is submitted meanwhile."""
+        decoded = self.pending.popleft()
+        self.fill()
+        return decoded.result()
+
+    def fill(self) -> None:
+        while len(self.pending) < self.depth and self.submitted < len(self.jobs):
+            self.pending.append(self.readers.submit(_decode, self.steps, self.jobs[self.submitted]))
+            self.submitted += 1
+
+    def drop(self) -> None:
+        """Cancel the reads not yet begun; those under way finish, unreported."""
+        for reading in self.pending:
+            reading.cancel()
+        self.pending.clear()
+
+
+class _Overlapped:
+    """The state of one overlapped batch: the reads ahead, the writes behind, the job held meanwhile."""
+
+    def __init__(self, steps: JobSteps, reporter: InOrderReporter, encoders: int) -> None:
         self.steps = steps
         self.reporter = reporter
+        self.encoders = encoders
         self.current: int | None = None  # the job the calling thread works on, until its write is handed off
         self.current_started = 0.0
-        self.reading: Future[_Decoded] | None = None
-        self.writing: tuple[int, Future[JobResult]] | None = None
+        self.reading: _ReadAhead | None = None
+        self.writing: dict[int, Future[JobResult]] = {}  # index -> its write, in the order submitted
+        self.to_stdout = False  # a write in flight goes to standard output
 
-    def run(self, jobs: Sequence[Job], readers: ThreadPoolExecutor, writers: ThreadPoolExecutor) -> None:
-        self.reading = readers.submit(_decode, self.steps, jobs[0])
+    def run(self, jobs: Sequence[Job], reading: _ReadAhead, writers: ThreadPoolExecutor) -> None:
+        self.reading = reading
         for index, job in enumerate(jobs):
             self.current, self.current_started = index, time.perf_counter()
-            decoded = self.reading.result()
-            following = jobs[index + 1] if index + 1 < len(jobs) else None
-            self.reading = readers.submit(_decode, self.steps, following) if following else None
+            decoded = reading.take()
+            self.report_written(wait=False)
             if decoded.ran:
-                self.report_written(wait=False)
                 self.reporter.start(index)
             if decoded.result is not None or decoded.image is None:  # settled, or its read failed
-                self.report_written(wait=True)
                 self.report(index, decoded.result)
                 continue
             started = time.perf_counter()
             try:
                 restored = self.steps.restore(decoded.image, job)
             except JOB_ERRORS as exc:
-                failure = job_failure(job, exc, decoded.seconds + time.perf_counter() - started)
-                self.report_written(wait=True)
-                self.report(index, failure)
+                self.report(index, job_failure(job, exc, decoded.seconds + time.perf_counter() - started))
                 continue
             seconds = decoded.seconds + time.perf_counter() - started
-            self.report_written(wait=True)
-            self.writing = index, writers.submit(_encode, self.steps, job, restored, seconds)
+            self.make_room(to_stdout=job.target is None)
+            self.writing[index] = writers.submit(_encode, self.steps, job, restored, seconds)
+            self.to_stdout = self.to_stdout or job.target is None
             self.current = None
         self.report_written(wait=True)
+
+    def make_room(self, *, to_stdout: bool) -> None:
+        """Wait until another write may begin: fewer than ``encoders`` in flight, and none at all where
+        this write or one in flight goes to standard output (its bytes must follow in order)."""
+        if to_stdout or self.to_stdout:
+            self.report_written(wait=True)
+        while len(self.writing) >= self.encoders:
+            wait_for(self.writing.values(), return_when=FIRST_COMPLETED)
+            self.report_written(wait=False)
 
     def interrupted(self) -> None:
         """After Ctrl-C: see :class:`OverlappedRunner`."""
@@ -191,13 +251,15 @@ class _Overlapped:
 
     def drop_read_ahead(self) -> None:
         if self.reading is not None:
-            self.reading.cancel()
+            self.reading.drop()
 
     def report_written(self, *, wait: bool) -> None:
-        if self.writing is not None and (wait or self.writing[1].done()):
-            index, writing = self.writing
-            self.writing = None
-            self.report(index, writing.result())
+        """Report the writes that finished (with ``wait``: every write in flight, once finished)."""
+        for index, writing in list(self.writing.items()):
+            if wait or writing.done():
+                del self.writing[index]
+                self.report(index, writing.result())
+        self.to_stdout = self.to_stdout and bool(self.writing)
 
     def report(self, index: int, result: JobResult | None) -> None:
         if result is None:
