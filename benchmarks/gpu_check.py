@@ -284,7 +284,8 @@ def nonfinite_counter(model: SwinIR) -> tuple[list[int], torch.utils.hooks.Remov
 def precision_rows(case: str, kind: str, model: SwinIR, image: np.ndarray, plan: Plan) -> list[dict]:
     """bf16 and fp16 against fp32 on one image, whole-image pipeline; the fp32 row carries the reference."""
     pixels = image if image.ndim == 3 else image[..., None]
-    fp32 = Restorer(model, RestoreSettings(device=str(plan.device), tile=0)).restore_pixels(pixels)
+    reference = RestoreSettings(device=str(plan.device), tile=0, precision="fp32")  # auto is fp16 on CUDA
+    fp32 = Restorer(model, reference).restore_pixels(pixels)
     rows = [{"case": case, "kind": kind, "input": list(image.shape[:2]), "precision": "fp32", "fp32": fp32}]
     for precision in ("bf16", "fp16"):
         row = {"case": case, "kind": kind, "input": list(image.shape[:2]), "precision": precision}
