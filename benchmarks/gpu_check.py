@@ -15,8 +15,9 @@ c. ``speed``: ms per image for SwinIR-M x4 at 256x256 (whole image) and images/s
    512x512 (whole forward and the full pipeline at the default tile), fp32 in the authors' order of
    operations vs the optimised fp32 path vs TF32 vs bf16 vs fp16, batch 1 and 4, with CUDA
    synchronisation and warm-up, and each variant's 8-bit difference from fp32.
-d. ``memory``: estimated vs measured (``torch.cuda.max_memory_allocated``) peak of the automatic tile at
-   three image sizes.
+d. ``memory``: estimated (the memory model calibrated for the device and precision, as the automatic
+   tile costs it) vs measured (``torch.cuda.max_memory_allocated``) peak of the automatic tile at three
+   image sizes, in fp32, bf16 and fp16; a calibrated ratio near 0.8 (1 / the 1.25 margin) or below is safe.
 e. ``oom_fallback``: the process capped with ``torch.cuda.set_per_process_memory_fraction`` and a tile too
    large forced; the warnings and whether the result equals the uncapped one.
 f. ``compile``: ``torch.compile`` at a fixed tile shape against eager (optional, last).
@@ -52,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from swinir_cli.checkpoint import load_model
-from swinir_cli.devices import check_cpu_precision, cuda_tf32, resolve_precision
+from swinir_cli.devices import PRECISION_NAMES, check_cpu_precision, cuda_tf32, resolve_precision
 from swinir_cli.errors import UsageError
 from swinir_cli.memory import estimate_peak_bytes
 from swinir_cli.network import SwinIR, SwinIRConfig, WindowAttention, autocast_dtype, shift_window_mask
@@ -283,7 +284,8 @@ def nonfinite_counter(model: SwinIR) -> tuple[list[int], torch.utils.hooks.Remov
 def precision_rows(case: str, kind: str, model: SwinIR, image: np.ndarray, plan: Plan) -> list[dict]:
     """bf16 and fp16 against fp32 on one image, whole-image pipeline; the fp32 row carries the reference."""
     pixels = image if image.ndim == 3 else image[..., None]
-    fp32 = Restorer(model, RestoreSettings(device=str(plan.device), tile=0)).restore_pixels(pixels)
+    reference = RestoreSettings(device=str(plan.device), tile=0, precision="fp32")  # auto is fp16 on CUDA
+    fp32 = Restorer(model, reference).restore_pixels(pixels)
     rows = [{"case": case, "kind": kind, "input": list(image.shape[:2]), "precision": "fp32", "fp32": fp32}]
     for precision in ("bf16", "fp16"):
         row = {"case": case, "kind": kind, "input": list(image.shape[:2]), "precision": precision}
@@ -568,8 +570,8 @@ def speed_summary(rows: list[dict]) -> dict:
 
 
 def estimated_bytes(restorer: Restorer, height: int, width: int, tile: int) -> int:
-    """The memory model's estimate for the largest forward the automatic tile plans (as choose_tile costs
-    it)."""
+    """The memory model's estimate for the largest forward the automatic tile plans, calibrated for the
+    restorer's device and precision (as choose_tile costs it: a whole image is not a tiled run)."""
     config = restorer.model.config
     window = config.window_size
     extent = (height, width) if tile == 0 else (min(tile + window - 1, height), min(tile + window - 1, width))
@@ -581,20 +583,22 @@ def estimated_bytes(restorer: Restorer, height: int, width: int, tile: int) -> i
         num_heads=max(config.num_heads),
         head_features=config.upsample_features,
         batch=restorer.settings.batch,
-        bytes_per_value=4,
+        tiled=tile != 0,
+        device_type=restorer.device.type,
+        precision=PRECISION_NAMES[restorer.dtype],
     )
 
 
 def run_memory(entry: dict, plan: Plan, budget: Budget) -> None:
     entry["reason"] = (
-        "estimates are the tiler's (calibrated for fp32 values on the CPU) for the largest forward"
+        "estimates are the tiler's (calibrated per device and precision) for the largest forward"
     )
     if plan.device.type != "cuda":
         entry["reason"] += (
             "; measured peaks need CUDA's allocator statistics: CPU rows give the estimate only"
         )
     model = random_model(plan.models["SwinIR-M x4"], 0, plan.device)
-    for precision in ("fp32", "bf16"):
+    for precision in ("fp32", "bf16", "fp16"):
         reason = unavailable_precision(precision, plan.device)
         if reason:
             entry["rows"].append({"model": "SwinIR-M x4", "precision": precision, "skipped": reason})

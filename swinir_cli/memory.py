@@ -30,6 +30,8 @@ from .tiling import (
 
 __all__ = [
     "CPU_TILE_BUDGET_BYTES",
+    "CUDA_ESTIMATE_MARGIN",
+    "CUDA_OVERESTIMATE",
     "FORWARD_CALL_PIXELS",
     "MEMORY_BUDGET_FRACTION",
     "available_memory_bytes",
@@ -62,6 +64,14 @@ _HEAD_COPIES = 1.25
 #: 1.9 times three same-shape passes of that tile (the tuned allocator; 1.6 times with glibc's defaults).
 _TILED_SLACK = 1.9
 
+#: How many times the CPU model of a tiled run (slack included, 4 bytes a value) overstated the peak CUDA
+#: allocated (``torch.cuda.max_memory_allocated`` over the weights) for SwinIR-M x4 at 512-2048 pixels,
+#: whole images and 1032-pixel tiles alike, per precision: one H200, 2026-12-04, benchmarks/gpu_check.py's
+#: memory section. MPS is unmeasured and keeps the CPU model.
+CUDA_OVERESTIMATE = {"fp32": 2.4, "fp16": 6.5, "bf16": 6.5}
+#: A calibrated CUDA estimate aims at this multiple of the measured peak, for what one GPU's figures miss.
+CUDA_ESTIMATE_MARGIN = 1.25
+
 
 #: Fixed cost of one forward pass in the cost model, in pixels: a single-threaded SwinIR-S x4 forward took
 #: 0.33 ms per padded pixel plus 14 ms per call (56x56 to 200x200 inputs), about 43 pixels' worth.
@@ -78,8 +88,9 @@ def estimate_peak_bytes(
     num_heads: int,
     head_features: int,
     batch: int = 1,
-    bytes_per_value: int = 4,
     tiled: bool = True,
+    device_type: str = "cpu",
+    precision: str = "fp32",
 ) -> int:
     """Estimated peak memory of one forward pass on (batch, C, tile_height, tile_width) input, in bytes.
 
@@ -88,7 +99,10 @@ def estimate_peak_bytes(
     1.25 of the upsampling head's largest tensor (``head_features * scale**2`` values: 64 for the
     ``pixelshuffle`` and ``nearest+conv`` heads, the image channels for ``pixelshuffledirect``, 0 without
     an upsampler); times 1.9 for a pass among the differently shaped tiles of a tiled run (``tiled``), whose
-    fragments add up. Model weights are not included.
+    fragments add up, at 4 bytes a value. On CUDA, tiled or not, the tiled figure is divided by what it
+    overstated there (:data:`CUDA_OVERESTIMATE` for ``precision``) and multiplied by
+    :data:`CUDA_ESTIMATE_MARGIN`; other devices, in any precision, keep the CPU figures. Model weights are
+    not included.
     """
     padded = (tile_height // window + 1) * window * ((tile_width // window + 1) * window)
     per_pixel = (
@@ -96,8 +110,16 @@ def estimate_peak_bytes(
         + _ATTENTION_COPIES * num_heads * window**2
         + _HEAD_COPIES * head_features * scale**2
     )
-    slack = _TILED_SLACK if tiled else 1.0
-    return int(batch * padded * per_pixel * bytes_per_value * slack)
+    return int(batch * padded * per_pixel * 4 * _calibration(tiled, device_type, precision))
+
+
+def _calibration(tiled: bool, device_type: str, precision: str) -> float:
+    """The factor from one pass's values to the estimated peak: the slack of a tiled run on the CPU; on
+    CUDA the tiled CPU figure over what it overstated there, with the margin (whole or tiled alike, as
+    measured)."""
+    if device_type == "cuda":
+        return _TILED_SLACK * CUDA_ESTIMATE_MARGIN / CUDA_OVERESTIMATE[precision]
+    return _TILED_SLACK if tiled else 1.0
 
 
 def forward_pixels(height: int, width: int, *, tile: int, overlap: int, window: int) -> int:

@@ -43,9 +43,10 @@ class Restorer:
 
     Args:
         model: the network (its weights are moved to the settings' device).
-        settings: how to compute (the defaults: automatic device and tile, fp32, PyTorch).
-        on_warning: receives one line when a tile had to shrink after running out of GPU memory, or was
-            recomputed in fp32 after overflowing below it.
+        settings: how to compute (the defaults: automatic device, tile and precision, PyTorch).
+        on_warning: receives one line when a tile had to shrink after running out of GPU memory, and one
+            line the first time a tile overflowed below fp32 and was recomputed in fp32 (later tiles that
+            overflow are recomputed without a further line).
         weights_path: the file the weights came from; an engine may cache beside it (OpenVINO keeps its
             converted and compiled models in ``.<file name>.openvino/`` when that folder can be written).
 
@@ -75,6 +76,7 @@ class Restorer:
             default_overlap(self.window) if settings.tile_overlap is None else settings.tile_overlap
         )
         self.on_warning = on_warning
+        self._overflow_said = False
         context = EngineContext(self.model, self.device, self.dtype, settings.tf32, weights_path)
         self._engine = self.engine.factory(context)
         self._in_fp32 = eager_forward(dataclasses.replace(context, dtype=torch.float32))
@@ -120,16 +122,17 @@ class Restorer:
         return self._forward(x)[..., : h * self.scale, : w * self.scale]
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The engine's forward; below fp32 a result with inf/NaN is recomputed once in fp32 by PyTorch,
-        and a result that is still not finite fails the image (clamped, NaN would be written black and
-        inf white).
+        """The engine's forward; below fp32 a result with inf/NaN is recomputed once in fp32 by PyTorch (the
+        first such tile of this restorer is reported), and a result that is still not finite fails the image
+        (clamped, NaN would be written black and inf white).
 
         Raises:
             NonFiniteResultError: the fp32 result holds inf or NaN.
         """
         y = self._engine(x)
         if self.dtype != torch.float32 and not torch.isfinite(y).all():
-            if self.on_warning is not None:
+            if self.on_warning is not None and not self._overflow_said:
+                self._overflow_said = True
                 self.on_warning(f"{PRECISION_NAMES[self.dtype]} overflowed on a tile; recomputed it in fp32")
             y = self._in_fp32(x)
         if not torch.isfinite(y).all():
@@ -208,6 +211,8 @@ class Restorer:
             embed_dim=config.embed_dim,
             num_heads=max(config.num_heads),
             head_features=config.upsample_features,
+            device_type=self.device.type,
+            precision=PRECISION_NAMES[self.dtype],
         )
 
     def restore_image(

@@ -33,9 +33,10 @@ class RestoreSettings:
             that fits the device's available memory.
         tile_overlap: overlap between tiles in input pixels (None: the tiler's default for the window).
         batch: tiles per forward pass.
-        precision: ``auto``, ``fp32``, ``fp16`` or ``bf16`` (see
-            :func:`swinir_cli.devices.resolve_precision`); below fp32 every tile is checked for inf/NaN
-            and recomputed in fp32 when it has any; an fp32 result with inf/NaN fails the image
+        precision: ``auto`` (fp16 on CUDA GPUs of compute capability 7.0 or newer, else fp32), ``fp32``,
+            ``fp16`` or ``bf16`` (see :func:`swinir_cli.devices.resolve_precision`); below fp32 every tile
+            is checked for inf/NaN and recomputed in fp32 when it has any; an fp32 result with inf/NaN fails
+            the image
             (:class:`~swinir_cli.errors.NonFiniteResultError`).
         engine: ``auto`` or an engine of the table (:mod:`swinir_cli.engines`: ``torch``, ``openvino``).
         tta: average the eight flips/rotations of each tile (:mod:`swinir_cli.ensemble`), 8x slower.

@@ -89,6 +89,35 @@ def test_any_engine_s_overflow_is_recomputed_once_in_fp32(
     assert warnings == ["bf16 overflowed on a tile; recomputed it in fp32"]
 
 
+@needs_shared
+def test_overflow_on_several_tiles_is_said_once_per_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, register: Register
+) -> None:
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nflags\t\t: avx512f avx512_bf16\n")
+    monkeypatch.setattr(cpu, "CPUINFO", fake)
+    calls: list[torch.dtype] = []
+
+    def overflowing_below_fp32(context: EngineContext) -> Forward:
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            calls.append(context.dtype)
+            return torch.full((x.shape[0], 3, x.shape[2] * 2, x.shape[3] * 2), float("inf"))
+
+        return forward
+
+    register(EngineSpec("halfinf", "Half inf", ("cpu",), ("bf16",), "inf in bf16", overflowing_below_fp32))
+    warnings: list[str] = []
+    settings = RestoreSettings(device="cpu", tile=8, tile_overlap=0, precision="bf16", engine="halfinf")
+    restorer = Restorer.from_weights(SR_X2, settings, on_warning=warnings.append)
+    pixels = np.load(TINY / "sr_pixelshuffle_x2.npz")["image_u8"]
+    reference = RestoreSettings(device="cpu", tile=8, tile_overlap=0)
+    fp32 = Restorer.from_weights(SR_X2, reference).restore_pixels(pixels)
+    for _ in range(2):  # two images of one run
+        np.testing.assert_array_equal(restorer.restore_pixels(pixels), fp32)
+    assert len(calls) >= 4 and set(calls) == {torch.bfloat16}  # every tile overflowed
+    assert warnings == ["bf16 overflowed on a tile; recomputed it in fp32"]
+
+
 def test_engine_help_and_choices_list_the_table(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -160,3 +160,99 @@ def test_the_tile_budget_is_half_the_available_memory_and_capped_on_the_cpu(
     for available, budget in ((2**30, 2**29), (64 * 2**30, CPU_TILE_BUDGET_BYTES)):
         monkeypatch.setattr(memory, "available_memory_bytes", lambda device, free=available: free)
         assert tile_memory_budget(torch.device("cpu")) == budget
+
+
+# Tiles main chose on the CPU before the CUDA calibration (fp32 CPU model, overlap 16), per budget:
+# (height, width) -> (SwinIR-S x4, SwinIR-M x4).
+CPU_TILES_BEFORE = {
+    CPU_TILE_BUDGET_BYTES: {
+        (120, 160): (0, 0),
+        (360, 360): (0, 136),
+        (640, 448): (232, 144),
+        (1024, 768): (208, 128),
+        (2048, 2048): (248, 136),
+    },
+    256 * 2**20: {
+        (120, 160): (0, 88),
+        (360, 360): (136, 80),
+        (640, 448): (160, 80),
+        (1024, 768): (160, 80),
+        (2048, 2048): (152, 80),
+    },
+}
+SWINIR_M_X4 = dict(scale=4, embed_dim=180, num_heads=6, head_features=64)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_cpu_automatic_tile_is_unchanged_by_the_cuda_calibration(precision: str) -> None:
+    for budget, tiles in CPU_TILES_BEFORE.items():
+        for (height, width), expected in tiles.items():
+            chosen = tuple(
+                choose_tile(
+                    height,
+                    width,
+                    budget,
+                    window=WINDOW,
+                    overlap=16,
+                    device_type="cpu",
+                    precision=precision,
+                    **model,
+                )
+                for model in (SWINIR_S_X4, SWINIR_M_X4)
+            )
+            assert chosen == expected, (budget, height, width)
+
+
+def test_the_cuda_estimate_is_calibrated_per_precision_and_mps_keeps_the_cpu_model() -> None:
+    """On the H200 the tiled CPU figure was 2.4x the peak in fp32 and 6.5x in fp16/bf16, whole images and
+    tiles alike: the CUDA estimate aims at 1.25x that peak."""
+    tiled_cpu = estimate_peak_bytes(512, 512, window=WINDOW, **SWINIR_M_X4)
+    for precision, overestimate in (("fp32", 2.4), ("fp16", 6.5), ("bf16", 6.5)):
+        for tiled in (True, False):
+            options = dict(window=WINDOW, tiled=tiled, **SWINIR_M_X4, precision=precision)
+            cuda = estimate_peak_bytes(512, 512, **options, device_type="cuda")
+            assert cuda == pytest.approx(tiled_cpu * 1.25 / overestimate, rel=1e-6)
+            assert estimate_peak_bytes(512, 512, **options, device_type="mps") == estimate_peak_bytes(
+                512, 512, window=WINDOW, tiled=tiled, **SWINIR_M_X4
+            )
+
+
+def mock_cuda_free(monkeypatch: pytest.MonkeyPatch, free: int) -> None:
+    """No GPU here: CUDA's memory queries are replaced by an 80 GB device with ``free`` bytes free."""
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free, 80 * 10**9))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 0)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_the_automatic_tile_is_the_whole_image_where_its_calibrated_estimate_fits(
+    monkeypatch: pytest.MonkeyPatch, precision: str
+) -> None:
+    """SwinIR-M x4 at 2048x2048 in half precision: the calibrated estimate (28 GB) fits the budget of an
+    80 GB GPU with all of it free (40 GB), so the image is one tile; the CPU model (146 GB) cut it."""
+    options = dict(window=WINDOW, overlap=16, **SWINIR_M_X4)
+    mock_cuda_free(monkeypatch, 80 * 10**9)
+    budget = tile_memory_budget(torch.device("cuda", 0))
+    assert choose_tile(2048, 2048, budget, **options, device_type="cuda", precision=precision) == 0
+    assert choose_tile(2048, 2048, budget, **options) > 0
+    for tile in (256, 512, 1024):  # whatever fits the budget fits whole, tiled or not
+        for height, width in ((tile, tile), (tile, 2 * tile)):
+            fits = (
+                estimate_peak_bytes(
+                    height,
+                    width,
+                    window=WINDOW,
+                    tiled=False,
+                    **SWINIR_M_X4,
+                    device_type="cuda",
+                    precision=precision,
+                )
+                <= budget
+            )
+            assert (
+                choose_tile(height, width, budget, **options, device_type="cuda", precision=precision) == 0
+            ) == fits
+    mock_cuda_free(monkeypatch, 40 * 10**9)  # half free: tiles again, but larger than the CPU model's
+    budget = tile_memory_budget(torch.device("cuda", 0))
+    calibrated = choose_tile(2048, 2048, budget, **options, device_type="cuda", precision=precision)
+    assert choose_tile(2048, 2048, budget, **options) < calibrated < 2048

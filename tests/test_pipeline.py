@@ -11,10 +11,11 @@ import torch
 from helpers import REFERENCE, SWINIR_S_X4, TINY_CASES, require_shared, run_swinir, save_rgb
 from PIL import Image
 
-from swinir_cli import cpu
+from swinir_cli import cpu, pipeline
 from swinir_cli.checkpoint import read_state_dict
 from swinir_cli.errors import ImageError, NonFiniteResultError, UsageError
 from swinir_cli.imageio import LoadedImage, read_image
+from swinir_cli.memory import choose_tile
 from swinir_cli.pipeline import Restorer, select_device
 from swinir_cli.resolve import ModelChooser, ModelRequest
 from swinir_cli.settings import RestoreSettings
@@ -326,3 +327,32 @@ def test_openvino_tiles_progress_and_cache_like_pytorch(tmp_path: Path) -> None:
     )
     np.testing.assert_array_equal(again.restore_pixels(pixels), results["openvino"])
     assert {path: path.stat().st_mtime_ns for path in cache.glob("*.xml")} == saved
+
+
+def test_the_automatic_tile_on_the_cpu_is_the_same_in_every_precision(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The memory model's CUDA calibration leaves the CPU alone: bf16 tiles as fp32 does, at CPU figures."""
+    fake = tmp_path / "cpuinfo"  # PyTorch emulates bf16 where the CPU lacks it
+    fake.write_text("processor\t: 0\nflags\t\t: avx512f avx512_bf16\n")
+    monkeypatch.setattr(cpu, "CPUINFO", fake)
+    monkeypatch.setattr(pipeline, "tile_memory_budget", lambda device: 256 * 2**20)
+    tiles = {}
+    for precision in ("fp32", "bf16"):
+        restorer = Restorer.from_weights(SWINIR_S_X4, RestoreSettings(device="cpu", precision=precision))
+        tiles[precision] = [restorer.auto_tile(side, side + 64) for side in (120, 360, 640, 1024)]
+    config = restorer.model.config
+    cpu_model = dict(scale=config.upscale, embed_dim=config.embed_dim, num_heads=max(config.num_heads))
+    expected = [
+        choose_tile(
+            side,
+            side + 64,
+            256 * 2**20,
+            window=config.window_size,
+            overlap=restorer.tile_overlap,
+            head_features=config.upsample_features,
+            **cpu_model,
+        )
+        for side in (120, 360, 640, 1024)
+    ]
+    assert tiles["fp32"] == tiles["bf16"] == expected and expected[-1] > 0

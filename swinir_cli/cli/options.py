@@ -194,7 +194,8 @@ PrecisionOption = Annotated[
     _option(
         "--precision",
         metavar="|".join(Precision),
-        help="Compute precision; auto is fp32 (fp16 is refused on the CPU).",
+        help="Compute precision; auto is fp16 on CUDA GPUs of compute capability 7.0+, else fp32 "
+        "(fp16 is refused on the CPU).",
         show_default=True,
     ),
 ]
