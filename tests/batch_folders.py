@@ -85,13 +85,13 @@ def cli_records(result: subprocess.CompletedProcess[bytes]) -> list[tuple]:
 LARGE_SIDE = 320
 
 
-def make_small_then_large_folder(folder: Path, *, large: int = 3, side: int = LARGE_SIDE) -> Path:
-    """One 16x16 image that finishes first, then ``large`` images of ``side`` pixels square (by default
-    three of :data:`LARGE_SIDE`, still in flight when it is done)."""
+def make_small_then_large_folder(folder: Path, *, large: int = 3) -> Path:
+    """One 16x16 image that finishes first, then ``large`` (up to three) of :data:`LARGE_SIDE` still in
+    flight when it is done."""
     folder.mkdir(parents=True)
     save_rgb(folder / "a_small.png", height=16, width=16)
     for name in ("b_large.png", "c_large.png", "d_large.png")[:large]:
-        save_rgb(folder / name, height=side, width=side)
+        save_rgb(folder / name, height=LARGE_SIDE, width=LARGE_SIDE)
     return folder
 
 
