@@ -30,7 +30,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 REFERENCE = SHARED / "reference"
 TESTSETS = SHARED / "testsets"
 
-#: name -> arguments after ``python -m swinir_cli``; ``{out}`` is a fresh folder each run.
+#: name -> arguments after ``python -m swinir_cli``; ``{out}`` is a fresh folder each run (it ends in "/",
+#: so one input writes into it too).
 COMMANDS: dict[str, list[str]] = {
     "upscale SwinIR-S x4, Set5 x4 inputs (5 images)": [
         "upscale", str(TESTSETS / "Set5" / "LR_bicubic" / "X4"), "-o", "{out}",
@@ -55,7 +56,7 @@ COMMANDS: dict[str, list[str]] = {
 def run_once(tree: Path, arguments: list[str]) -> float:
     """Seconds of one ``python -m swinir_cli`` process on ``tree``; fails loudly if the command fails."""
     with tempfile.TemporaryDirectory() as scratch:
-        filled = [argument.replace("{out}", scratch + "/out") for argument in arguments]
+        filled = [argument.replace("{out}", scratch + "/out/") for argument in arguments]
         command = [sys.executable, "-m", "swinir_cli", *filled]
         env = {**os.environ, "PYTHONPATH": str(tree), "SWINIR_CACHE": scratch + "/cache"}
         start = time.perf_counter()
