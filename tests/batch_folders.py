@@ -85,12 +85,12 @@ def cli_records(result: subprocess.CompletedProcess[bytes]) -> list[tuple]:
 LARGE_SIDE = 320
 
 
-def make_small_then_large_folder(folder: Path, *, large: int = 3) -> Path:
-    """One 16x16 image that finishes first, then ``large`` (up to three) of :data:`LARGE_SIDE` still in
-    flight when it is done."""
+def make_small_then_large_folder(folder: Path) -> Path:
+    """One 16x16 image that finishes first, then three of :data:`LARGE_SIDE` still in flight when it is
+    done."""
     folder.mkdir(parents=True)
     save_rgb(folder / "a_small.png", height=16, width=16)
-    for name in ("b_large.png", "c_large.png", "d_large.png")[:large]:
+    for name in ("b_large.png", "c_large.png", "d_large.png"):
         save_rgb(folder / name, height=LARGE_SIDE, width=LARGE_SIDE)
     return folder
 

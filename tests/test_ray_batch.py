@@ -142,9 +142,9 @@ def outputs_of_plain_run(folder: Path, out: Path):
 
 
 def test_each_result_is_reported_as_soon_as_its_actor_has_it(tmp_path: Path) -> None:
-    # one large image suffices: a result held back would wait for it (three took minutes; one of 128
-    # pixels was done before Ray had passed the small one's result on)
-    folder, out = make_small_then_large_folder(tmp_path / "in", large=1), tmp_path / "out"
+    # three large images: with fewer, Ray had not passed the small one's result on before a large one was
+    # done (one of 128 pixels, and once one of 320, on a quiet machine)
+    folder, out = make_small_then_large_folder(tmp_path / "in"), tmp_path / "out"
     seen_when_reported: dict[str, set[str]] = {}
 
     def note_outputs(result: JobResult) -> None:
