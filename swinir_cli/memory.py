@@ -19,12 +19,10 @@ import numpy as np
 import torch
 
 from .tiling import (
-    RestoreFn,
     aligned_geometry,
     aligned_overlap,
     aligned_tile,
     plan_tile_sides,
-    restore_tiled,
     tile_spans,
 )
 
@@ -204,33 +202,28 @@ def tile_memory_budget(device: torch.device) -> int:
 
 
 def restore_with_oom_fallback(
-    image: torch.Tensor,
-    fn: RestoreFn,
+    restore: Callable[[int], np.ndarray],
     *,
-    scale: int,
-    window: int,
     tile: int,
+    longest: int,
+    window: int,
     overlap: int,
-    min_tile: int | None = None,
     on_warning: Callable[[str], None] | None = None,
-    **options: object,
 ) -> np.ndarray:
-    """:func:`restore_tiled`, retrying with half the tile after a CUDA out-of-memory error.
+    """``restore(tile)`` (a tiled restoration of one image, e.g. :func:`~swinir_cli.tiling.restore_tiled`
+    with all else fixed), again with half the tile after a CUDA out-of-memory error.
 
-    On ``torch.cuda.OutOfMemoryError`` the tile (at most the image's longer side) is halved,
-    rounded down to a multiple of ``window`` but not below ``min_tile``, and the image is restored again;
-    ``on_warning`` receives one line per retry and ``progress`` restarts with the new tile count. The
-    overlap shrinks with the tile if it would exceed half of it. ``min_tile`` (default: four windows, or
-    twice the overlap if larger) is the smallest tile tried; an error at that tile is raised again.
+    On ``torch.cuda.OutOfMemoryError`` the tile (at most the image's ``longest`` side; 0, the whole image,
+    counts as that side) is halved, rounded down to a multiple of ``window`` but not below the smallest
+    tile (four windows, or twice the ``overlap`` if larger), and the image is restored again; ``on_warning``
+    receives one line per retry. An error at the smallest tile is raised again.
     """
-    default_min = max(4 * window, 2 * aligned_overlap(overlap, window))
-    min_tile = aligned_tile(default_min if min_tile is None else min_tile, window)
+    min_tile = aligned_tile(max(4 * window, 2 * aligned_overlap(overlap, window)), window)
     tile = aligned_tile(tile, window)
     while True:
         try:
-            return restore_tiled(image, fn, scale=scale, window=window, tile=tile, overlap=overlap, **options)
+            return restore(tile)
         except torch.cuda.OutOfMemoryError:
-            longest = max(image.shape[2:])
             current = min(tile, longest) if tile else longest
             if current <= min_tile:
                 raise

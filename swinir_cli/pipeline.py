@@ -32,7 +32,7 @@ from .imageio import LoadedImage, to_colour, to_gray
 from .memory import choose_tile, restore_with_oom_fallback, tile_memory_budget
 from .network import SwinIR
 from .settings import RestoreSettings
-from .tiling import WHOLE_IMAGE, TileEdges, default_overlap
+from .tiling import WHOLE_IMAGE, TileEdges, default_overlap, restore_tiled
 
 __all__ = ["Restorer", "resolve_precision", "select_device"]
 
@@ -178,16 +178,27 @@ class Restorer:
         """
         settings = self.settings
         ensemble = settings.tta if tta is None else tta
+        forward = self._ensembled if ensemble else self.forward_padded
+
+        def restore(tile: int) -> np.ndarray:
+            return restore_tiled(
+                x,
+                forward,
+                scale=self.scale,
+                window=self.window,
+                tile=tile,
+                overlap=self.tile_overlap,
+                batch=settings.batch,
+                max_value=max_value,
+                progress=progress,
+            )
+
         return restore_with_oom_fallback(
-            x,
-            self._ensembled if ensemble else self.forward_padded,
-            scale=self.scale,
-            window=self.window,
+            restore,
             tile=settings.tile if settings.tile is not None else self.auto_tile(*x.shape[2:]),
+            longest=max(x.shape[2:]),
+            window=self.window,
             overlap=self.tile_overlap,
-            batch=settings.batch,
-            max_value=max_value,
-            progress=progress,
             on_warning=self.on_warning,
         )
 

@@ -15,7 +15,8 @@ from .errors import UsageError
 
 __all__ = ["ALPHA_MODES", "PRECISION_CHOICES", "RestoreSettings"]
 
-#: What ``--precision`` takes; ``auto`` is fp32 (see :func:`swinir_cli.devices.resolve_precision`).
+#: What ``--precision`` takes; ``auto`` is fp16 on CUDA GPUs of compute capability 7.0+, else fp32 (see
+#: :func:`swinir_cli.devices.resolve_precision`).
 PRECISION_CHOICES = (AUTO, *COMPUTE_PRECISIONS)
 #: What ``--alpha`` takes: transparency resized by bicubic interpolation, or restored by the model.
 ALPHA_MODES = ("bicubic", "model")

@@ -1,4 +1,4 @@
-"""Fixtures shared by the test modules: a loopback weight server and an empty model cache.
+"""Fixtures shared by the test modules: a loopback weight server, an empty model cache, one compute thread.
 
 Helpers that tests import live in ``helpers.py`` (running the command, checking its output, small
 images), ``reference_data.py`` (the data in ``../shared``), ``hostile.py`` and ``batch_folders.py``.
@@ -37,3 +37,13 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("SWINIR_OFFLINE", "SWINIR_REGISTRY"):
         monkeypatch.delenv(name, raising=False)
     return cache_dir
+
+
+@pytest.fixture
+def single_thread() -> Iterator[None]:
+    """PyTorch on one thread for the test (``helpers.one_thread``): the float sums of the commands, which
+    compute on one thread here, bit for bit, and steady timing beside other processes."""
+    from helpers import one_thread
+
+    with one_thread():
+        yield

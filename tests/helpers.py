@@ -1,5 +1,6 @@
 """Helpers the tests import (not a test module): where the reference data is, running the ``swinir``
-command, in this process or as its own process, checking what it printed, and making small images.
+command, in this process or as its own process, checking what it printed, making small images, and
+:class:`LocalNet`, a cheap stand-in for SwinIR that the tiling and memory tests share.
 
 The reference data (``../shared`` beside the project: see README.md, Tests) is not part of the
 repository. Without it, a test module that reads it at import calls :func:`require_shared` first and is
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -30,6 +32,7 @@ from typing import IO, Any, TextIO
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from swinir_cli import stdout
@@ -37,6 +40,7 @@ from swinir_cli.cli import main
 from swinir_cli.imageio import LoadedImage, read_image
 from swinir_cli.pipeline import Restorer
 from swinir_cli.settings import RestoreSettings
+from swinir_cli.tiling import WHOLE_IMAGE, TileEdges
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 REFERENCE = SHARED / "reference"
@@ -277,3 +281,41 @@ def api_restore(weights: Path, path: Path, *, tta: bool = False) -> LoadedImage:
     with one_thread():
         restorer = Restorer.from_weights(weights, RestoreSettings(device="cpu", tile=0, tta=tta))
         return restorer.restore_image(read_image(path))
+
+
+# --- a cheap stand-in for SwinIR, for the tiler ----------------------------------------------------------
+
+#: The window of :class:`LocalNet`.
+WINDOW = 8
+
+
+class LocalNet:
+    """Maps (N, C, h, w) to (N, C_out, h * scale, w * scale); receptive radius 2 input pixels.
+
+    Two 3x3 convolutions (zero padding at the input's edges) plus a per-position offset that repeats every
+    ``window`` pixels from the input's origin, so a tile not aligned to the window shifts it.
+    """
+
+    def __init__(
+        self, scale: int = 2, channels: int = 3, out_channels: int = 3, window: int = WINDOW
+    ) -> None:
+        generator = torch.Generator().manual_seed(0)
+        self.scale, self.window = scale, window
+        self.conv1 = torch.randn(8, channels, 3, 3, generator=generator) * 0.4
+        self.conv2 = torch.randn(out_channels * scale**2, 8, 3, 3, generator=generator) * 0.4
+        self.offset = torch.randn(window, window, generator=generator)
+        self.calls: list[tuple[int, ...]] = []
+        self.edges: list[TileEdges] = []
+
+    def __call__(self, x: torch.Tensor, edges: TileEdges = WHOLE_IMAGE) -> torch.Tensor:
+        self.calls.append(tuple(x.shape))
+        self.edges.append(edges)
+        height, width = x.shape[2:]
+        hidden = torch.tanh(F.conv2d(x * 2 - 1, self.conv1, padding=1))
+        reps = (math.ceil(height / self.window), math.ceil(width / self.window))
+        features = F.conv2d(hidden, self.conv2, padding=1) + self.offset.repeat(reps)[:height, :width]
+        return F.pixel_shuffle(torch.sigmoid(features), self.scale) * 1.2 - 0.1
+
+
+def random_image(height: int, width: int, channels: int = 3, seed: int = 1) -> torch.Tensor:
+    return torch.rand(1, channels, height, width, generator=torch.Generator().manual_seed(seed))

@@ -1,6 +1,6 @@
 """The memory and cost model of tile plans, the device memory probe and the out-of-memory fallback.
 
-The fallback tests wrap :class:`test_tiling.LocalNet`, the cheap stand-in for SwinIR, in a callable that
+The fallback tests run :class:`helpers.LocalNet`, the cheap stand-in for SwinIR, through a callable that
 raises CUDA's out-of-memory error above a size (no GPU exists here).
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_tiling import WINDOW, LocalNet, random_image
+from helpers import WINDOW, LocalNet, random_image
 
 from swinir_cli import memory
 from swinir_cli.memory import (
@@ -43,41 +43,38 @@ class OutOfMemoryAbove:
         return self.net(x, edges)
 
 
+def restore_with_memory_limit(
+    image: torch.Tensor, limit: int, tile: int, warnings: list[str], **options: object
+) -> np.ndarray:
+    """``image`` restored through :func:`restore_with_oom_fallback` by a net that runs out of memory above
+    ``limit`` pixels per call."""
+    failing = OutOfMemoryAbove(LocalNet(), limit)
+
+    def restore(tile: int) -> np.ndarray:
+        return restore_tiled(image, failing, scale=2, window=WINDOW, tile=tile, overlap=8, **options)
+
+    return restore_with_oom_fallback(
+        restore, tile=tile, longest=max(image.shape[2:]), window=WINDOW, overlap=8, on_warning=warnings.append
+    )
+
+
 def test_out_of_memory_halves_the_tile_and_retries_with_a_warning() -> None:
     image = random_image(96, 80)
     warnings: list[str] = []
     progress: list[tuple[int, int]] = []
-    failing = OutOfMemoryAbove(LocalNet(), limit=50 * 50)
-    result = restore_with_oom_fallback(
-        image,
-        failing,
-        scale=2,
-        window=WINDOW,
-        tile=0,
-        overlap=8,
-        on_warning=warnings.append,
-        progress=lambda *a: progress.append(a),
+    result = restore_with_memory_limit(
+        image, 50 * 50, 0, warnings, progress=lambda *done_total: progress.append(done_total)
     )
-    assert failing.failures == 1
     assert warnings == ["out of GPU memory at tile 96; retrying the image with tile 48"]
     expected = restore_tiled(image, LocalNet(), scale=2, window=WINDOW, tile=48, overlap=8)
     np.testing.assert_array_equal(result, expected)
-    assert progress[-1] == (6, 6)
+    assert progress[-1] == (6, 6)  # the progress restarts with the new tile count
 
 
 def test_out_of_memory_below_the_smallest_tile_is_raised() -> None:
     warnings: list[str] = []
-    failing = OutOfMemoryAbove(LocalNet(), limit=20 * 20)
     with pytest.raises(torch.cuda.OutOfMemoryError):
-        restore_with_oom_fallback(
-            random_image(96, 80),
-            failing,
-            scale=2,
-            window=WINDOW,
-            tile=128,
-            overlap=8,
-            on_warning=warnings.append,
-        )
+        restore_with_memory_limit(random_image(96, 80), 20 * 20, 128, warnings)
     assert warnings == [
         "out of GPU memory at tile 96; retrying the image with tile 48",
         "out of GPU memory at tile 48; retrying the image with tile 32",

@@ -48,13 +48,8 @@ from swinir_cli.settings import RestoreSettings
 require_shared()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The serial reference runs on one thread, as each worker does: the same float sums, bit for bit."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: The serial reference runs on one thread, as each worker does: the same float sums, bit for bit.
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def serial_restore(weights: Path = DN_COLOR) -> Callable[[LoadedImage, Job], LoadedImage]:

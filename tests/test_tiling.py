@@ -1,6 +1,6 @@
 """Tiled inference: tile geometry, blending weights, exactness, band assembly, seams.
 
-Most tests use :class:`LocalNet`, a cheap stand-in for SwinIR whose output at a pixel depends on a 5x5
+Most tests use :class:`helpers.LocalNet`, a cheap stand-in for SwinIR whose output at a pixel depends on a 5x5
 neighbourhood and on the pixel's position within its window (anchored at the tile origin, as SwinIR's
 windows are). The seam acceptance test runs the real SwinIR-S x4 reference checkpoint (random weights).
 """
@@ -12,14 +12,13 @@ import hashlib
 import itertools
 import math
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from helpers import SHARED, needs_shared
+from helpers import SHARED, WINDOW, LocalNet, needs_shared, random_image
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -36,40 +35,6 @@ from swinir_cli.tiling import (
     restore_tiled,
     tile_spans,
 )
-
-WINDOW = 8
-
-
-class LocalNet:
-    """Maps (N, C, h, w) to (N, C_out, h * scale, w * scale); receptive radius 2 input pixels.
-
-    Two 3x3 convolutions (zero padding at the input's edges) plus a per-position offset that repeats every
-    ``window`` pixels from the input's origin, so a tile not aligned to the window shifts it.
-    """
-
-    def __init__(
-        self, scale: int = 2, channels: int = 3, out_channels: int = 3, window: int = WINDOW
-    ) -> None:
-        generator = torch.Generator().manual_seed(0)
-        self.scale, self.window = scale, window
-        self.conv1 = torch.randn(8, channels, 3, 3, generator=generator) * 0.4
-        self.conv2 = torch.randn(out_channels * scale**2, 8, 3, 3, generator=generator) * 0.4
-        self.offset = torch.randn(window, window, generator=generator)
-        self.calls: list[tuple[int, ...]] = []
-        self.edges: list[TileEdges] = []
-
-    def __call__(self, x: torch.Tensor, edges: TileEdges = WHOLE_IMAGE) -> torch.Tensor:
-        self.calls.append(tuple(x.shape))
-        self.edges.append(edges)
-        height, width = x.shape[2:]
-        hidden = torch.tanh(F.conv2d(x * 2 - 1, self.conv1, padding=1))
-        reps = (math.ceil(height / self.window), math.ceil(width / self.window))
-        features = F.conv2d(hidden, self.conv2, padding=1) + self.offset.repeat(reps)[:height, :width]
-        return F.pixel_shuffle(torch.sigmoid(features), self.scale) * 1.2 - 0.1
-
-
-def random_image(height: int, width: int, channels: int = 3, seed: int = 1) -> torch.Tensor:
-    return torch.rand(1, channels, height, width, generator=torch.Generator().manual_seed(seed))
 
 
 def quantise(chw: torch.Tensor, max_value: int = 255) -> np.ndarray:
@@ -334,15 +299,6 @@ class Memo:
         return self.outputs[key]
 
 
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Single-threaded torch: steady timing when other test processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def mcmaster_crop() -> torch.Tensor:
     first = sorted((SHARED / "testsets" / "McMaster").glob("*.tif"))[0]
     pixels = np.asarray(Image.open(first).convert("RGB"))[:200, :272]  # 272 wide, 200 high
@@ -350,7 +306,7 @@ def mcmaster_crop() -> torch.Tensor:
 
 
 @needs_shared
-@pytest.mark.usefixtures("one_thread")
+@pytest.mark.usefixtures("single_thread")
 def test_tiles_of_swinir_s_blend_without_seams() -> None:
     restorer = Restorer.from_weights(
         SHARED / "reference" / "swinir_s_x4_random.pth", RestoreSettings(device="cpu")
