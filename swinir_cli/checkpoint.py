@@ -421,8 +421,9 @@ def model_from_state_dict(
         CheckpointError: the tensors are not those of a SwinIR network.
         StateDictMismatchError: a tensor is missing, unexpected, or of the wrong shape (all are named).
     """
-    model = SwinIR(detect_config(state, img_range))
-    wanted = model.state_dict()
+    config = detect_config(state, img_range)
+    with torch.device("meta"):  # names and shapes only: a mismatch is found before any memory is filled
+        wanted = SwinIR(config).state_dict()
     given = {k: v for k, v in state.items() if k.rsplit(".", 1)[-1] not in DERIVED_BUFFERS}
     missing = [k for k in wanted if k not in given]
     unexpected = [k for k in given if k not in wanted]
@@ -433,6 +434,7 @@ def model_from_state_dict(
     ]
     if missing or unexpected or mismatched:
         raise StateDictMismatchError(missing, unexpected, mismatched, source=source)
+    model = SwinIR(config)
     model.load_state_dict(given, strict=True)
     return model.eval().requires_grad_(False)
 

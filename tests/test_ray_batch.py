@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -141,21 +142,55 @@ def outputs_of_plain_run(folder: Path, out: Path):
     return outputs(out)
 
 
+#: How long a gated image's worker waits for its gate before it gives up waiting (only a failing test waits
+#: this long).
+GATE_WAIT_S = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class WaitsForGateFactory(CheckpointRunnerFactory):
+    """Its worker holds an image named ``gated*`` until the ``gate`` file exists; if that takes longer than
+    :data:`GATE_WAIT_S` it writes the ``waited_out`` file and goes on."""
+
+    gate: Path = Path()
+    waited_out: Path = Path()
+
+    def __call__(self, device: str, on_warning: Callable[[str], None]) -> Callable[[Job], JobResult]:
+        run = super().__call__(device, on_warning)
+
+        def run_after_gate(job: Job) -> JobResult:
+            if job.source is not None and job.source.name.startswith("gated"):
+                deadline = time.monotonic() + GATE_WAIT_S
+                while not self.gate.exists():
+                    if time.monotonic() > deadline:
+                        self.waited_out.touch()
+                        break
+                    time.sleep(0.05)
+            return run(job)
+
+        return run_after_gate
+
+
 def test_each_result_is_reported_as_soon_as_its_actor_has_it(tmp_path: Path) -> None:
-    # three large images: with fewer, Ray had not passed the small one's result on before a large one was
-    # done (one of 128 pixels, and once one of 320, on a quiet machine)
-    folder, out = make_small_then_large_folder(tmp_path / "in"), tmp_path / "out"
-    seen_when_reported: dict[str, set[str]] = {}
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    save_rgb(folder / "a_small.png")
+    save_rgb(folder / "gated.png", seed=1)
+    gate, waited_out = tmp_path / "gate", tmp_path / "waited_out"
+    reported_before_the_gate: list[str] = []
 
-    def note_outputs(result: JobResult) -> None:
-        seen_when_reported[result.job.input_name] = {p.name for p in out.glob("*.png")}
+    def open_gate(result: JobResult) -> None:
+        if not gate.exists():
+            reported_before_the_gate.append(Path(result.job.input_name).name)
+            gate.touch()
 
-    slow = CheckpointRunnerFactory(SR_X2, OUTPUT, RestoreSettings(tile=16, tile_overlap=8))
-    summary = run_batch(RayRunner(slow, workers=1), plan(folder, out), on_result=note_outputs)
-    assert summary.exit_code == 0
-    # one actor works in order: the small image is reported while the first large one is still in work
-    # (Ray Data's prefetching would hold each result back until the next one was done)
-    assert seen_when_reported[str(folder / "a_small.png")] == {"a_small_out.png"}
+    waits = WaitsForGateFactory(SR_X2, OUTPUT, RestoreSettings(tile=0), gate=gate, waited_out=waited_out)
+    summary = run_batch(RayRunner(waits, workers=1), plan(folder, out), on_result=open_gate)
+    assert statuses(summary) == [("a_small.png", "done"), ("gated.png", "done")]
+    # One actor works in order: the small image's result came while the gated one was held in the actor
+    # (Ray Data's prefetching would hold each result back until the next one was done).
+    assert reported_before_the_gate == ["a_small.png"]
+    assert not waited_out.exists()
 
 
 def test_restore_batch_is_a_map_batches_entry_point_for_a_dataset_of_paths(tmp_path: Path) -> None:
