@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from .buckets import bucket_side
+from .buckets import MAX_SIDE_GROWTH, bucket_side
 from .checkpoint import load_model
 from .cpu import tune_allocator
 from .devices import (
@@ -205,12 +205,18 @@ class Restorer:
 
     def auto_tile(self, height: int, width: int) -> int:
         """The window-aligned tile of least estimated compute whose estimated peak memory fits the device
-        (0: the whole image fits; see :func:`~swinir_cli.memory.choose_tile`)."""
+        (0: the whole image fits; see :func:`~swinir_cli.memory.choose_tile`). With :attr:`shape_buckets`
+        the budget is shrunk by a bucket's largest growth of the padded area
+        (:data:`~swinir_cli.buckets.MAX_SIDE_GROWTH` squared), which the estimate, made for the authors'
+        padding, does not see."""
         config = self.model.config
+        budget = tile_memory_budget(self.device)
+        if self.shape_buckets:
+            budget = int(budget / MAX_SIDE_GROWTH**2)
         return choose_tile(
             height,
             width,
-            tile_memory_budget(self.device),
+            budget,
             window=config.window_size,
             overlap=self.tile_overlap,
             batch=self.settings.batch,

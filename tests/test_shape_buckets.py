@@ -125,3 +125,10 @@ def test_the_command_takes_shape_buckets(tmp_path: Path) -> None:
     assert refused.returncode == 2 and "--shape-buckets" in refused.stderr
     shown = run_swinir("upscale", "--help", env={"COLUMNS": "250"}, text=True).stdout
     assert "--shape-buckets" in shown and "auto|on|off" in shown
+
+
+@needs_shared
+def test_the_automatic_tile_leaves_room_for_the_buckets_growth() -> None:
+    exact = Restorer.from_weights(SR_X2, RestoreSettings(device="cpu"))
+    bucketed = Restorer.from_weights(SR_X2, RestoreSettings(device="cpu", shape_buckets="on"))
+    assert 0 < bucketed.auto_tile(3000, 3000) < exact.auto_tile(3000, 3000)
