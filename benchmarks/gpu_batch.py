@@ -609,29 +609,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--budget-s", type=float, default=None, help="seconds (default 320, dry run 120)")
     parser.add_argument("--photos", type=int, default=25)
     parser.add_argument("--frames", type=int, default=100)
-    parser.add_argument(
-        "--engines",
-        nargs="+",
-        default=["torch"],
-        choices=list(ENGINES),
-        metavar="ENGINE",
+    # the in-process cases: every engine x shape-bucket mode x precision listed
+    cases = (
+        ("--engines", list(ENGINES), ["torch"], "ENGINE"),
+        ("--shape-buckets", list(SHAPE_BUCKET_CHOICES), ["auto"], "MODE"),
+        ("--precisions", list(PRECISIONS), list(PRECISIONS), "PRECISION"),
     )
-    parser.add_argument(
-        "--shape-buckets",
-        nargs="+",
-        default=["auto"],
-        choices=list(SHAPE_BUCKET_CHOICES),
-        metavar="MODE",
-        help="in-process cases per engine: each --shape-buckets mode (auto, on, off)",
-    )
-    parser.add_argument(
-        "--precisions",
-        nargs="+",
-        default=list(PRECISIONS),
-        choices=list(PRECISIONS),
-        metavar="PRECISION",
-        help="in-process cases per engine and bucket mode: these precisions",
-    )
+    for flag, choices, default, metavar in cases:
+        parser.add_argument(flag, nargs="+", default=default, choices=choices, metavar=metavar)
     parser.add_argument(
         "--in-process-limit-s", type=float, default=90.0, help="longest an in-process case may run"
     )
