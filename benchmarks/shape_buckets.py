@@ -4,14 +4,18 @@ a. Padded compute (geometry only): for the 25 mixed photo sizes of ``gpu_batch.p
    side, seeded, each its own shape) and 640x480 frames, whole images and ``--tile`` plans, the forward
    pixels with buckets over those without, and the distinct forward shapes with and without.
 b. Fidelity: fp32 whole-image outputs with buckets against the authors' exact shapes (no buckets), per
-   model: the share of 8-bit values within one level and the largest difference. Models: the reference
+   model: the share of 8-bit values within one level, the largest difference, and the largest farther than
+   two windows from the bottom and right border (``inner max``). Models: the reference
    SwinIR-S x4 checkpoint (``../shared/reference/swinir_s_x4_random.pth``) on crops of mixed sizes of the
    McMaster images, and every tiny checkpoint of ``../shared/reference/tiny`` on its own image. All of
    them hold RANDOM weights: trained weights may spread the border's change differently.
 
     python benchmarks/shape_buckets.py [--device cpu|cuda] [--crops 12] [--threads 2]
 
-On a GPU, ``--device cuda`` measures (b) there too (fp32, TF32 off).
+On a lent GPU (the reference data copied to an ignored folder, as for ``gpu_check.py``), (b) there too
+(fp32, TF32 off):
+
+    PYTHONPATH=. python3 benchmarks/shape_buckets.py --device cuda --shared build/gpu_shared
 """
 
 from __future__ import annotations
@@ -30,9 +34,6 @@ from swinir_cli.settings import RestoreSettings
 from swinir_cli.tiling import default_overlap, plan_tile_sides
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-SWINIR_S = SHARED / "reference" / "swinir_s_x4_random.pth"
-TINY = SHARED / "reference" / "tiny"
-MCMASTER = SHARED / "testsets" / "McMaster"
 WINDOW = 8
 PHOTOS, PHOTO_SIDES, FRAME = 25, (120, 640), (480, 640)
 
@@ -83,7 +84,7 @@ def level_differences(expected: np.ndarray, produced: np.ndarray, band: int) -> 
     return int(np.count_nonzero(difference <= 1)), difference.size, int(difference.max()), inner_max
 
 
-def fidelity(device: str, crops: int) -> None:
+def fidelity(device: str, crops: int, shared: Path) -> None:
     print(f"\nb. fidelity on {device}, fp32 whole images, RANDOM weights: buckets against the exact shapes")
     print("(inner: farther than two windows from the bottom and right border)")
     print(
@@ -91,15 +92,20 @@ def fidelity(device: str, crops: int) -> None:
         f"{'seconds':>8}"
     )
     rng = np.random.default_rng(1)
-    sources = [np.asarray(Image.open(path).convert("RGB")) for path in sorted(MCMASTER.glob("*.tif"))]
+    sources = [
+        np.asarray(Image.open(path).convert("RGB"))
+        for path in sorted((shared / "testsets" / "McMaster").glob("*.tif"))
+    ]
     swinir_s_images = []
     for index in range(crops):
         height, width = (int(side) for side in rng.integers(40, 161, 2))
         source = sources[index % len(sources)]
         top, left = rng.integers(0, source.shape[0] - height), rng.integers(0, source.shape[1] - width)
         swinir_s_images.append(np.ascontiguousarray(source[top : top + height, left : left + width]))
-    cases = {"SwinIR-S x4 (McMaster crops)": (SWINIR_S, swinir_s_images)}
-    for path in sorted(TINY.glob("*.pth")):
+    cases = {
+        "SwinIR-S x4 (McMaster crops)": (shared / "reference" / "swinir_s_x4_random.pth", swinir_s_images)
+    }
+    for path in sorted((shared / "reference" / "tiny").glob("*.pth")):
         image = np.load(path.with_suffix(".npz"))["image_u8"]
         cases[f"tiny {path.stem}"] = (path, [image if image.ndim == 3 else image[..., None]])
     totals = [0, 0, 0, 0]
@@ -131,11 +137,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="where (b) runs: cpu (default) or cuda")
     parser.add_argument("--crops", type=int, default=12, help="McMaster crops of 40-160 pixels for SwinIR-S")
+    parser.add_argument("--shared", type=Path, default=SHARED, help="holds reference/ and testsets/McMaster")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     padded_compute()
-    fidelity(args.device, args.crops)
+    fidelity(args.device, args.crops, args.shared)
 
 
 if __name__ == "__main__":
