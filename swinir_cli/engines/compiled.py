@@ -30,13 +30,13 @@ __all__ = ["COMPILED_SHAPES", "CUDA_GRAPH_PIXELS", "INDUCTOR_CACHE_VARIABLE", "c
 #: shapes; sides up to 1024 fall into at most 81 shape buckets).
 COMPILED_SHAPES = 128
 #: On CUDA, inputs of at most this many padded pixels run as CUDA graphs. From issue 22's figures on one
-#: H200 (SwinIR-M x4, fp16, ms per forward, eager / compiled / compiled with CUDA graphs): 136x136
+#: H200 (ms per forward, eager / compiled / compiled with CUDA graphs): 136x136
 #: 17.3 / 24.3 / 10.4, 264x264 50.8 / 35.0 / 34.8, 520x520 179.5 / 92.9 / 94.1: graphs pay up to 264x264.
 CUDA_GRAPH_PIXELS = 264 * 264
 #: The environment variable that places Inductor's cache.
 INDUCTOR_CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"
 
-#: The Inductor cache folder this module last set (a later engine may move it; a user's is kept).
+#: The Inductor cache folders this module set (a later engine may move them; a user's folder is kept).
 _placed: list[str] = []
 
 
