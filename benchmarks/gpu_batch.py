@@ -11,8 +11,9 @@ randomly zoomed copies): ``photos``, 25 images of 120-640 pixels a side, each of
 (``nearest+conv``, saved as the authors save theirs: ``{'params_ema': ...}``, built with their class when
 their code is given) serves every case. Sections:
 
-a. ``in_process``: one fresh process per precision and engine (only the eager ``torch`` engine exists
-   today) through :class:`swinir_cli.pipeline.Restorer` at its default tile: one warm-up image (CUDA's own
+a. ``in_process``: one fresh process per precision, engine (``--engines``, default ``torch``; ``compiled``
+   pays its compiling in the first pass) and shape-bucket mode (``--shape-buckets``, default ``auto``: on
+   for CUDA) through :class:`swinir_cli.pipeline.Restorer` at its default tile: one warm-up image (CUDA's own
    start-up, not counted below), then the photos twice (first pass: every image a new shape, cold; second
    pass: warm), then ``--in-process-frames`` frames (the first cold, the rest warm).
 b. ``whole_process``: seconds of whole processes over each folder: the authors' ``main_test_swinir.py
@@ -36,6 +37,13 @@ folder of the repository (``../shared`` is not there):
 
     PYTHONPATH=. python3 benchmarks/gpu_batch.py --authors-code build/authors --images build/gpu_images \\
         --out $OUT
+
+The compiled engine and shape buckets (issue 22), in-process only, each case in a fresh process:
+
+    PYTHONPATH=. python3 benchmarks/gpu_batch.py --images build/gpu_images --engines torch compiled \\
+        --shape-buckets on off --precisions fp16 --in-process-limit-s 200 --budget-s 560 --out $OUT
+
+(four in-process cases; the whole-process section runs in what is left of the budget).
 
 ``--dry-run`` runs every section on the CPU at tiny sizes (3 photos, 4 frames; the tiny real-SR x4 model
 of ``../shared/reference/tiny``, or with ``--authors-code`` SwinIR-M and their side too) in well under a
@@ -68,7 +76,7 @@ from vs_authors import REAL_M, authors_command, authors_env, make_checkpoint, ti
 from swinir_cli.devices import PRECISION_NAMES, PRECISIONS, resolve_precision
 from swinir_cli.engines import ENGINES
 from swinir_cli.pipeline import Restorer
-from swinir_cli.settings import RestoreSettings
+from swinir_cli.settings import SHAPE_BUCKET_CHOICES, RestoreSettings
 
 REPO = Path(__file__).resolve().parents[1]
 TESTSETS = REPO.parent / "shared" / "testsets"
@@ -118,6 +126,8 @@ class Plan:
     frame_shape: tuple[int, int] = (480, 640)  # height, width
     in_process_frames: int = 10
     engines: tuple[str, ...] = ("torch",)
+    shape_buckets: tuple[str, ...] = ("auto",)
+    precisions: tuple[str, ...] = tuple(PRECISIONS)
     #: Seconds a case needs at the least to be started (a process's start-up alone takes a few).
     least_case_s: float = 10.0
     #: Longest an in-process case may run.
@@ -135,6 +145,8 @@ class Plan:
     @classmethod
     def for_run(cls, args: argparse.Namespace, device: torch.device) -> Plan:
         engines = tuple(args.engines)
+        buckets = tuple(args.shape_buckets)
+        precisions = tuple(args.precisions)
         if not args.dry_run:
             return cls(
                 device=device,
@@ -143,11 +155,16 @@ class Plan:
                 frames=args.frames,
                 in_process_frames=min(cls.in_process_frames, args.frames),
                 engines=engines,
+                shape_buckets=buckets,
+                precisions=precisions,
+                in_process_limit_s=args.in_process_limit_s,
             )
         return cls(
             device=device,
             dry_run=True,
             engines=engines,
+            shape_buckets=buckets,
+            precisions=precisions,
             photos=3,
             frames=4,
             photo_sides=(24, 48),
@@ -269,14 +286,21 @@ def run_inputs(entry: dict, run: Run, sources: list[np.ndarray]) -> None:
 
 
 def in_process_case(
-    checkpoint: str, device: str, precision: str, engine: str, photos: list[str], frames: list[str]
+    checkpoint: str,
+    device: str,
+    settings: tuple[str, str, str],
+    photos: list[str],
+    frames: list[str],
 ) -> dict:
-    """In a fresh process: load, one warm-up image, the photos twice, then the frames; seconds and ms."""
+    """In a fresh process: load, one warm-up image, the photos twice, then the frames; seconds and ms.
+    ``settings``: the precision, engine and shape buckets."""
     rgb = [cv2.cvtColor(cv2.imread(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for path in [*photos, *frames]]
     photo_pixels, frame_pixels = rgb[: len(photos)], rgb[len(photos) :]
     started = time.perf_counter()
+    precision, engine, buckets = settings
     restorer = Restorer.from_weights(
-        checkpoint, RestoreSettings(device=device, precision=precision, engine=engine)
+        checkpoint,
+        RestoreSettings(device=device, precision=precision, engine=engine, shape_buckets=buckets),
     )
     load_s = time.perf_counter() - started
     shapes = {p.shape[:2] for p in rgb}
@@ -319,30 +343,31 @@ def run_in_process(entry: dict, run: Run) -> None:
     photos = [str(p) for p in images(run.folders["photos"])]
     frames = [str(p) for p in images(run.folders["frames"])[: plan.in_process_frames]]
     spawn = multiprocessing.get_context("spawn")  # a fresh process: no shape has been seen before
-    for engine in plan.engines:
-        for precision in PRECISIONS:
-            row = {"precision": precision, "engine": engine}
-            reason = unavailable_precision(precision, plan.device)
-            if reason is None and run.budget.left() < plan.least_case_s:
-                reason = f"out of time: {run.budget.left():.0f} s of the budget left"
-            if reason:
-                entry["rows"].append({**row, "skipped": reason})
-                run.say(f"in-process {precision} {engine}: skipped ({reason})")
-                continue
-            limit = min(run.budget.left(), plan.in_process_limit_s)
-            arguments = (str(run.checkpoint), str(plan.device), precision, engine, photos, frames)
-            with spawn.Pool(1) as pool:  # leaving the block ends the worker, also one still running
-                pending = pool.apply_async(in_process_case, arguments)
-                try:
-                    row.update(pending.get(timeout=limit))
-                except multiprocessing.TimeoutError:
-                    row["stopped"] = f"still running after {limit:.0f} s"
-                except Exception as error:  # the worker's error, re-raised here: a row, not the section
-                    row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
-            entry["rows"].append(row)
-            if engine == "torch" and "photos_first_pass_s" in row:
-                run.in_process[precision] = row
-            run.say(f"in-process {precision} {engine}: {describe(row)}")
+    cases = [(e, b, p) for e in plan.engines for b in plan.shape_buckets for p in plan.precisions]
+    for engine, buckets, precision in cases:
+        row = {"precision": precision, "engine": engine, "shape_buckets": buckets}
+        reason = unavailable_precision(precision, plan.device)
+        if reason is None and run.budget.left() < plan.least_case_s:
+            reason = f"out of time: {run.budget.left():.0f} s of the budget left"
+        if reason:
+            entry["rows"].append({**row, "skipped": reason})
+            run.say(f"in-process {precision} {engine} buckets {buckets}: skipped ({reason})")
+            continue
+        limit = min(run.budget.left(), plan.in_process_limit_s)
+        settings = (precision, engine, buckets)
+        arguments = (str(run.checkpoint), str(plan.device), settings, photos, frames)
+        with spawn.Pool(1) as pool:  # leaving the block ends the worker, also one still running
+            pending = pool.apply_async(in_process_case, arguments)
+            try:
+                row.update(pending.get(timeout=limit))
+            except multiprocessing.TimeoutError:
+                row["stopped"] = f"still running after {limit:.0f} s"
+            except Exception as error:  # the worker's error, re-raised here: a row, not the section
+                row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+        entry["rows"].append(row)
+        if (engine, buckets) == ("torch", "auto") and "photos_first_pass_s" in row:
+            run.in_process[precision] = row
+        run.say(f"in-process {precision} {engine} buckets {buckets}: {describe(row)}")
 
 
 def describe(row: dict) -> str:
@@ -584,12 +609,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--budget-s", type=float, default=None, help="seconds (default 320, dry run 120)")
     parser.add_argument("--photos", type=int, default=25)
     parser.add_argument("--frames", type=int, default=100)
+    # the in-process cases: every engine x shape-bucket mode x precision listed
+    cases = (
+        ("--engines", list(ENGINES), ["torch"], "ENGINE"),
+        ("--shape-buckets", list(SHAPE_BUCKET_CHOICES), ["auto"], "MODE"),
+        ("--precisions", list(PRECISIONS), list(PRECISIONS), "PRECISION"),
+    )
+    for flag, choices, default, metavar in cases:
+        parser.add_argument(flag, nargs="+", default=default, choices=choices, metavar=metavar)
     parser.add_argument(
-        "--engines",
-        nargs="+",
-        default=["torch"],
-        choices=list(ENGINES),
-        metavar="ENGINE",
+        "--in-process-limit-s", type=float, default=90.0, help="longest an in-process case may run"
     )
     args = parser.parse_args()
     args.budget_s = args.budget_s or (120.0 if args.dry_run else 320.0)

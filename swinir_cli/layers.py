@@ -6,7 +6,7 @@ is the map.
 
 - ground: values and primitives every layer may use, knowing nothing of devices, weights files or
   batches: errors, text, bounded reads, durable writes, signals, the tables of tasks, formats and engines,
-  the settings, job records, the network definition, the tiling geometry, metrics.
+  the settings, job records, the network definition, the tiling geometry and shape buckets, metrics.
 - data: bytes to typed values and back, and what the hardware offers: images, checkpoints, the registry,
   level estimators, devices, memory.
 - engines and fetching: the engines that run the network, and getting verified weights into the cache.
@@ -25,13 +25,13 @@ from __future__ import annotations
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("ground", frozenset({
         "_version", "layers", "lazy", "text", "reading", "signals", "errors", "durable", "stdout",
-        "provenance", "cpu", "tasks", "formats", "settings", "engines", "jobs", "tiling", "matlab_resize",
-        "metrics", "network", "ensemble", "download_events", "watchdog",
+        "provenance", "cpu", "tasks", "formats", "settings", "engines", "jobs", "tiling", "buckets",
+        "matlab_resize", "metrics", "network", "ensemble", "download_events", "watchdog",
     })),
     ("data", frozenset({"imageio", "registry", "checkpoint", "estimate", "devices", "memory"})),
     ("engines and fetching", frozenset({
-        "engines.torch_eager", "engines.openvino", "transfer", "hub", "cache_records", "cache_checks",
-        "download",
+        "engines.torch_eager", "engines.openvino", "engines.compiled", "transfer", "hub", "cache_records",
+        "cache_checks", "download",
     })),
     ("restoring", frozenset({"pipeline"})),
     ("loading", frozenset({"resolve"})),

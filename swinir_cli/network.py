@@ -197,17 +197,20 @@ class WindowAttention(nn.Module):
 
     def position_bias(self, dtype: torch.dtype | None = None, cached: bool = True) -> torch.Tensor:
         """(heads, N, N) bias added to the attention logits, N = window², in ``dtype`` (default: the
-        table's), on the table's device. Cached per dtype; rebuilt when the table changes."""
+        table's), on the table's device. Cached per dtype; rebuilt when the table changes. Not cached while
+        ``torch.compile`` traces it: the compiled graph computes it (the cache key would break the graph)."""
         table = self.relative_position_bias_table
         dtype = table.dtype if dtype is None else dtype
-        version = None if table.is_inference() else table._version  # in-place edits bump the version
-        key = (table.device, dtype, table.data_ptr(), version)
-        if cached and self._bias_cache is not None and self._bias_cache[0] == key:
-            return self._bias_cache[1]
+        key = None
+        if cached and not torch.compiler.is_compiling():
+            version = None if table.is_inference() else table._version  # in-place edits bump the version
+            key = (table.device, dtype, table.data_ptr(), version)
+            if self._bias_cache is not None and self._bias_cache[0] == key:
+                return self._bias_cache[1]
         n = self.window * self.window
         bias = table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
         bias = bias.to(dtype).contiguous()
-        if cached:
+        if key is not None:
             self._bias_cache = (key, bias)
         return bias
 
@@ -524,6 +527,17 @@ class SwinIR(nn.Module):
         for module in self.modules():
             if isinstance(module, WindowAttention):
                 module.clear_cache()
+
+    def cache_window_layouts(self, height: int, width: int, device: torch.device) -> None:
+        """Have the window layouts (plain and shifted) of a ``height`` x ``width`` input on ``device`` cached
+        for the compute dtype in effect (autocast's), the sides rounded up to the window as ``forward``
+        pads them. ``torch.compile`` reads cached layouts into one graph; building one inside a traced
+        forward would split the graph (its mask count is data)."""
+        window = self.config.window_size
+        for shift in (0, window // 2):
+            self._windows.get(
+                -(-height // window) * window, -(-width // window) * window, window, shift, device
+            )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Deep features of shallow features x: (B, C, H, W) -> (B, C, H, W), H and W window multiples."""

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import torch
 
+from .buckets import MAX_SIDE_GROWTH, bucket_side
 from .checkpoint import load_model
 from .cpu import tune_allocator
 from .devices import (
@@ -39,7 +40,8 @@ __all__ = ["Restorer", "resolve_precision", "select_device"]
 
 class Restorer:
     """A loaded model ready to restore images, computing as its :class:`~swinir_cli.settings.RestoreSettings`
-    say (device, tiles, precision, engine, TTA, TF32, alpha).
+    say (device, tiles, precision, engine, TTA, TF32, alpha, shape buckets: :attr:`shape_buckets` is whether
+    they are on for its device).
 
     Args:
         model: the network (its weights are moved to the settings' device).
@@ -75,6 +77,7 @@ class Restorer:
         self.tile_overlap = (
             default_overlap(self.window) if settings.tile_overlap is None else settings.tile_overlap
         )
+        self.shape_buckets = settings.buckets_on(self.device.type)
         self.on_warning = on_warning
         self._overflow_said = False
         context = EngineContext(self.model, self.device, self.dtype, settings.tf32, weights_path)
@@ -111,11 +114,15 @@ class Restorer:
 
         A bottom or right side that ``edges`` puts on the image border is mirrored (flip-padded) up to
         ``(side // window + 1) * window``, as the authors pad a whole image; a side inside the image (a
-        tile's inner edge) only up to the window multiple, which is all the network needs.
+        tile's inner edge) only up to the window multiple, which is all the network needs. With
+        :attr:`shape_buckets` the mirroring goes on up to the side's bucket (:func:`swinir_cli.buckets.
+        bucket_side`): the authors' padding is the start of it, and the result is cropped all the same.
         """
         h, w = x.shape[-2:]
         for dim, side, on_border in ((2, h, edges.bottom), (3, w, edges.right)):
             target = (side // self.window + 1 if on_border else -(-side // self.window)) * self.window
+            if self.shape_buckets:
+                target = bucket_side(target, self.window)
             while x.shape[dim] < target:  # one flip suffices unless the image is smaller than the pad
                 x = torch.cat([x, torch.flip(x, [dim])], dim)
             x = x.narrow(dim, 0, target)
@@ -209,12 +216,18 @@ class Restorer:
 
     def auto_tile(self, height: int, width: int) -> int:
         """The window-aligned tile of least estimated compute whose estimated peak memory fits the device
-        (0: the whole image fits; see :func:`~swinir_cli.memory.choose_tile`)."""
+        (0: the whole image fits; see :func:`~swinir_cli.memory.choose_tile`). With :attr:`shape_buckets`
+        the budget is shrunk by a bucket's largest growth of the padded area
+        (:data:`~swinir_cli.buckets.MAX_SIDE_GROWTH` squared), which the estimate, made for the authors'
+        padding, does not see."""
         config = self.model.config
+        budget = tile_memory_budget(self.device)
+        if self.shape_buckets:
+            budget = int(budget / MAX_SIDE_GROWTH**2)
         return choose_tile(
             height,
             width,
-            tile_memory_budget(self.device),
+            budget,
             window=config.window_size,
             overlap=self.tile_overlap,
             batch=self.settings.batch,

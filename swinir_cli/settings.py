@@ -13,13 +13,27 @@ from dataclasses import dataclass
 from .engines import AUTO, COMPUTE_PRECISIONS, engine_spec
 from .errors import UsageError
 
-__all__ = ["ALPHA_MODES", "PRECISION_CHOICES", "RestoreSettings"]
+__all__ = [
+    "ALPHA_MODES",
+    "PRECISION_CHOICES",
+    "SHAPE_BUCKETS_AUTO_DEVICES",
+    "SHAPE_BUCKET_CHOICES",
+    "RestoreSettings",
+]
 
 #: What ``--precision`` takes; ``auto`` is fp16 on CUDA GPUs of compute capability 7.0+, else fp32 (see
 #: :func:`swinir_cli.devices.resolve_precision`).
 PRECISION_CHOICES = (AUTO, *COMPUTE_PRECISIONS)
 #: What ``--alpha`` takes: transparency resized by bicubic interpolation, or restored by the model.
 ALPHA_MODES = ("bicubic", "model")
+#: What ``--shape-buckets`` takes (``auto``: see :data:`SHAPE_BUCKETS_AUTO_DEVICES`).
+SHAPE_BUCKET_CHOICES = (AUTO, "on", "off")
+#: The device types on which ``--shape-buckets auto`` turns buckets on (unless ``--tile 0``): none until
+#: they are measured to pay on one. On the CPU, with random weights (benchmarks/shape_buckets.py), they cost
+#: 1.15-1.46 times the forward pixels and moved values within two windows of the bottom and right border
+#: by up to 151 8-bit levels (SwinIR-S x4; 98.5 % of values within one level, farther in at most one);
+#: whether the set-up they save on a GPU outweighs that is unmeasured.
+SHAPE_BUCKETS_AUTO_DEVICES: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -39,7 +53,8 @@ class RestoreSettings:
             is checked for inf/NaN and recomputed in fp32 when it has any; an fp32 result with inf/NaN fails
             the image
             (:class:`~swinir_cli.errors.NonFiniteResultError`).
-        engine: ``auto`` or an engine of the table (:mod:`swinir_cli.engines`: ``torch``, ``openvino``).
+        engine: ``auto`` or an engine of the table (:mod:`swinir_cli.engines`: ``torch``, ``openvino``,
+            ``compiled``).
         tta: average the eight flips/rotations of each tile (:mod:`swinir_cli.ensemble`), 8x slower.
         tf32: on CUDA, run float32 matmuls and convolutions in TF32 (faster, changes results); off by
             default, and then strictly fp32 while the restorer runs (see
@@ -47,6 +62,12 @@ class RestoreSettings:
             matmuls of half precision.
         alpha: transparency resized with bicubic interpolation (``bicubic``) or restored by the model
             as a gray image (``model``).
+        shape_buckets: pad every forward input further, bottom and right, to one of a few canonical
+            shapes (:mod:`swinir_cli.buckets`), so that a run of mixed sizes pays each shape's set-up once
+            (``on``), or keep the authors' padded shapes (``off``); ``auto`` is on where
+            :data:`SHAPE_BUCKETS_AUTO_DEVICES` says, unless ``tile`` is 0 (see :meth:`buckets_on`): nowhere
+            yet. Pixels within about two windows of the bottom and right border then see more mirrored
+            context than the authors' padding gives, and change.
 
     Raises:
         UsageError: a value out of range or unknown, naming its option.
@@ -61,6 +82,15 @@ class RestoreSettings:
     tta: bool = False
     tf32: bool = False
     alpha: str = "bicubic"
+    shape_buckets: str = AUTO
+
+    def buckets_on(self, device_type: str) -> bool:
+        """Whether forward inputs are padded to shape buckets on a ``device_type`` device: as asked, or for
+        ``auto`` on the devices of :data:`SHAPE_BUCKETS_AUTO_DEVICES` unless the tile is 0 (whole images at
+        the authors' exact shapes)."""
+        if self.shape_buckets == AUTO:
+            return device_type in SHAPE_BUCKETS_AUTO_DEVICES and self.tile != 0
+        return self.shape_buckets == "on"
 
     def __post_init__(self) -> None:
         if self.tile is not None and self.tile < 0:
@@ -77,3 +107,7 @@ class RestoreSettings:
             engine_spec(self.engine)  # refuses an unknown name, listing the table's
         if self.alpha not in ALPHA_MODES:
             raise UsageError(f"--alpha must be bicubic or model, not {self.alpha!r}")
+        if self.shape_buckets not in SHAPE_BUCKET_CHOICES:
+            raise UsageError(
+                f"--shape-buckets must be {', '.join(SHAPE_BUCKET_CHOICES)}, not {self.shape_buckets!r}"
+            )

@@ -10,13 +10,14 @@ import pytest
 import torch
 from helpers import SR_X2, TINY, needs_shared, save_rgb
 
-from swinir_cli import cpu
+from swinir_cli import cpu, engines
 from swinir_cli.cli import main
 from swinir_cli.engines import (
     ENGINES,
     EngineContext,
     EngineSpec,
     Forward,
+    auto_engines,
     engine_names,
     register_engine,
     resolve_engine,
@@ -138,6 +139,19 @@ def test_auto_is_the_first_engine_that_runs_on_the_device(register: Register) ->
     assert resolve_engine("auto", "cuda").name == "torch"
     register(EngineSpec("later", "Later", ("cpu",), ("fp32",), "after torch", eager_forward))
     assert resolve_engine("auto", "cpu").name == "torch"  # the table's order decides
+
+
+def test_auto_passes_over_an_engine_it_may_not_choose(monkeypatch: pytest.MonkeyPatch) -> None:
+    named_only = EngineSpec("named", "Named", ("cpu",), ("fp32",), "when named", eager_forward, in_auto=False)
+    first_choice = EngineSpec("first", "First", ("cpu",), ("fp32",), "preferred", eager_forward)
+    monkeypatch.setattr(engines, "ENGINES", {"named": named_only, **ENGINES})
+    assert resolve_engine("auto", "cpu").name == "torch"  # the table's first, but not for auto
+    assert resolve_engine("named", "cpu") is named_only
+    assert auto_engines() == tuple(ENGINES.values())[:2]
+    monkeypatch.setattr(engines, "ENGINES", {"first": first_choice, **ENGINES})
+    assert resolve_engine("auto", "cpu") is first_choice
+    # unmeasured on whole runs (its first call compiles): used only when named, as its help says
+    assert not ENGINES["compiled"].in_auto and "compiled" not in [spec.name for spec in auto_engines()]
 
 
 def test_an_engine_refuses_what_it_does_not_take(register: Register) -> None:

@@ -16,15 +16,22 @@ from typing import Annotated, Any
 
 import typer
 
-from ..engines import ENGINES, engine_names
+from ..engines import ENGINES, auto_engines, engine_names
 from ..errors import UsageError
 from ..formats import DEFAULT_FORMAT, format_names, quality_defaults
 from ..matlab_resize import PASS_MODES
-from ..settings import ALPHA_MODES, PRECISION_CHOICES, RestoreSettings
+from ..settings import (
+    ALPHA_MODES,
+    PRECISION_CHOICES,
+    SHAPE_BUCKET_CHOICES,
+    SHAPE_BUCKETS_AUTO_DEVICES,
+    RestoreSettings,
+)
 from ..tasks import AUTO, DEJPEG, DENOISE, TASKS, UPSCALE
 
 Precision = StrEnum("Precision", [(name, name) for name in PRECISION_CHOICES])
 AlphaMode = StrEnum("AlphaMode", [(name, name) for name in ALPHA_MODES])
+ShapeBucketMode = StrEnum("ShapeBucketMode", [(name, name) for name in SHAPE_BUCKET_CHOICES])
 #: Every restoring command's defaults (stated in :class:`~swinir_cli.settings.RestoreSettings`).
 DEFAULT_SETTINGS = RestoreSettings()
 
@@ -202,9 +209,11 @@ PrecisionOption = Annotated[
 
 
 def _engine_help() -> str:
-    """``--engine``'s help: each engine of the table with its line; ``auto`` is the first that runs."""
+    """``--engine``'s help: each engine of the table with its line; ``auto`` is the first of those it may
+    choose that runs on the device."""
     listed = "; ".join(f"{spec.name}: {spec.help}" for spec in ENGINES.values())
-    return f"Inference engine: {listed}; auto: the first of these that runs on the device."
+    candidates = ", ".join(spec.name for spec in auto_engines())
+    return f"Inference engine: {listed}; auto: the first of {candidates} that runs on the device."
 
 
 EngineOption = Annotated[
@@ -221,6 +230,28 @@ Alpha = Annotated[
         "--alpha",
         metavar="bicubic|model",
         help="How transparency is resized: bicubic interpolation, or through the model.",
+        show_default=True,
+    ),
+]
+
+
+def _shape_buckets_help() -> str:
+    """``--shape-buckets``' help; what ``auto`` does comes from the settings' table of devices."""
+    devices = ", ".join(SHAPE_BUCKETS_AUTO_DEVICES)
+    auto = f"on for {devices} unless --tile 0" if devices else "off until buckets are measured to pay"
+    return (
+        "Pad each image or tile further (bottom and right, mirrored) to one of a few canonical shapes, so "
+        "that a run of mixed sizes pays each shape's set-up (kernel plans, compiled graphs) once; more "
+        f"pixels to compute, and pixels near the bottom and right border change. auto: {auto}."
+    )
+
+
+ShapeBuckets = Annotated[
+    ShapeBucketMode,
+    _option(
+        "--shape-buckets",
+        metavar="|".join(ShapeBucketMode),
+        help=_shape_buckets_help(),
         show_default=True,
     ),
 ]

@@ -110,6 +110,7 @@ _SHARED = [
     ("tf32", o.Tf32, o.DEFAULT_SETTINGS.tf32),
     ("tta", o.Tta, o.DEFAULT_SETTINGS.tta),
     ("alpha", o.Alpha, o.AlphaMode(o.DEFAULT_SETTINGS.alpha)),
+    ("shape_buckets", o.ShapeBuckets, o.ShapeBucketMode(o.DEFAULT_SETTINGS.shape_buckets)),
     ("outscale", o.Outscale, None),
     ("width", o.Width, None),
     ("height", o.Height, None),

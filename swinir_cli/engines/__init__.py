@@ -1,10 +1,11 @@
 """Inference engines as data: one table saying what each engine is and how its forward is built.
 
-Each engine is one module of this package (:mod:`.torch_eager`, :mod:`.openvino`), named in the table by
-module and function (:class:`~swinir_cli.lazy.FunctionRef`) and imported only when it is chosen (OpenVINO
-is an optional dependency). This module holds the table without importing PyTorch, so the settings and
-the command line read it cheaply: ``--engine``'s choices and help, and :func:`resolve_engine` (``auto``:
-the first engine of the table that runs on the device), come from it.
+Each engine is one module of this package (:mod:`.torch_eager`, :mod:`.openvino`, :mod:`.compiled`),
+named in the table by module and function (:class:`~swinir_cli.lazy.FunctionRef`) and imported only when
+it is chosen (OpenVINO is an optional dependency). This module holds the table without importing
+PyTorch, so the settings and the command line read it cheaply: ``--engine``'s choices and help, and
+:func:`resolve_engine` (``auto``: the first engine of the table that runs on the device and that ``auto``
+may choose), come from it.
 
 An engine is an :class:`EngineSpec` given to :func:`register_engine`; its ``factory`` turns an
 :class:`EngineContext` (the network on its device, the compute dtype, where the weights came from) into a
@@ -36,6 +37,7 @@ __all__ = [
     "EngineContext",
     "EngineSpec",
     "Forward",
+    "auto_engines",
     "engine_names",
     "engine_spec",
     "register_engine",
@@ -85,6 +87,9 @@ class EngineSpec:
         factory: builds the forward from an :class:`EngineContext`.
         requires: a module the engine imports (checked before it is built), or None.
         install_hint: how to install ``requires``.
+        in_auto: whether ``--engine auto`` may choose it; an engine not measured faster than the one before
+            it in the table over a whole run (a compiling engine's first call included) is used only when
+            named.
 
     Raises:
         ValueError: an empty or reserved name, an unknown device type or precision.
@@ -98,6 +103,7 @@ class EngineSpec:
     factory: Callable[[EngineContext], Forward]
     requires: str | None = None
     install_hint: str = ""
+    in_auto: bool = True
 
     def __post_init__(self) -> None:
         if not self.name or self.name == AUTO or not self.name.replace("-", "").isalnum():
@@ -152,6 +158,11 @@ def register_engine(spec: EngineSpec) -> EngineSpec:
     return spec
 
 
+def auto_engines() -> tuple[EngineSpec, ...]:
+    """The engines ``auto`` chooses among, in order of preference."""
+    return tuple(spec for spec in ENGINES.values() if spec.in_auto)
+
+
 def engine_names() -> tuple[str, ...]:
     """What ``--engine`` accepts: ``auto`` and every engine of the table."""
     return (AUTO, *ENGINES)
@@ -169,15 +180,15 @@ def engine_spec(name: str) -> EngineSpec:
 
 
 def resolve_engine(name: str, device_type: str, precision: str = "fp32") -> EngineSpec:
-    """The engine that ``name`` means on a ``device_type`` device: ``auto`` is the first of the table
-    that runs there; a named engine must run there, take ``precision`` and be installed.
+    """The engine that ``name`` means on a ``device_type`` device: ``auto`` is the first of
+    :func:`auto_engines` that runs there; a named engine must run there, take ``precision`` and be installed.
 
     Raises:
         UsageError: an unknown engine, one that does not run on the device or take the precision, or
             one whose package is not installed.
     """
     if name == AUTO:
-        return next(spec for spec in ENGINES.values() if spec.runs_on(device_type))
+        return next(spec for spec in auto_engines() if spec.runs_on(device_type))
     spec = engine_spec(name)
     spec.check(device_type, precision)
     return spec
@@ -206,5 +217,16 @@ register_engine(
         FunctionRef("swinir_cli.engines.openvino", "openvino_forward"),
         requires="openvino",
         install_hint=OPENVINO_INSTALL,
+    )
+)
+register_engine(
+    EngineSpec(
+        "compiled",
+        "compiled PyTorch",
+        ("cuda", "cpu"),
+        COMPUTE_PRECISIONS,
+        "torch.compile per input shape, kept in the cache folder",
+        FunctionRef("swinir_cli.engines.compiled", "compiled_forward"),
+        in_auto=False,
     )
 )

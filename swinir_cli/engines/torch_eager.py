@@ -3,7 +3,8 @@
 Under autocast, matmuls and convolutions run in fp16/bf16, LayerNorm in fp32
 (:class:`swinir_cli.network.FloatLayerNorm`) and softmax in fp32 inside the attention kernel. On CUDA,
 TF32 is on or off as asked for the duration of each call (:func:`swinir_cli.devices.cuda_tf32`);
-elsewhere the global settings stay as they are.
+elsewhere the global settings stay as they are. :func:`precision_forward` wraps any callable network so,
+as the compiled engine wraps its compiled graphs.
 """
 
 from __future__ import annotations
@@ -16,20 +17,26 @@ import torch
 from ..devices import cuda_tf32
 from . import EngineContext, Forward
 
-__all__ = ["eager_forward"]
+__all__ = ["eager_forward", "precision_forward"]
 
 
 def eager_forward(context: EngineContext) -> Forward:
     """The forward of ``context.model`` in ``context.dtype``; its result is float32."""
-    model, device, dtype = context.model, context.device, context.dtype
+    return precision_forward(context.model, context)
+
+
+def precision_forward(network: Forward, context: EngineContext) -> Forward:
+    """``network`` (the model or a compiled form of it) computing in ``context.dtype`` on
+    ``context.device``, TF32 as ``context.tf32`` says on CUDA; its result is float32."""
+    device, dtype = context.device, context.dtype
     matmuls = functools.partial(cuda_tf32, context.tf32) if device.type == "cuda" else contextlib.nullcontext
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with matmuls():
             if dtype == torch.float32:
-                return model(x)
+                return network(x)
             with torch.autocast(device.type, dtype=dtype):
-                y = model(x)
+                y = network(x)
             return y.float()
 
     return forward

@@ -1,0 +1,149 @@
+"""Shape buckets (``--shape-buckets``): what they cost in padded compute and in pixels.
+
+a. Padded compute (geometry only): for the 25 mixed photo sizes of ``gpu_batch.py`` (120-640 pixels a
+   side, seeded, each its own shape) and 640x480 frames, whole images and ``--tile`` plans, the forward
+   pixels with buckets over those without, and the distinct forward shapes with and without.
+b. Fidelity: fp32 whole-image outputs with buckets against the authors' exact shapes (no buckets), per
+   model: the share of 8-bit values within one level, the largest difference, and the largest farther than
+   two windows from the bottom and right border (``inner max``). Models: the reference
+   SwinIR-S x4 checkpoint (``../shared/reference/swinir_s_x4_random.pth``) on crops of mixed sizes of the
+   McMaster images, and every tiny checkpoint of ``../shared/reference/tiny`` on its own image. All of
+   them hold RANDOM weights: trained weights may spread the border's change differently.
+
+    python benchmarks/shape_buckets.py [--device cpu|cuda] [--crops 12] [--threads 2]
+
+On a lent GPU (the reference data copied to an ignored folder, as for ``gpu_check.py``), (b) there too
+(fp32, TF32 off):
+
+    PYTHONPATH=. python3 benchmarks/shape_buckets.py --device cuda --shared build/gpu_shared
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from swinir_cli.buckets import bucket_side
+from swinir_cli.pipeline import Restorer
+from swinir_cli.settings import RestoreSettings
+from swinir_cli.tiling import default_overlap, plan_tile_sides
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+WINDOW = 8
+PHOTOS, PHOTO_SIDES, FRAME = 25, (120, 640), (480, 640)
+
+
+def photo_shapes() -> list[tuple[int, int]]:
+    """The 25 distinct (height, width) pairs of ``gpu_batch.py``'s photos (same seed, same draws)."""
+    rng = np.random.default_rng(0)
+    shapes: dict[tuple[int, int], None] = {}
+    while len(shapes) < PHOTOS:
+        shapes[tuple(int(side) for side in rng.integers(PHOTO_SIDES[0], PHOTO_SIDES[1] + 1, 2))] = None
+    return list(shapes)
+
+
+def forward_shapes(height: int, width: int, tile: int, buckets: bool) -> list[tuple[int, int]]:
+    """The (height, width) of every forward input of one image's plan."""
+    overlap = default_overlap(WINDOW)
+    rows = plan_tile_sides(height, tile, overlap, WINDOW)
+    cols = plan_tile_sides(width, tile, overlap, WINDOW)
+    if buckets:
+        rows, cols = [bucket_side(s, WINDOW) for s in rows], [bucket_side(s, WINDOW) for s in cols]
+    return [(row, col) for row in rows for col in cols]
+
+
+def padded_compute() -> None:
+    print("a. padded compute: forward pixels with buckets / without; distinct forward shapes")
+    print(f"{'images':<24} {'tile':>5} {'pixels ratio':>13} {'shapes without':>15} {'shapes with':>12}")
+    sets = {f"{PHOTOS} photos 120-640": photo_shapes(), "100 frames 640x480": [FRAME] * 100}
+    for name, shapes in sets.items():
+        for tile in (0, 512, 256):
+            plans = {
+                buckets: [s for h, w in shapes for s in forward_shapes(h, w, tile, buckets)]
+                for buckets in (False, True)
+            }
+            pixels = {buckets: sum(h * w for h, w in plan) for buckets, plan in plans.items()}
+            print(
+                f"{name:<24} {tile:>5} {pixels[True] / pixels[False]:>13.3f} "
+                f"{len(set(plans[False])):>15} {len(set(plans[True])):>12}"
+            )
+
+
+def level_differences(expected: np.ndarray, produced: np.ndarray, band: int) -> tuple[int, int, int, int]:
+    """(values within one level, all values, the largest difference, the largest difference farther than
+    ``band`` output pixels from the bottom and right border)."""
+    assert expected.shape == produced.shape, (expected.shape, produced.shape)
+    difference = np.abs(expected.astype(np.int16) - produced.astype(np.int16))
+    inner = difference[: max(0, difference.shape[0] - band), : max(0, difference.shape[1] - band)]
+    inner_max = int(inner.max()) if inner.size else 0
+    return int(np.count_nonzero(difference <= 1)), difference.size, int(difference.max()), inner_max
+
+
+def fidelity(device: str, crops: int, shared: Path) -> None:
+    print(f"\nb. fidelity on {device}, fp32 whole images, RANDOM weights: buckets against the exact shapes")
+    print("(inner: farther than two windows from the bottom and right border)")
+    print(
+        f"{'model':<28} {'images':>6} {'within 1 level':>15} {'max levels':>10} {'inner max':>9} "
+        f"{'seconds':>8}"
+    )
+    rng = np.random.default_rng(1)
+    sources = [
+        np.asarray(Image.open(path).convert("RGB"))
+        for path in sorted((shared / "testsets" / "McMaster").glob("*.tif"))
+    ]
+    swinir_s_images = []
+    for index in range(crops):
+        height, width = (int(side) for side in rng.integers(40, 161, 2))
+        source = sources[index % len(sources)]
+        top, left = rng.integers(0, source.shape[0] - height), rng.integers(0, source.shape[1] - width)
+        swinir_s_images.append(np.ascontiguousarray(source[top : top + height, left : left + width]))
+    cases = {
+        "SwinIR-S x4 (McMaster crops)": (shared / "reference" / "swinir_s_x4_random.pth", swinir_s_images)
+    }
+    for path in sorted((shared / "reference" / "tiny").glob("*.pth")):
+        image = np.load(path.with_suffix(".npz"))["image_u8"]
+        cases[f"tiny {path.stem}"] = (path, [image if image.ndim == 3 else image[..., None]])
+    totals = [0, 0, 0, 0]
+    for name, (weights, images) in cases.items():
+        started = time.perf_counter()
+        exact, bucketed = (
+            Restorer.from_weights(
+                weights, RestoreSettings(device=device, tile=0, precision="fp32", shape_buckets=mode)
+            )
+            for mode in ("off", "on")
+        )
+        within = values = largest = inner = 0
+        band = 2 * exact.window * exact.scale
+        for image in images:
+            pixels = image if image.shape[2] == exact.channels else np.repeat(image[..., :1], 3, axis=2)
+            counted = level_differences(exact.restore_pixels(pixels), bucketed.restore_pixels(pixels), band)
+            within, values = within + counted[0], values + counted[1]
+            largest, inner = max(largest, counted[2]), max(inner, counted[3])
+        seconds = time.perf_counter() - started
+        print(
+            f"{name:<28} {len(images):>6} {100 * within / values:>14.3f}% {largest:>10} {inner:>9} "
+            f"{seconds:>8.1f}"
+        )
+        totals = [totals[0] + within, totals[1] + values, max(totals[2], largest), max(totals[3], inner)]
+    print(f"{'all':<28} {'':>6} {100 * totals[0] / totals[1]:>14.3f}% {totals[2]:>10} {totals[3]:>9}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="where (b) runs: cpu (default) or cuda")
+    parser.add_argument("--crops", type=int, default=12, help="McMaster crops of 40-160 pixels for SwinIR-S")
+    parser.add_argument("--shared", type=Path, default=SHARED, help="holds reference/ and testsets/McMaster")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    padded_compute()
+    fidelity(args.device, args.crops, args.shared)
+
+
+if __name__ == "__main__":
+    main()
