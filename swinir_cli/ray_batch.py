@@ -188,8 +188,9 @@ class RayRunner:
             local = {} if os.environ.get("RAY_ADDRESS") else {"include_dashboard": False}
             ray.init(**_ray_logging(), **local)
         restore_signals = interrupt_on_stop_signals()  # ray.init makes SIGTERM exit at once: Ctrl-C here too
+        results = _results(ray, rows, self.factory, self.workers)
         try:
-            for batch in _results(ray, rows, self.factory, self.workers):
+            for batch in results:
                 for row in range(len(batch["index"])):
                     for message in json.loads(str(batch["warnings"][row])):
                         reporter.warning(message)
@@ -201,6 +202,9 @@ class RayRunner:
         except KeyboardInterrupt:
             reporter.interrupt()
         finally:
+            # Ray Data's executor thread stops before Ray does: a Ctrl-C between two results leaves the
+            # iterator suspended, and its thread, once Ray is shut down, ended the process with exit 1
+            results.close()
             restore_signals()
             if owned:
                 ray.shutdown()
