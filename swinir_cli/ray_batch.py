@@ -19,6 +19,8 @@ import json
 import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -205,9 +207,27 @@ class RayRunner:
             # Ray Data's executor thread stops before Ray does: a Ctrl-C between two results leaves the
             # iterator suspended, and its thread, once Ray is shut down, ended the process with exit 1
             results.close()
+            _await_ray_data_threads(RAY_DATA_STOP_S)
             restore_signals()
             if owned:
                 ray.shutdown()
+
+
+#: Seconds an interrupted batch waits in all for Ray Data's executor threads to end before Ray shuts down.
+RAY_DATA_STOP_S = 30.0
+
+
+def _await_ray_data_threads(timeout: float) -> None:
+    """Wait up to ``timeout`` seconds for Ray Data's scheduling threads (``StreamingExecutor-*``) to end.
+
+    Closing the result iterator asks its executor to stop but waits only 2 s for its thread; a thread
+    still busy (an actor's image in work) that outlives ``ray.shutdown`` then touches the shut-down core
+    worker, which ends the whole process with exit 1 instead of the interrupted batch's 130.
+    """
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread.name.startswith("StreamingExecutor-") and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 #: Set (to anything but 0) to see Ray's own log lines, as tracebacks.
