@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .durable import remove_stale_temporaries
 from .errors import SwinIRError, UsageError
 from .jobs import BatchSummary, InOrderReporter, Job, JobResult, JobRunnerFactory, JobStatus
 from .signals import interrupt_on_stop_signals
@@ -206,8 +207,11 @@ class RayRunner:
         finally:
             # Ray Data's executor thread stops before Ray does: a Ctrl-C between two results leaves the
             # iterator suspended, and its thread, once Ray is shut down, ended the process with exit 1
-            results.close()
+            results.close()  # stops Ray Data's executor, killing its actors (no SIGTERM: no clean-up)
             _await_ray_data_threads(RAY_DATA_STOP_S)
+            for job in jobs:  # so the temporary file of an image a killed actor was writing goes here
+                if job.target is not None:
+                    remove_stale_temporaries(job.target)
             restore_signals()
             if owned:
                 ray.shutdown()
