@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from gpu_batch import Plan, photo_shapes
 from PIL import Image
 
 from swinir_cli.buckets import bucket_side
@@ -35,16 +36,8 @@ from swinir_cli.tiling import default_overlap, plan_tile_sides
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 WINDOW = 8
-PHOTOS, PHOTO_SIDES, FRAME = 25, (120, 640), (480, 640)
-
-
-def photo_shapes() -> list[tuple[int, int]]:
-    """The 25 distinct (height, width) pairs of ``gpu_batch.py``'s photos (same seed, same draws)."""
-    rng = np.random.default_rng(0)
-    shapes: dict[tuple[int, int], None] = {}
-    while len(shapes) < PHOTOS:
-        shapes[tuple(int(side) for side in rng.integers(PHOTO_SIDES[0], PHOTO_SIDES[1] + 1, 2))] = None
-    return list(shapes)
+#: ``gpu_batch.py``'s real batch: its photos (their shapes drawn as it draws them) and its frames.
+BATCH = Plan(torch.device("cpu"), dry_run=False)
 
 
 def forward_shapes(height: int, width: int, tile: int, buckets: bool) -> list[tuple[int, int]]:
@@ -60,7 +53,11 @@ def forward_shapes(height: int, width: int, tile: int, buckets: bool) -> list[tu
 def padded_compute() -> None:
     print("a. padded compute: forward pixels with buckets / without; distinct forward shapes")
     print(f"{'images':<24} {'tile':>5} {'pixels ratio':>13} {'shapes without':>15} {'shapes with':>12}")
-    sets = {f"{PHOTOS} photos 120-640": photo_shapes(), "100 frames 640x480": [FRAME] * 100}
+    (low, high), (height, width) = BATCH.photo_sides, BATCH.frame_shape
+    sets = {
+        f"{BATCH.photos} photos {low}-{high}": photo_shapes(BATCH, np.random.default_rng(0)),
+        f"{BATCH.frames} frames {width}x{height}": [BATCH.frame_shape] * BATCH.frames,
+    }
     for name, shapes in sets.items():
         for tile in (0, 512, 256):
             plans = {
