@@ -21,7 +21,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +192,7 @@ class RayRunner:
             ray.init(**_ray_logging(), **local)
         restore_signals = interrupt_on_stop_signals()  # ray.init makes SIGTERM exit at once: Ctrl-C here too
         results = _results(ray, rows, self.factory, self.workers)
+        finished = False
         try:
             for batch in results:
                 for row in range(len(batch["index"])):
@@ -202,16 +203,12 @@ class RayRunner:
                     index = int(batch["index"][row])
                     result = _result(jobs[index], batch, row, written_in_this_batch=index in new_outputs)
                     reporter.finish(index, result, announce_start=True)
+            finished = True
         except KeyboardInterrupt:
             reporter.interrupt()
         finally:
-            # Ray Data's executor thread stops before Ray does: a Ctrl-C between two results leaves the
-            # iterator suspended, and its thread, once Ray is shut down, ended the process with exit 1
-            results.close()  # stops Ray Data's executor, killing its actors (no SIGTERM: no clean-up)
-            _await_ray_data_threads(RAY_DATA_STOP_S)
-            for job in jobs:  # so the temporary file of an image a killed actor was writing goes here
-                if job.target is not None:
-                    remove_stale_temporaries(job.target)
+            if not finished:
+                _stop_ray_data(results, jobs)
             restore_signals()
             if owned:
                 ray.shutdown()
@@ -219,6 +216,21 @@ class RayRunner:
 
 #: Seconds an interrupted batch waits in all for Ray Data's executor threads to end before Ray shuts down.
 RAY_DATA_STOP_S = 30.0
+
+
+def _stop_ray_data(results: Generator[dict[str, np.ndarray], None, None], jobs: Sequence[Job]) -> None:
+    """Stop Ray Data before Ray shuts down, after a batch that ended early (Ctrl-C, a stop error).
+
+    A Ctrl-C between two results leaves the result iterator suspended, and its executor thread, once Ray
+    is shut down, touched the core worker, which ended the process with exit 1. Closing the iterator stops
+    the executor by killing its actors (no SIGTERM, so they cannot remove their temporary files): the
+    temporary file of an image a killed actor was writing is removed here, as its writer is gone.
+    """
+    results.close()
+    _await_ray_data_threads(RAY_DATA_STOP_S)
+    for job in jobs:
+        if job.target is not None:
+            remove_stale_temporaries(job.target)
 
 
 def _await_ray_data_threads(timeout: float) -> None:
