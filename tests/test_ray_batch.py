@@ -2,7 +2,9 @@
 that dies mid-batch is retried and the batch completes; Ctrl-C of the driver leaves nothing partial; the
 map_batches entry point works on a Dataset of one's own; without Ray, one line says how to install it.
 
-A local Ray with 2 CPUs (started once for the module) stands in for a cluster.
+A local Ray with 2 CPUs (started once for the module) stands in for a cluster; the drivers of the Ctrl-C
+tests join it as a driver joins a cluster (``ray.init(address=...)``), and the command-line test starts its
+own, as ``swinir --ray`` does on a machine without ``RAY_ADDRESS``.
 """
 
 from __future__ import annotations
@@ -52,10 +54,11 @@ ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def local_ray():
+def local_ray() -> str:
+    """The module's Ray; its address, which another process's driver can join."""
     tests = str(Path(__file__).parent)  # the actors unpickle this module's factories
     ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": tests}})
-    yield
+    yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
 
@@ -252,7 +255,7 @@ from swinir_cli.parallel import CheckpointRunnerFactory
 from swinir_cli.ray_batch import RayRunner
 from swinir_cli.settings import RestoreSettings
 
-ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+ray.init(address=sys.argv[4], logging_level="ERROR")
 output = OutputOptions(suffix="_out")
 jobs = plan_jobs([sys.argv[1]], sys.argv[2], output).jobs
 factory = CheckpointRunnerFactory(Path(sys.argv[3]), output, RestoreSettings(tile=16, tile_overlap=8))
@@ -265,11 +268,11 @@ sys.exit(summary.exit_code)
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
 def test_ctrl_c_of_the_driver_exits_130_and_leaves_nothing_partial(
-    tmp_path: Path, stop: signal.Signals
+    tmp_path: Path, stop: signal.Signals, local_ray: str
 ) -> None:
     """SIGTERM as Ctrl-C: ``ray.init``'s own SIGTERM handler exited at once (issue 18, item 3)."""
     folder, out = make_small_then_large_folder(tmp_path / "in"), tmp_path / "out"
-    command = [sys.executable, "-c", INTERRUPTED_DRIVER, str(folder), str(out), str(SR_X2)]
+    command = [sys.executable, "-c", INTERRUPTED_DRIVER, str(folder), str(out), str(SR_X2), local_ray]
     code, records, errors = interrupt_after_first_result(command, timeout=120, stop=stop)
     assert code == 130, errors
     assert records[0] == [str(folder / "a_small.png"), "done"]
