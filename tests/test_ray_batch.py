@@ -51,6 +51,7 @@ from swinir_cli.settings import RestoreSettings
 require_shared()
 
 ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
+pytestmark = pytest.mark.xdist_group("ray")  # one worker runs them all, on the module's one Ray
 
 
 @pytest.fixture(scope="module", autouse=True)
