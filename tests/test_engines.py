@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,42 @@ def test_any_engine_s_overflow_is_recomputed_once_in_fp32(
     fp32 = Restorer.from_weights(SR_X2, RestoreSettings(device="cpu", tile=0)).restore_pixels(pixels)
     np.testing.assert_array_equal(restorer.restore_pixels(pixels), fp32)
     assert warnings == ["bf16 overflowed on a tile; recomputed it in fp32"]
+
+
+@needs_shared
+def test_only_engines_that_take_the_valid_region_get_shape_buckets(register: Register) -> None:
+    assert {name for name, spec in ENGINES.items() if spec.takes_valid} == {"torch", "compiled"}
+    register(EngineSpec("plain", "Plain", ("cpu",), ("fp32",), "forward(x) only", eager_forward))
+    on = RestoreSettings(device="cpu", tile=0, shape_buckets="on")
+    assert Restorer.from_weights(SR_X2, on).shape_buckets
+    assert not Restorer.from_weights(SR_X2, replace(on, engine="plain")).shape_buckets
+
+
+@needs_shared
+def test_a_bucketed_overflow_is_recomputed_in_fp32_on_the_valid_region(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, register: Register
+) -> None:
+    """The fp32 recompute of a bucketed input computes the authors' region too: the exact shapes' pixels."""
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nflags\t\t: avx512f avx512_bf16\n")
+    monkeypatch.setattr(cpu, "CPUINFO", fake)
+    seen: list[tuple[int, ...]] = []
+
+    def overflowing(context: EngineContext) -> Forward:
+        def forward(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+            seen.append(tuple(valid.shape))
+            return torch.full((x.shape[0], 3, x.shape[2] * 2, x.shape[3] * 2), float("inf"))
+
+        return forward
+
+    spec = EngineSpec("validinf", "Valid inf", ("cpu",), ("bf16",), "inf", overflowing, takes_valid=True)
+    register(spec)
+    settings = RestoreSettings(device="cpu", tile=0, precision="bf16", engine="validinf", shape_buckets="on")
+    pixels = np.load(TINY / "sr_pixelshuffle_x2.npz")["image_u8"]
+    restored = Restorer.from_weights(SR_X2, settings, on_warning=lambda _line: None).restore_pixels(pixels)
+    exact = Restorer.from_weights(SR_X2, RestoreSettings(device="cpu", tile=0)).restore_pixels(pixels)
+    assert seen == [(64, 64)]  # the 29x37 image's padded 32x40, in its bucket
+    assert np.abs(restored.astype(np.int16) - exact.astype(np.int16)).max() <= 1
 
 
 @needs_shared
