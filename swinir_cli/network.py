@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -287,18 +288,10 @@ class SwinTransformerBlock(nn.Module):
         self.norm2 = FloatLayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        size: tuple[int, int],
-        windows: _WindowCache,
-        valid: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """x: (B, H*W, C) tokens of an image of ``size`` = (H, W), both multiples of the window.
-
-        ``valid`` (H, W) bool marks the region the result must be computed for, as if the image were that
-        region alone (see :func:`padding_window_mask`); None: the whole image."""
-        h, w = size
+    def forward(self, x: torch.Tensor, grid: _Grid) -> torch.Tensor:
+        """x: (B, H*W, C) tokens of an image of ``grid.size`` = (H, W), both multiples of the window,
+        computed for ``grid.valid`` alone where it is given (see :func:`padding_window_mask`)."""
+        (h, w), windows, valid = grid
         b, _, c = x.shape
         y = self.norm1(x)
         if windows.enabled:  # one cached gather replaces roll + partition (and reverse + roll)
@@ -368,6 +361,15 @@ class _WindowCache:
                 self.clear()
             self._layouts[key] = _window_layout(h, w, window, shift, device, dtype)
         return self._layouts[key]
+
+
+class _Grid(NamedTuple):
+    """Where the body's tokens lie: the (H, W) image they form, the network's window layouts, and the
+    region computed for (``valid`` of :meth:`SwinIR.forward`; None: the whole image)."""
+
+    size: tuple[int, int]
+    windows: _WindowCache
+    valid: torch.Tensor | None
 
 
 def compute_dtype(device: torch.device) -> torch.dtype:
@@ -484,15 +486,9 @@ class ResidualGroup(nn.Module):
             for i in range(depth)
         )
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        size: tuple[int, int],
-        windows: _WindowCache,
-        valid: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid: _Grid) -> torch.Tensor:
         for block in self.blocks:
-            x = block(x, size, windows, valid)
+            x = block(x, grid)
         return x
 
 
@@ -505,18 +501,11 @@ class RSTB(nn.Module):
         self.residual_group = ResidualGroup(dim, depth, num_heads, config.window_size, config.mlp_ratio)
         self.conv = _conv_block(dim, config.resi_connection)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        size: tuple[int, int],
-        windows: _WindowCache,
-        valid: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """x: (B, H*W, C) contiguous tokens -> the same; the conv sees them as channels-last (B, C, H, W).
-        ``valid``: see :meth:`SwinIR.forward`."""
+    def forward(self, x: torch.Tensor, grid: _Grid) -> torch.Tensor:
+        """x: (B, H*W, C) contiguous tokens -> the same; the conv sees them as channels-last (B, C, H, W)."""
         b, _, c = x.shape
-        y = self.residual_group(x, size, windows, valid)
-        y = masked_convs(self.conv, y.transpose(1, 2).view(b, c, *size), valid)
+        y = self.residual_group(x, grid)
+        y = masked_convs(self.conv, y.transpose(1, 2).view(b, c, *grid.size), grid.valid)
         return x + y.flatten(2).transpose(1, 2)
 
 
@@ -627,8 +616,9 @@ class SwinIR(nn.Module):
         ``valid``: see :meth:`forward`."""
         b, c, h, w = x.shape
         tokens = self.patch_embed(x)
+        grid = _Grid((h, w), self._windows, valid)
         for layer in self.layers:
-            tokens = layer(tokens, (h, w), self._windows, valid)
+            tokens = layer(tokens, grid)
         return self.norm(tokens).transpose(1, 2).reshape(b, c, h, w)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:

@@ -46,6 +46,15 @@ def register() -> Iterator[Register]:
         del ENGINES[name]
 
 
+@pytest.fixture
+def bf16_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The CPU claims native bf16, which the Restorer asks for: PyTorch emulates it where the CPU lacks it
+    (see test_pipeline), so the numbers are checked on any CPU."""
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nflags\t\t: avx512f avx512_bf16\n")
+    monkeypatch.setattr(cpu, "CPUINFO", fake)
+
+
 @needs_shared
 def test_a_registered_engine_computes_the_command_s_pixels(tmp_path: Path, register: Register) -> None:
     calls: list[tuple[int, ...]] = []
@@ -71,12 +80,8 @@ def test_a_registered_engine_computes_the_command_s_pixels(tmp_path: Path, regis
 
 
 @needs_shared
-def test_any_engine_s_overflow_is_recomputed_once_in_fp32(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, register: Register
-) -> None:
-    fake = tmp_path / "cpuinfo"  # PyTorch emulates bf16 where the CPU lacks it (see test_pipeline)
-    fake.write_text("processor\t: 0\nflags\t\t: avx512f avx512_bf16\n")
-    monkeypatch.setattr(cpu, "CPUINFO", fake)
+@pytest.mark.usefixtures("bf16_cpu")
+def test_any_engine_s_overflow_is_recomputed_once_in_fp32(register: Register) -> None:
 
     def overflowing(context: EngineContext) -> Forward:
         return lambda x: torch.full((x.shape[0], 3, x.shape[2] * 2, x.shape[3] * 2), float("inf"))
@@ -101,13 +106,9 @@ def test_only_engines_that_take_the_valid_region_get_shape_buckets(register: Reg
 
 
 @needs_shared
-def test_a_bucketed_overflow_is_recomputed_in_fp32_on_the_valid_region(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, register: Register
-) -> None:
+@pytest.mark.usefixtures("bf16_cpu")
+def test_a_bucketed_overflow_is_recomputed_in_fp32_on_the_valid_region(register: Register) -> None:
     """The fp32 recompute of a bucketed input computes the authors' region too: the exact shapes' pixels."""
-    fake = tmp_path / "cpuinfo"
-    fake.write_text("processor\t: 0\nflags\t\t: avx512f avx512_bf16\n")
-    monkeypatch.setattr(cpu, "CPUINFO", fake)
     seen: list[tuple[int, ...]] = []
 
     def overflowing(context: EngineContext) -> Forward:
@@ -128,12 +129,8 @@ def test_a_bucketed_overflow_is_recomputed_in_fp32_on_the_valid_region(
 
 
 @needs_shared
-def test_overflow_on_several_tiles_is_said_once_per_run(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, register: Register
-) -> None:
-    fake = tmp_path / "cpuinfo"
-    fake.write_text("processor\t: 0\nflags\t\t: avx512f avx512_bf16\n")
-    monkeypatch.setattr(cpu, "CPUINFO", fake)
+@pytest.mark.usefixtures("bf16_cpu")
+def test_overflow_on_several_tiles_is_said_once_per_run(register: Register) -> None:
     calls: list[torch.dtype] = []
 
     def overflowing_below_fp32(context: EngineContext) -> Forward:
