@@ -291,16 +291,16 @@ class SwinTransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, grid: _Grid) -> torch.Tensor:
         """x: (B, H*W, C) tokens of an image of ``grid.size`` = (H, W), both multiples of the window,
         computed for ``grid.valid`` alone where it is given (see :func:`padding_window_mask`)."""
-        (h, w), windows, valid = grid
+        (h, w), windows, valid, padding_mask = grid
         b, _, c = x.shape
         y = self.norm1(x)
         if windows.enabled:  # one cached gather replaces roll + partition (and reverse + roll)
             layout = windows.get(h, w, self.window, self.shift, x.device)
             y = y.index_select(1, layout.order).view(-1, self.window**2, c)
-            if valid is None or not self.shift:
+            if padding_mask is None or not self.shift:
                 y = self.attn(y, layout.mask, layout.unmasked)
             else:  # every window masked: the layout's shift mask and the padding's keys
-                y = self.attn(y, padding_window_mask(layout, valid), 0)
+                y = self.attn(y, padding_mask, 0)
             y = y.view(b, h * w, c).index_select(1, layout.inverse)
         else:  # the authors' order of operations, mask rebuilt on the CPU in every block
             y = y.view(b, h, w, c)
@@ -364,12 +364,15 @@ class _WindowCache:
 
 
 class _Grid(NamedTuple):
-    """Where the body's tokens lie: the (H, W) image they form, the network's window layouts, and the
-    region computed for (``valid`` of :meth:`SwinIR.forward`; None: the whole image)."""
+    """Where the body's tokens lie: the (H, W) image they form, the network's window layouts, the region
+    computed for (``valid`` of :meth:`SwinIR.forward`; None: the whole image), and with it, where the
+    layouts are enabled, the :func:`padding_window_mask` of the shifted layout (one for every shifted block).
+    """
 
     size: tuple[int, int]
     windows: _WindowCache
-    valid: torch.Tensor | None
+    valid: torch.Tensor | None = None
+    padding_mask: torch.Tensor | None = None
 
 
 def compute_dtype(device: torch.device) -> torch.dtype:
@@ -617,6 +620,10 @@ class SwinIR(nn.Module):
         b, c, h, w = x.shape
         tokens = self.patch_embed(x)
         grid = _Grid((h, w), self._windows, valid)
+        if valid is not None and self.optimized:
+            window = self.config.window_size
+            shifted = self._windows.get(h, w, window, window // 2, x.device)
+            grid = grid._replace(padding_mask=padding_window_mask(shifted, valid))
         for layer in self.layers:
             tokens = layer(tokens, grid)
         return self.norm(tokens).transpose(1, 2).reshape(b, c, h, w)
