@@ -3,12 +3,12 @@
 a. Padded compute (geometry only): for the 25 mixed photo sizes of ``gpu_batch.py`` (120-640 pixels a
    side, seeded, each its own shape) and 640x480 frames, whole images and ``--tile`` plans, the forward
    pixels with buckets over those without, and the distinct forward shapes with and without.
-b. Fidelity: fp32 whole-image outputs with buckets against the authors' exact shapes (no buckets), per
-   model: the share of 8-bit values within one level, the largest difference, and the largest farther than
-   two windows from the bottom and right border (``inner max``). Models: the reference
-   SwinIR-S x4 checkpoint (``../shared/reference/swinir_s_x4_random.pth``) on crops of mixed sizes of the
-   McMaster images, and every tiny checkpoint of ``../shared/reference/tiny`` on its own image. All of
-   them hold RANDOM weights: trained weights may spread the border's change differently.
+b. Fidelity: fp32 whole-image outputs with buckets (the network masking the padding) against the authors'
+   exact shapes (no buckets), per model: the largest difference of the unclamped float outputs, the share
+   of 8-bit values within one level, the largest 8-bit difference, and the largest farther than two windows
+   from the bottom and right border (``inner max``). Models: the reference SwinIR-S x4 checkpoint
+   (``../shared/reference/swinir_s_x4_random.pth``) on crops of mixed sizes of the McMaster images, and
+   every tiny checkpoint of ``../shared/reference/tiny`` on its own image, all with RANDOM weights.
 
     python benchmarks/shape_buckets.py [--device cpu|cuda] [--crops 12] [--threads 2]
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -71,22 +72,58 @@ def padded_compute() -> None:
             )
 
 
-def level_differences(expected: np.ndarray, produced: np.ndarray, band: int) -> tuple[int, int, int, int]:
-    """(values within one level, all values, the largest difference, the largest difference farther than
-    ``band`` output pixels from the bottom and right border)."""
+def to_8bit(y: torch.Tensor) -> np.ndarray:
+    """An unclamped (1, C, H, W) output rounded to 8 bits as the authors round."""
+    return (y[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """Outputs with buckets against the exact shapes': the largest float difference, the 8-bit values
+    within one level of all ``values``, the largest 8-bit difference, and the largest farther in."""
+
+    float_max: float = 0.0
+    within: int = 0
+    values: int = 0
+    largest: int = 0
+    inner_largest: int = 0
+
+    def __add__(self, other: Fidelity) -> Fidelity:
+        return Fidelity(
+            max(self.float_max, other.float_max),
+            self.within + other.within,
+            self.values + other.values,
+            max(self.largest, other.largest),
+            max(self.inner_largest, other.inner_largest),
+        )
+
+    def row(self) -> str:
+        return (
+            f"{self.float_max:>9.2e} {100 * self.within / self.values:>14.3f}% {self.largest:>10} "
+            f"{self.inner_largest:>9}"
+        )
+
+
+def compare(expected: torch.Tensor, produced: torch.Tensor, band: int) -> Fidelity:
+    """The fidelity of one output, ``band``: output pixels from the bottom and right border not inner."""
     assert expected.shape == produced.shape, (expected.shape, produced.shape)
-    difference = np.abs(expected.astype(np.int16) - produced.astype(np.int16))
+    difference = np.abs(to_8bit(expected).astype(np.int16) - to_8bit(produced).astype(np.int16))
     inner = difference[: max(0, difference.shape[0] - band), : max(0, difference.shape[1] - band)]
-    inner_max = int(inner.max()) if inner.size else 0
-    return int(np.count_nonzero(difference <= 1)), difference.size, int(difference.max()), inner_max
+    return Fidelity(
+        float((expected - produced).abs().max()),
+        int(np.count_nonzero(difference <= 1)),
+        difference.size,
+        int(difference.max()),
+        int(inner.max()) if inner.size else 0,
+    )
 
 
 def fidelity(device: str, crops: int, shared: Path) -> None:
     print(f"\nb. fidelity on {device}, fp32 whole images, RANDOM weights: buckets against the exact shapes")
-    print("(inner: farther than two windows from the bottom and right border)")
+    print("(float: unclamped outputs; inner: farther than two windows from the bottom and right border)")
     print(
-        f"{'model':<28} {'images':>6} {'within 1 level':>15} {'max levels':>10} {'inner max':>9} "
-        f"{'seconds':>8}"
+        f"{'model':<28} {'images':>6} {'float max':>9} {'within 1 level':>15} {'max levels':>10} "
+        f"{'inner max':>9} {'seconds':>8}"
     )
     rng = np.random.default_rng(1)
     sources = [
@@ -105,7 +142,7 @@ def fidelity(device: str, crops: int, shared: Path) -> None:
     for path in sorted((shared / "reference" / "tiny").glob("*.pth")):
         image = np.load(path.with_suffix(".npz"))["image_u8"]
         cases[f"tiny {path.stem}"] = (path, [image if image.ndim == 3 else image[..., None]])
-    totals = [0, 0, 0, 0]
+    totals = Fidelity()
     for name, (weights, images) in cases.items():
         started = time.perf_counter()
         exact, bucketed = (
@@ -114,20 +151,19 @@ def fidelity(device: str, crops: int, shared: Path) -> None:
             )
             for mode in ("off", "on")
         )
-        within = values = largest = inner = 0
+        assert bucketed.shape_buckets and not exact.shape_buckets
+        measured = Fidelity()
         band = 2 * exact.window * exact.scale
         for image in images:
             pixels = image if image.shape[2] == exact.channels else np.repeat(image[..., :1], 3, axis=2)
-            counted = level_differences(exact.restore_pixels(pixels), bucketed.restore_pixels(pixels), band)
-            within, values = within + counted[0], values + counted[1]
-            largest, inner = max(largest, counted[2]), max(inner, counted[3])
+            x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div(255).to(exact.device)
+            with torch.inference_mode():
+                outputs = [restorer.forward_padded(x).cpu() for restorer in (exact, bucketed)]
+            measured += compare(*outputs, band)
         seconds = time.perf_counter() - started
-        print(
-            f"{name:<28} {len(images):>6} {100 * within / values:>14.3f}% {largest:>10} {inner:>9} "
-            f"{seconds:>8.1f}"
-        )
-        totals = [totals[0] + within, totals[1] + values, max(totals[2], largest), max(totals[3], inner)]
-    print(f"{'all':<28} {'':>6} {100 * totals[0] / totals[1]:>14.3f}% {totals[2]:>10} {totals[3]:>9}")
+        print(f"{name:<28} {len(images):>6} {measured.row()} {seconds:>8.1f}")
+        totals += measured
+    print(f"{'all':<28} {'':>6} {totals.row()}")
 
 
 def main() -> None:

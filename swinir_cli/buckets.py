@@ -4,7 +4,9 @@ A forward pass pays set-up costs once per input shape and process (cuDNN plans, 
 network's window layouts, compiled graphs): over a batch of images of mixed sizes, every image is a new
 shape. With buckets, the padded side of a forward input (a window multiple, padded as the authors pad)
 is padded further, by the caller, up to the next rung of a short ladder, so that every input of a run
-falls into one of a few tens of shapes, each paying its set-up once.
+falls into one of a few tens of shapes, each paying its set-up once. The network then computes the
+authors' padded region alone (``valid`` of :meth:`swinir_cli.network.SwinIR.forward`): the pixels are those
+of the authors' shapes, and the padding costs compute only.
 
 The ladder's rungs grow by x1.5 and x1.33 in turn (64, 96, 128, 192, 256, 384, 512, 768, 1024, each
 rounded up to a multiple of the window); above the top rung a side rounds up to a multiple of 256 (also

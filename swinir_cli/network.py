@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -287,21 +288,30 @@ class SwinTransformerBlock(nn.Module):
         self.norm2 = FloatLayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int], windows: _WindowCache) -> torch.Tensor:
-        """x: (B, H*W, C) tokens of an image of ``size`` = (H, W), both multiples of the window."""
-        h, w = size
+    def forward(self, x: torch.Tensor, grid: _Grid) -> torch.Tensor:
+        """x: (B, H*W, C) tokens of an image of ``grid.size`` = (H, W), both multiples of the window,
+        computed for ``grid.valid`` alone where it is given (see :func:`padding_window_mask`)."""
+        (h, w), windows, valid, padding_mask = grid
         b, _, c = x.shape
         y = self.norm1(x)
         if windows.enabled:  # one cached gather replaces roll + partition (and reverse + roll)
             layout = windows.get(h, w, self.window, self.shift, x.device)
             y = y.index_select(1, layout.order).view(-1, self.window**2, c)
-            y = self.attn(y, layout.mask, layout.unmasked)
+            if padding_mask is None or not self.shift:
+                y = self.attn(y, layout.mask, layout.unmasked)
+            else:  # every window masked: the layout's shift mask and the padding's keys
+                y = self.attn(y, padding_mask, 0)
             y = y.view(b, h * w, c).index_select(1, layout.inverse)
         else:  # the authors' order of operations, mask rebuilt on the CPU in every block
             y = y.view(b, h, w, c)
+            mask = None
             if self.shift:
                 y = torch.roll(y, shifts=(-self.shift, -self.shift), dims=(1, 2))
-            mask = shift_window_mask(h, w, self.window, self.shift).to(x.device) if self.shift else None
+                mask = shift_window_mask(h, w, self.window, self.shift).to(x.device)
+                if valid is not None:
+                    rolled = torch.roll(valid, shifts=(-self.shift, -self.shift), dims=(0, 1))
+                    keys = window_partition(rolled.view(1, h, w, 1), self.window).squeeze(-1)
+                    mask = mask + _key_mask(keys, mask.dtype)
             y = window_reverse(
                 self.attn(window_partition(y, self.window), mask, optimized=False), self.window, h, w
             )
@@ -353,6 +363,18 @@ class _WindowCache:
         return self._layouts[key]
 
 
+class _Grid(NamedTuple):
+    """Where the body's tokens lie: the (H, W) image they form, the network's window layouts, the region
+    computed for (``valid`` of :meth:`SwinIR.forward`; None: the whole image), and with it, where the
+    layouts are enabled, the :func:`padding_window_mask` of the shifted layout (one for every shifted block).
+    """
+
+    size: tuple[int, int]
+    windows: _WindowCache
+    valid: torch.Tensor | None = None
+    padding_mask: torch.Tensor | None = None
+
+
 def compute_dtype(device: torch.device) -> torch.dtype:
     """The dtype matmuls run in on ``device`` now: autocast's when it is enabled there, else float32."""
     return autocast_dtype(device.type) or torch.float32
@@ -390,6 +412,59 @@ def _window_layout(
     return _WindowLayout(order.to(device), inverse.to(device), unmasked, mask)
 
 
+def padding_window_mask(layout: _WindowLayout, valid: torch.Tensor) -> torch.Tensor:
+    """(nW, N, N) additive mask for every window of a shifted ``layout`` of an H x W canvas whose ``valid``
+    (H, W) bool region, its top-left H' x W' (window multiples), is the image the result is wanted for: the
+    layout's shift mask (zero for its first ``unmasked`` windows) plus :data:`SHIFT_MASK_VALUE` on every key
+    outside ``valid``, in the layout mask's dtype. Gathered in the graph through ``layout.order``, so a
+    compiled network has one graph per canvas shape, whatever region is valid.
+
+    Why the valid queries then attend exactly as in the authors' shifted windows of the H' x W' image
+    (window M, shift s; rows here, columns alike, and a window's groups are products of a row group and a
+    column group): the authors roll the H' rows by -s, so their windows hold the rows [kM + s, (k+1)M + s)
+    for k < H'/M - 1, and their last one joins [H' - M + s, H') with the wrapped rows [0, s), two groups their
+    mask keeps apart. The canvas (H >= H' + M, or H = H' where nothing changes) rolls its H rows: its first
+    H'/M - 1 windows are the same; the next holds [H' - M + s, H') with padding rows [H', H' + s), and its
+    last window joins the padding rows [H - M + s, H) with the wrapped [0, s), apart by the canvas' own mask.
+    Masking the padding keys leaves every valid query the valid keys of its authors' group, each with the
+    same logit. What differs is what both add -100 to (the authors' other group, the padding keys): terms of
+    relative weight e^-100 for logits of the usual size. The value -100 (not -inf) also keeps the all-padding
+    windows' softmax finite; their queries are junk, which the caller crops away.
+    """
+    windows, n = layout.order.numel() // layout.mask.shape[-1], layout.mask.shape[-1]
+    keys = valid.reshape(-1).index_select(0, layout.order).view(windows, n)
+    shifted = torch.cat([layout.mask.new_zeros(layout.unmasked, n, n), layout.mask])
+    return shifted + _key_mask(keys, layout.mask.dtype)
+
+
+def _key_mask(keys: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(nW, 1, N) additive mask from (nW, N) bool: 0 on a valid key, :data:`SHIFT_MASK_VALUE` elsewhere."""
+    return torch.where(keys, 0.0, SHIFT_MASK_VALUE).to(dtype).unsqueeze(1)
+
+
+def masked_convs(module: nn.Module, x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """``module(x)`` for a conv or a ``Sequential`` of convs, activations and PixelShuffles; with ``valid``
+    (H, W) bool, x is set to 0 outside it before every conv wider than 1x1, as the authors' convs see their
+    zero padding around the valid region alone (``torch.where``: values outside may be anything, inf
+    included), and ``valid`` grows with each PixelShuffle. None: plain ``module(x)``."""
+    if valid is None:
+        return module(x)
+    for layer in module if isinstance(module, nn.Sequential) else (module,):
+        if isinstance(layer, nn.PixelShuffle):
+            valid = upscaled_valid(valid, layer.upscale_factor)
+        elif isinstance(layer, nn.Conv2d) and layer.kernel_size != (1, 1):
+            x = torch.where(valid, x, 0)
+        x = layer(x)
+    return x
+
+
+def upscaled_valid(valid: torch.Tensor | None, factor: int) -> torch.Tensor | None:
+    """The region that a PixelShuffle or nearest upsampling by ``factor`` makes of ``valid`` (None: None)."""
+    if valid is None or factor == 1:
+        return valid
+    return valid.repeat_interleave(factor, 0).repeat_interleave(factor, 1)
+
+
 def _conv_block(dim: int, kind: str) -> nn.Module:
     """The convolution closing a residual group and the trunk: one 3x3, or 3x3 → 1x1 → 3x3 at dim/4."""
     if kind == "1conv":
@@ -414,9 +489,9 @@ class ResidualGroup(nn.Module):
             for i in range(depth)
         )
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int], windows: _WindowCache) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid: _Grid) -> torch.Tensor:
         for block in self.blocks:
-            x = block(x, size, windows)
+            x = block(x, grid)
         return x
 
 
@@ -429,11 +504,11 @@ class RSTB(nn.Module):
         self.residual_group = ResidualGroup(dim, depth, num_heads, config.window_size, config.mlp_ratio)
         self.conv = _conv_block(dim, config.resi_connection)
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int], windows: _WindowCache) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid: _Grid) -> torch.Tensor:
         """x: (B, H*W, C) contiguous tokens -> the same; the conv sees them as channels-last (B, C, H, W)."""
         b, _, c = x.shape
-        y = self.residual_group(x, size, windows)
-        y = self.conv(y.transpose(1, 2).view(b, c, *size))
+        y = self.residual_group(x, grid)
+        y = masked_convs(self.conv, y.transpose(1, 2).view(b, c, *grid.size), grid.valid)
         return x + y.flatten(2).transpose(1, 2)
 
 
@@ -539,35 +614,63 @@ class SwinIR(nn.Module):
                 -(-height // window) * window, -(-width // window) * window, window, shift, device
             )
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Deep features of shallow features x: (B, C, H, W) -> (B, C, H, W), H and W window multiples."""
+    def forward_features(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Deep features of shallow features x: (B, C, H, W) -> (B, C, H, W), H and W window multiples;
+        ``valid``: see :meth:`forward`."""
         b, c, h, w = x.shape
         tokens = self.patch_embed(x)
+        grid = _Grid((h, w), self._windows, valid)
+        if valid is not None and self.optimized:
+            window = self.config.window_size
+            shifted = self._windows.get(h, w, window, window // 2, x.device)
+            grid = grid._replace(padding_mask=padding_window_mask(shifted, valid))
         for layer in self.layers:
-            tokens = layer(tokens, (h, w), self._windows)
+            tokens = layer(tokens, grid)
         return self.norm(tokens).transpose(1, 2).reshape(b, c, h, w)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, in_chans, H, W) -> (B, in_chans, H * upscale, W * upscale), see the class.
+
+        ``valid``, an (H, W) bool tensor on x's device that is True on a top-left H' x W' region (H, W, H'
+        and W' window multiples), computes the result of that region alone as if x were cropped to it
+        (within float rounding: see :func:`padding_window_mask`), in the result's region scaled by
+        ``upscale``; the rest of the result is junk. Each conv sees the features outside the region as
+        zeros (:func:`masked_convs`), each shifted window's attention masks the keys outside it, and the
+        input outside it may hold anything. Being a tensor, not a size, it leaves a compiled graph one
+        per input shape. None: the whole input, as the authors compute it.
+
+        Raises:
+            ValueError: ``valid`` is given for an input whose sides are not window multiples, or has not
+                its shape.
+        """
         h, w = x.shape[2:]
         window = self.config.window_size
+        if valid is not None and (h % window or w % window or tuple(valid.shape) != (h, w)):
+            raise ValueError(
+                f"a valid region needs an input of window multiples ({window}) and its own (H, W) shape; "
+                f"got input {h}x{w}, region {tuple(valid.shape)}"
+            )
         x = F.pad(x, (0, -w % window, 0, -h % window), mode="reflect")
         x = (x - self.mean.to(x.dtype)) * self.config.img_range
 
-        features = self.conv_first(x)
-        body = self.conv_after_body(self.forward_features(features)) + features
-        up = self.config.upsampler
+        features = masked_convs(self.conv_first, x, valid)
+        body = masked_convs(self.conv_after_body, self.forward_features(features, valid), valid) + features
+        up, scaled = self.config.upsampler, upscaled_valid(valid, self.config.upscale)
         if up == "pixelshuffle":
-            x = self.conv_last(self.upsample(self.conv_before_upsample(body)))
+            x = masked_convs(self.upsample, masked_convs(self.conv_before_upsample, body, valid), valid)
+            x = masked_convs(self.conv_last, x, scaled)
         elif up == "pixelshuffledirect":
-            x = self.upsample(body)
+            x = masked_convs(self.upsample, body, valid)
         elif up == "nearest+conv":
-            x = self.conv_before_upsample(body)
-            x = self.lrelu(self.conv_up1(F.interpolate(x, scale_factor=2, mode="nearest")))
+            x = masked_convs(self.conv_before_upsample, body, valid)
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = self.lrelu(masked_convs(self.conv_up1, x, upscaled_valid(valid, 2)))
             if self.config.upscale == 4:
-                x = self.lrelu(self.conv_up2(F.interpolate(x, scale_factor=2, mode="nearest")))
-            x = self.conv_last(self.lrelu(self.conv_hr(x)))
+                x = F.interpolate(x, scale_factor=2, mode="nearest")
+                x = self.lrelu(masked_convs(self.conv_up2, x, scaled))
+            x = masked_convs(self.conv_last, self.lrelu(masked_convs(self.conv_hr, x, scaled)), scaled)
         else:
-            x = x + self.conv_last(body)
+            x = x + masked_convs(self.conv_last, body, valid)
 
         x = x / self.config.img_range + self.mean.to(x.dtype)
         s = self.config.upscale

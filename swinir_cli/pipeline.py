@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .buckets import MAX_SIDE_GROWTH, bucket_side
 from .checkpoint import load_model
@@ -41,7 +42,8 @@ __all__ = ["Restorer", "resolve_precision", "select_device"]
 class Restorer:
     """A loaded model ready to restore images, computing as its :class:`~swinir_cli.settings.RestoreSettings`
     say (device, tiles, precision, engine, TTA, TF32, alpha, shape buckets: :attr:`shape_buckets` is whether
-    they are on for its device).
+    they are on for its device and engine: never with an engine that does not take the network's valid
+    region, :attr:`~swinir_cli.engines.EngineSpec.takes_valid`).
 
     Args:
         model: the network (its weights are moved to the settings' device).
@@ -77,7 +79,8 @@ class Restorer:
         self.tile_overlap = (
             default_overlap(self.window) if settings.tile_overlap is None else settings.tile_overlap
         )
-        self.shape_buckets = settings.buckets_on(self.device.type)
+        # buckets need the network's valid region, which an engine of fixed exported graphs cannot take
+        self.shape_buckets = settings.buckets_on(self.device.type) and self.engine.takes_valid
         self.on_warning = on_warning
         self._overflow_said = False
         context = EngineContext(self.model, self.device, self.dtype, settings.tf32, weights_path)
@@ -115,33 +118,46 @@ class Restorer:
         A bottom or right side that ``edges`` puts on the image border is mirrored (flip-padded) up to
         ``(side // window + 1) * window``, as the authors pad a whole image; a side inside the image (a
         tile's inner edge) only up to the window multiple, which is all the network needs. With
-        :attr:`shape_buckets` the mirroring goes on up to the side's bucket (:func:`swinir_cli.buckets.
-        bucket_side`): the authors' padding is the start of it, and the result is cropped all the same.
+        :attr:`shape_buckets` that padded input is zero-padded on to the sides' bucket
+        (:func:`swinir_cli.buckets.bucket_side`) and the network computes its padded region alone (its
+        ``valid`` region, :meth:`~swinir_cli.network.SwinIR.forward`): the same pixels within float
+        rounding, from one of a few input shapes. The result is cropped all the same.
         """
         h, w = x.shape[-2:]
         for dim, side, on_border in ((2, h, edges.bottom), (3, w, edges.right)):
             target = (side // self.window + 1 if on_border else -(-side // self.window)) * self.window
-            if self.shape_buckets:
-                target = bucket_side(target, self.window)
             while x.shape[dim] < target:  # one flip suffices unless the image is smaller than the pad
                 x = torch.cat([x, torch.flip(x, [dim])], dim)
             x = x.narrow(dim, 0, target)
-        return self._forward(x)[..., : h * self.scale, : w * self.scale]
+        valid = None
+        if self.shape_buckets:
+            x, valid = self._to_bucket(x)
+        return self._forward(x, valid)[..., : h * self.scale, : w * self.scale]
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _to_bucket(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, C, H', W') padded as the authors pad -> (the input zero-padded to its bucket, the (Hb, Wb)
+        bool region of the authors' H' x W' in it, on x's device)."""
+        height, width = x.shape[-2:]
+        bucket = (bucket_side(height, self.window), bucket_side(width, self.window))
+        valid = torch.zeros(bucket, dtype=torch.bool, device=x.device)
+        valid[:height, :width] = True
+        return F.pad(x, (0, bucket[1] - width, 0, bucket[0] - height)), valid
+
+    def _forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """The engine's forward; below fp32 a result with inf/NaN is recomputed once in fp32 by PyTorch (the
         first such tile of this restorer is reported), and a result that is still not finite fails the image
-        (clamped, NaN would be written black and inf white).
+        (clamped, NaN would be written black and inf white). ``valid``: the network's valid region in a
+        bucketed input (None: the whole input).
 
         Raises:
             NonFiniteResultError: the fp32 result holds inf or NaN.
         """
-        y = self._engine(x)
+        y = self._engine(x) if valid is None else self._engine(x, valid)
         if self.dtype != torch.float32 and not torch.isfinite(y).all():
             if self.on_warning is not None and not self._overflow_said:
                 self._overflow_said = True
                 self.on_warning(f"{PRECISION_NAMES[self.dtype]} overflowed on a tile; recomputed it in fp32")
-            y = self._in_fp32(x)
+            y = self._in_fp32(x, valid)
         if not torch.isfinite(y).all():
             raise NonFiniteResultError(
                 "the model's result holds inf or NaN even in fp32 (its weights overflow)"

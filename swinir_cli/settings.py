@@ -28,12 +28,12 @@ PRECISION_CHOICES = (AUTO, *COMPUTE_PRECISIONS)
 ALPHA_MODES = ("bicubic", "model")
 #: What ``--shape-buckets`` takes (``auto``: see :data:`SHAPE_BUCKETS_AUTO_DEVICES`).
 SHAPE_BUCKET_CHOICES = (AUTO, "on", "off")
-#: The device types on which ``--shape-buckets auto`` turns buckets on (unless ``--tile 0``): none until
-#: they are measured to pay on one. On the CPU, with random weights (benchmarks/shape_buckets.py), they cost
-#: 1.15-1.46 times the forward pixels and moved values within two windows of the bottom and right border
-#: by up to 151 8-bit levels (SwinIR-S x4; 98.5 % of values within one level, farther in at most one);
-#: whether the set-up they save on a GPU outweighs that is unmeasured.
-SHAPE_BUCKETS_AUTO_DEVICES: tuple[str, ...] = ()
+#: The device types on which ``--shape-buckets auto`` turns buckets on (unless ``--tile 0``): CUDA, where
+#: the set-up a shape pays (kernel plans, compiled graphs) is what buckets save. Their pixels are the exact
+#: shapes' within float rounding (the network masks the padding: ``valid`` of
+#: :meth:`swinir_cli.network.SwinIR.forward`), so what they cost is the padded compute only: on the CPU
+#: (benchmarks/shape_buckets.py) 1.15-1.46 times the forward pixels, which no set-up saved there repays.
+SHAPE_BUCKETS_AUTO_DEVICES: tuple[str, ...] = ("cuda",)
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,10 @@ class RestoreSettings:
         shape_buckets: pad every forward input further, bottom and right, to one of a few canonical
             shapes (:mod:`swinir_cli.buckets`), so that a run of mixed sizes pays each shape's set-up once
             (``on``), or keep the authors' padded shapes (``off``); ``auto`` is on where
-            :data:`SHAPE_BUCKETS_AUTO_DEVICES` says, unless ``tile`` is 0 (see :meth:`buckets_on`): nowhere
-            yet. Pixels within about two windows of the bottom and right border then see more mirrored
-            context than the authors' padding gives, and change.
+            :data:`SHAPE_BUCKETS_AUTO_DEVICES` says (CUDA), unless ``tile`` is 0 (see :meth:`buckets_on`).
+            The network computes the authors' padded region alone, so the pixels stay the same within float
+            rounding; the padding costs compute. Off with an engine that cannot take the network's valid
+            region (OpenVINO: see :class:`~swinir_cli.pipeline.Restorer`).
 
     Raises:
         UsageError: a value out of range or unknown, naming its option.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,15 @@ def register() -> Iterator[Register]:
         del ENGINES[name]
 
 
+@pytest.fixture
+def bf16_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The CPU claims native bf16, which the Restorer asks for: PyTorch emulates it where the CPU lacks it
+    (see test_pipeline), so the numbers are checked on any CPU."""
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nflags\t\t: avx512f avx512_bf16\n")
+    monkeypatch.setattr(cpu, "CPUINFO", fake)
+
+
 @needs_shared
 def test_a_registered_engine_computes_the_command_s_pixels(tmp_path: Path, register: Register) -> None:
     calls: list[tuple[int, ...]] = []
@@ -70,12 +80,8 @@ def test_a_registered_engine_computes_the_command_s_pixels(tmp_path: Path, regis
 
 
 @needs_shared
-def test_any_engine_s_overflow_is_recomputed_once_in_fp32(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, register: Register
-) -> None:
-    fake = tmp_path / "cpuinfo"  # PyTorch emulates bf16 where the CPU lacks it (see test_pipeline)
-    fake.write_text("processor\t: 0\nflags\t\t: avx512f avx512_bf16\n")
-    monkeypatch.setattr(cpu, "CPUINFO", fake)
+@pytest.mark.usefixtures("bf16_cpu")
+def test_any_engine_s_overflow_is_recomputed_once_in_fp32(register: Register) -> None:
 
     def overflowing(context: EngineContext) -> Forward:
         return lambda x: torch.full((x.shape[0], 3, x.shape[2] * 2, x.shape[3] * 2), float("inf"))
@@ -91,12 +97,40 @@ def test_any_engine_s_overflow_is_recomputed_once_in_fp32(
 
 
 @needs_shared
-def test_overflow_on_several_tiles_is_said_once_per_run(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, register: Register
-) -> None:
-    fake = tmp_path / "cpuinfo"
-    fake.write_text("processor\t: 0\nflags\t\t: avx512f avx512_bf16\n")
-    monkeypatch.setattr(cpu, "CPUINFO", fake)
+def test_only_engines_that_take_the_valid_region_get_shape_buckets(register: Register) -> None:
+    assert {name for name, spec in ENGINES.items() if spec.takes_valid} == {"torch", "compiled"}
+    register(EngineSpec("plain", "Plain", ("cpu",), ("fp32",), "forward(x) only", eager_forward))
+    on = RestoreSettings(device="cpu", tile=0, shape_buckets="on")
+    assert Restorer.from_weights(SR_X2, on).shape_buckets
+    assert not Restorer.from_weights(SR_X2, replace(on, engine="plain")).shape_buckets
+
+
+@needs_shared
+@pytest.mark.usefixtures("bf16_cpu")
+def test_a_bucketed_overflow_is_recomputed_in_fp32_on_the_valid_region(register: Register) -> None:
+    """The fp32 recompute of a bucketed input computes the authors' region too: the exact shapes' pixels."""
+    seen: list[tuple[int, ...]] = []
+
+    def overflowing(context: EngineContext) -> Forward:
+        def forward(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+            seen.append(tuple(valid.shape))
+            return torch.full((x.shape[0], 3, x.shape[2] * 2, x.shape[3] * 2), float("inf"))
+
+        return forward
+
+    spec = EngineSpec("validinf", "Valid inf", ("cpu",), ("bf16",), "inf", overflowing, takes_valid=True)
+    register(spec)
+    settings = RestoreSettings(device="cpu", tile=0, precision="bf16", engine="validinf", shape_buckets="on")
+    pixels = np.load(TINY / "sr_pixelshuffle_x2.npz")["image_u8"]
+    restored = Restorer.from_weights(SR_X2, settings, on_warning=lambda _line: None).restore_pixels(pixels)
+    exact = Restorer.from_weights(SR_X2, RestoreSettings(device="cpu", tile=0)).restore_pixels(pixels)
+    assert seen == [(64, 64)]  # the 29x37 image's padded 32x40, in its bucket
+    assert np.abs(restored.astype(np.int16) - exact.astype(np.int16)).max() <= 1
+
+
+@needs_shared
+@pytest.mark.usefixtures("bf16_cpu")
+def test_overflow_on_several_tiles_is_said_once_per_run(register: Register) -> None:
     calls: list[torch.dtype] = []
 
     def overflowing_below_fp32(context: EngineContext) -> Forward:

@@ -81,6 +81,48 @@ def test_shift_mask_separates_wrapped_regions() -> None:
     assert set(mask[3].unique().tolist()) == {-100.0, 0.0}
 
 
+#: One tiny checkpoint per kind of network: each upsampler, the 3conv real-SR layout, gray, window 7, x8.
+VALID_REGION_CASES = [
+    "sr_pixelshuffle_x2",
+    "sr_pixelshuffle_x8",
+    "sr_pixelshuffledirect_x3",
+    "real_nearestconv_x4",
+    "real_large_3conv_x4",
+    "dn_gray",
+    "car_color_w7",
+]
+
+
+@pytest.mark.parametrize("case", VALID_REGION_CASES)
+@pytest.mark.parametrize("optimized", [True, False], ids=["fast", "authors_order"])
+def test_a_valid_region_is_computed_as_that_region_alone(case: str, optimized: bool) -> None:
+    """An image (2 x 3 windows) in the top-left of a larger canvas (4 x 5 windows) whose rest holds NaN:
+    masked convs and shifted windows give the image's own result there, finite, in either order of
+    operations."""
+    model = load_model(REFERENCE / "tiny" / f"{case}.pth")
+    model.optimized = optimized
+    window, scale, channels = model.config.window_size, model.config.upscale, model.config.in_chans
+    height, width = 2 * window, 3 * window
+    x = torch.rand(2, channels, height, width, generator=torch.Generator().manual_seed(0))
+    canvas = torch.full((2, channels, 4 * window, 5 * window), float("nan"))
+    canvas[..., :height, :width] = x
+    valid = torch.zeros(canvas.shape[2:], dtype=torch.bool)
+    valid[:height, :width] = True
+    with torch.inference_mode():
+        alone = model(x)
+        region = model(canvas, valid)[..., : height * scale, : width * scale]
+    assert torch.isfinite(region).all()
+    assert (region - alone).abs().max() < 1e-5
+
+
+def test_a_valid_region_needs_window_multiples_and_the_input_s_shape() -> None:
+    model = load_model(REFERENCE / "tiny" / "sr_pixelshuffle_x2.pth")
+    with torch.inference_mode(), pytest.raises(ValueError, match="window multiples"):
+        model(torch.rand(1, 3, 20, 24), torch.ones(20, 24, dtype=torch.bool))
+    with torch.inference_mode(), pytest.raises(ValueError, match=r"region \(16, 16\)"):
+        model(torch.rand(1, 3, 16, 24), torch.ones(16, 16, dtype=torch.bool))
+
+
 @pytest.mark.parametrize(
     "bad",
     [

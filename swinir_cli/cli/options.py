@@ -236,13 +236,17 @@ Alpha = Annotated[
 
 
 def _shape_buckets_help() -> str:
-    """``--shape-buckets``' help; what ``auto`` does comes from the settings' table of devices."""
+    """``--shape-buckets``' help; what ``auto`` does comes from the settings' table of devices, the engines
+    that cannot take buckets from the engine table."""
     devices = ", ".join(SHAPE_BUCKETS_AUTO_DEVICES)
     auto = f"on for {devices} unless --tile 0" if devices else "off until buckets are measured to pay"
+    without = " or ".join(spec.label for spec in ENGINES.values() if not spec.takes_valid)
     return (
-        "Pad each image or tile further (bottom and right, mirrored) to one of a few canonical shapes, so "
-        "that a run of mixed sizes pays each shape's set-up (kernel plans, compiled graphs) once; more "
-        f"pixels to compute, and pixels near the bottom and right border change. auto: {auto}."
+        "Pad each image or tile further (bottom and right, masked in the network) to one of a few canonical "
+        "shapes, so that a run of mixed sizes pays each shape's set-up (kernel plans, compiled graphs) once; "
+        "more pixels to compute, the same pixels within float rounding"
+        + (f"; off with the {without} engine" if without else "")
+        + f". auto: {auto}."
     )
 
 

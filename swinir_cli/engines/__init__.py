@@ -9,9 +9,11 @@ may choose), come from it.
 
 An engine is an :class:`EngineSpec` given to :func:`register_engine`; its ``factory`` turns an
 :class:`EngineContext` (the network on its device, the compute dtype, where the weights came from) into a
-forward ``(N, C, H, W) float32 -> (N, C, H*scale, W*scale) float32`` on that device. The
-:class:`~swinir_cli.pipeline.Restorer` checks every result of any engine for inf/NaN and recomputes it
-once in fp32 with PyTorch, so an engine only computes.
+forward ``(N, C, H, W) float32 -> (N, C, H*scale, W*scale) float32`` on that device. An engine whose
+``takes_valid`` is set has a forward ``(x, valid)`` too, the network's valid region
+(:meth:`swinir_cli.network.SwinIR.forward`), which shape buckets (:mod:`swinir_cli.buckets`) need; an engine
+without it runs at the authors' exact shapes. The :class:`~swinir_cli.pipeline.Restorer` checks every
+result of any engine for inf/NaN and recomputes it once in fp32 with PyTorch, so an engine only computes.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ COMPUTE_PRECISIONS = ("fp32", "fp16", "bf16")
 #: The device types an engine may run on.
 DEVICE_TYPES = {"cpu": "the CPU", "cuda": "CUDA GPUs", "mps": "Apple MPS"}
 
-Forward = Callable[["torch.Tensor"], "torch.Tensor"]
+#: An engine's forward: ``forward(x)``, and ``forward(x, valid)`` for an engine that ``takes_valid``.
+Forward = Callable[..., "torch.Tensor"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,9 @@ class EngineSpec:
         in_auto: whether ``--engine auto`` may choose it; an engine not measured faster than the one before
             it in the table over a whole run (a compiling engine's first call included) is used only when
             named.
+        takes_valid: whether its forward takes the network's valid region as a second argument
+            (``forward(x, valid)``), which shape buckets need: a forward that runs the network itself
+            does; one of a graph exported for fixed inputs does not, and then buckets are off.
 
     Raises:
         ValueError: an empty or reserved name, an unknown device type or precision.
@@ -104,6 +110,7 @@ class EngineSpec:
     requires: str | None = None
     install_hint: str = ""
     in_auto: bool = True
+    takes_valid: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or self.name == AUTO or not self.name.replace("-", "").isalnum():
@@ -205,6 +212,7 @@ register_engine(
         COMPUTE_PRECISIONS,
         "PyTorch eager (autocast below fp32)",
         FunctionRef("swinir_cli.engines.torch_eager", "eager_forward"),
+        takes_valid=True,
     )
 )
 register_engine(
@@ -228,5 +236,6 @@ register_engine(
         "torch.compile per input shape, kept in the cache folder",
         FunctionRef("swinir_cli.engines.compiled", "compiled_forward"),
         in_auto=False,
+        takes_valid=True,
     )
 )

@@ -1,7 +1,8 @@
 """SwinIR under ``torch.compile`` (Inductor): one compiled graph per input shape, kept on disk.
 
 Every input shape is compiled once per process with static shapes (``dynamic=False``: Inductor's best
-kernels; shape buckets, :mod:`swinir_cli.buckets`, keep the shapes few), and Dynamo may keep up to
+kernels; shape buckets, :mod:`swinir_cli.buckets`, keep the shapes few, their valid region being a tensor
+input of the graph, not a shape), and Dynamo may keep up to
 :data:`COMPILED_SHAPES` of them. Inductor's artifacts (its FX graph cache, generated kernels) are kept in
 ``inductor/`` of swinir's cache folder (:func:`swinir_cli.registry.cache_dir`, moved by
 ``$SWINIR_CACHE_DIR``), so a later process loads a shape's graph instead of compiling it again; a
@@ -53,9 +54,9 @@ def compiled_forward(context: EngineContext) -> Forward:
     model = context.model
 
     def with_layouts(compiled: Forward) -> Forward:
-        def network(x: torch.Tensor) -> torch.Tensor:
+        def network(x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
             model.cache_window_layouts(x.shape[-2], x.shape[-1], x.device)  # in autocast's dtype
-            return compiled(x)
+            return compiled(x) if valid is None else compiled(x, valid)
 
         return precision_forward(network, context)
 
@@ -64,11 +65,11 @@ def compiled_forward(context: EngineContext) -> Forward:
         return plain
     graphs = with_layouts(torch.compile(model, dynamic=False, mode="reduce-overhead"))
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
+    def forward(x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         if x.shape[-2] * x.shape[-1] > CUDA_GRAPH_PIXELS:
-            return plain(x)
+            return plain(x, valid)
         torch.compiler.cudagraph_mark_step_begin()
-        return graphs(x).clone()  # a graph's output is overwritten by its next replay
+        return graphs(x, valid).clone()  # a graph's output is overwritten by its next replay
 
     return forward
 

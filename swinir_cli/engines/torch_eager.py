@@ -27,16 +27,19 @@ def eager_forward(context: EngineContext) -> Forward:
 
 def precision_forward(network: Forward, context: EngineContext) -> Forward:
     """``network`` (the model or a compiled form of it) computing in ``context.dtype`` on
-    ``context.device``, TF32 as ``context.tf32`` says on CUDA; its result is float32."""
+    ``context.device``, TF32 as ``context.tf32`` says on CUDA; its result is float32. The forward takes the
+    network's valid region as an optional second argument, handed on as ``network(x, valid)``; without
+    it the network is called as ``network(x)``."""
     device, dtype = context.device, context.dtype
     matmuls = functools.partial(cuda_tf32, context.tf32) if device.type == "cuda" else contextlib.nullcontext
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
+    def forward(x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        inputs = (x,) if valid is None else (x, valid)
         with matmuls():
             if dtype == torch.float32:
-                return network(x)
+                return network(*inputs)
             with torch.autocast(device.type, dtype=dtype):
-                y = network(x)
+                y = network(*inputs)
             return y.float()
 
     return forward
