@@ -285,12 +285,9 @@ def copied(checkpoint: Path, folder: Path) -> Path:
     return target
 
 
-#: One tiny checkpoint per distinct graph OpenVINO converts: each upsampler (PixelShuffle(3), two
-#: PixelShuffle(2) stages, direct, nearest+conv twice), the 3-conv residual, window 7 at range 255, gray.
-OPENVINO_CASES = (
-    "sr_pixelshuffle_x3", "sr_pixelshuffle_x4", "sr_pixelshuffledirect_x4", "real_nearestconv_x4",
-    "real_large_3conv_x4", "car_color_w7", "dn_gray",
-)  # fmt: skip
+#: Tiny checkpoints that between them hold every operator OpenVINO converts: PixelShuffle (x3), the
+#: direct upsampler, nearest+conv with the 3-conv residual, and window 7 at range 255 on one gray channel.
+OPENVINO_CASES = ("sr_pixelshuffle_x3", "sr_pixelshuffledirect_x4", "real_large_3conv_x4", "car_gray_w7")
 
 
 @pytest.mark.usefixtures("openvino_installed")
@@ -313,7 +310,7 @@ def test_openvino_engine_matches_the_golden_pipeline_and_pytorch(checkpoint: Pat
 @pytest.mark.usefixtures("openvino_installed")
 def test_openvino_tiles_progress_and_cache_like_pytorch(tmp_path: Path) -> None:
     weights = copied(TINY / "sr_pixelshuffle_x2.pth", tmp_path)
-    pixels = np.load(TINY / "sr_pixelshuffle_x2.npz")["image_u8"]
+    pixels = np.load(TINY / "sr_pixelshuffle_x2.npz")["image_u8"][:16]  # 3 tiles of 2 shapes: 16x16, 16x24
     results, calls = {}, {}
     for engine in ("torch", "openvino"):
         progress: list[tuple[int, int]] = []
