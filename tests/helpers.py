@@ -126,6 +126,21 @@ def run_swinir_process(
     )
 
 
+def run_shells(lines: Sequence[str], cwd: Path | None = None, timeout: float = 120) -> list[Completed]:
+    """Each of ``lines`` run by ``bash -c`` as its own process, all at once (each mostly waits for its
+    start-up, so together they take about as long as one); stdout and stderr captured as bytes."""
+    started = [
+        subprocess.Popen(["bash", "-c", line], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for line in lines
+    ]
+    done = []
+    for process in started:
+        with process:
+            out, err = process.communicate(timeout=timeout)
+        done.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+    return done
+
+
 def run_many(commands: Sequence[Sequence[str | Path]], cwd: Path | None = None) -> list[Completed]:
     """Several independent ``swinir`` runs in this process, one after the other."""
     return [run_swinir(*args, cwd=cwd) for args in commands]

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import SR_X2, SWINIR, assert_one_clean_error_line, require_shared, save_rgb
+from helpers import SR_X2, SWINIR, assert_one_clean_error_line, require_shared, run_shells, save_rgb
 from hostile import full_disk
 from rich.console import Console
 from rich.progress import Progress
@@ -96,9 +96,9 @@ def test_an_image_to_stdout_on_a_disk_that_fills_up_is_a_failure(tmp_path: Path)
 
 @pytest.mark.parametrize("options", [[], ["--json"]])
 def test_a_models_listing_to_a_failing_stdout_is_one_line_and_exit_1(options: list[str]) -> None:
-    for redirect, why in ((">&-", "standard output is closed"), ("> /dev/full", "No space left on device")):
-        command = " ".join([str(SWINIR), "models", *options, redirect])
-        result = subprocess.run(["bash", "-c", command], capture_output=True, timeout=120)
+    redirects = {">&-": "standard output is closed", "> /dev/full": "No space left on device"}
+    lines = [" ".join([str(SWINIR), "models", *options, redirect]) for redirect in redirects]
+    for result, why in zip(run_shells(lines), redirects.values(), strict=True):
         assert result.returncode == 1, result.stderr
         assert_one_clean_error_line(result, "<stdout>", why)
     with subprocess.Popen(

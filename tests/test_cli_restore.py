@@ -29,6 +29,7 @@ from helpers import (
     one_thread,
     require_shared,
     run_many,
+    run_shells,
     run_swinir,
     run_swinir_process,
     save_rgb,
@@ -417,24 +418,22 @@ def test_standard_output_that_fails_or_is_closed_is_one_line_and_exit_1(tmp_path
     save_rgb(tmp_path / "big.png")
     # The reader is gone before the image is written (`| head -c 10` on a large output does the same; a
     # small image fits in the pipe's buffer, so `true` makes the broken pipe certain).
-    command = f"{SWINIR} upscale big.png -w {SR_X2} -t 0 -o - | true; exit ${{PIPESTATUS[0]}}"
-    piped = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, timeout=300)
+    upscale = f"{SWINIR} upscale big.png -w {SR_X2}"
+    piped, full, closed_out, closed_in = run_shells(
+        [
+            f"{upscale} -t 0 -o - | true; exit ${{PIPESTATUS[0]}}",
+            f"{upscale} -t 0 -o - > /dev/full",
+            f"{upscale} -o - >&-",
+            f"{SWINIR} upscale - -w {SR_X2} -o x.png <&-",
+        ],
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert piped.returncode == 1, piped.stderr
     assert_one_clean_error_line(piped, "<stdout>")
     assert b"Exception ignored" not in piped.stderr
-    full = subprocess.run(
-        ["bash", "-c", f"{SWINIR} upscale big.png -w {SR_X2} -t 0 -o - > /dev/full"],
-        cwd=tmp_path,
-        capture_output=True,
-    )
     assert full.returncode == 1 and b"No space left" in full.stderr and b"Traceback" not in full.stderr
-    closed_out = subprocess.run(
-        ["bash", "-c", f"{SWINIR} upscale big.png -w {SR_X2} -o - >&-"], cwd=tmp_path, capture_output=True
-    )
     assert closed_out.returncode == 1 and b"<stdout>: standard output is closed" in closed_out.stderr
-    closed_in = subprocess.run(
-        ["bash", "-c", f"{SWINIR} upscale - -w {SR_X2} -o x.png <&-"], cwd=tmp_path, capture_output=True
-    )
     assert closed_in.returncode == 1 and b"<stdin>: standard input is closed" in closed_in.stderr
 
 
