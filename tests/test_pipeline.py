@@ -130,8 +130,8 @@ def test_bf16_stays_close_and_overflow_is_recomputed_in_fp32(
 
     plain_forward = restorer.model.forward
 
-    def overflowing(x: torch.Tensor) -> torch.Tensor:  # what an fp16 overflow looks like on a GPU
-        y = plain_forward(x)
+    def overflowing(x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:  # an fp16 overflow
+        y = plain_forward(x, valid)  # as it looks on a GPU
         return y * float("inf") if torch.is_autocast_enabled("cpu") else y
 
     restorer.model.forward = overflowing

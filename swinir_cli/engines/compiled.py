@@ -56,7 +56,7 @@ def compiled_forward(context: EngineContext) -> Forward:
     def with_layouts(compiled: Forward) -> Forward:
         def network(x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
             model.cache_window_layouts(x.shape[-2], x.shape[-1], x.device)  # in autocast's dtype
-            return compiled(x) if valid is None else compiled(x, valid)
+            return compiled(x, valid)
 
         return precision_forward(network, context)
 

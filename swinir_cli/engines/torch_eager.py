@@ -28,18 +28,16 @@ def eager_forward(context: EngineContext) -> Forward:
 def precision_forward(network: Forward, context: EngineContext) -> Forward:
     """``network`` (the model or a compiled form of it) computing in ``context.dtype`` on
     ``context.device``, TF32 as ``context.tf32`` says on CUDA; its result is float32. The forward takes the
-    network's valid region as an optional second argument, handed on as ``network(x, valid)``; without
-    it the network is called as ``network(x)``."""
+    network's valid region as an optional second argument and hands it on: ``network(x, valid)``."""
     device, dtype = context.device, context.dtype
     matmuls = functools.partial(cuda_tf32, context.tf32) if device.type == "cuda" else contextlib.nullcontext
 
     def forward(x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        inputs = (x,) if valid is None else (x, valid)
         with matmuls():
             if dtype == torch.float32:
-                return network(*inputs)
+                return network(x, valid)
             with torch.autocast(device.type, dtype=dtype):
-                y = network(*inputs)
+                y = network(x, valid)
             return y.float()
 
     return forward
