@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict
@@ -104,6 +106,18 @@ def test_released_layout_loads_strictly_runs_and_rejects_every_mismatch(row: dic
     reshaped = dict(state, **{victim: torch.zeros(shapes[victim][0], shapes[victim][1] + 1)})
     with pytest.raises(StateDictMismatchError, match=f"mis-shaped {victim}"):
         model_from_state_dict(reshaped)
+
+
+def test_loading_a_checkpoint_does_not_import_the_symbolic_shape_machinery() -> None:
+    """The shape check builds the network on the meta device; an op there that PyTorch decomposes imports
+    sympy and Dynamo (over a second at every start of ``swinir`` and of each worker process)."""
+    code = (
+        "import sys; from swinir_cli.checkpoint import load_model; "
+        f"load_model({str(REFERENCE / 'tiny' / 'real_nearestconv_x2.pth')!r}); "
+        "print(sorted({'sympy', 'torch._dynamo'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr[-2000:]
 
 
 def test_authors_file_prefers_params_ema(tmp_path: Path) -> None:
