@@ -109,7 +109,8 @@ def window_reverse(windows: torch.Tensor, window: int, h: int, w: int) -> torch.
 
 def relative_position_index(window: int) -> torch.Tensor:
     """(window², window²) indices into a ((2·window - 1)², heads) bias table, as the authors build it."""
-    axis = torch.arange(window, device="cpu")  # also under torch.device("meta"): arange there imports sympy (~1 s)
+    # on the CPU even under torch.device("meta"), where arange's decomposition imports sympy (~1 s)
+    axis = torch.arange(window, device="cpu")
     coords = torch.stack(torch.meshgrid(axis, axis, indexing="ij")).flatten(1)
     relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
     return relative[:, :, 0] * (2 * window - 1) + relative[:, :, 1]
