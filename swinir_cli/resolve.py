@@ -16,15 +16,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .checkpoint import detect_config, load_model, read_state_dict
 from .download import DownloadListener, verified_weights_path
 from .errors import ModelNotFoundError, ModelUnavailableError, SwinIRError, UsageError
 from .imageio import LoadedImage
-from .pipeline import Restorer
 from .registry import ModelEntry, choose_model, get_model, load_registry
 from .settings import RestoreSettings
 from .tasks import AUTO, TASKS, Task
+
+if TYPE_CHECKING:  # PyTorch is imported with the first checkpoint read, so that `swinir models`, help and
+    from .pipeline import Restorer  # refused requests start without it (about 1.4 s of each start)
 
 __all__ = [
     "ModelChooser",
@@ -97,6 +99,8 @@ def check_request(request: ModelRequest) -> ModelFacts:
     """
     task = request.kind
     if request.weights is not None:
+        from .checkpoint import detect_config, read_state_dict
+
         config = detect_config(read_state_dict(request.weights), request.img_range)
         label = str(request.weights)
         _check_factor(request, config.upscale, label)
@@ -172,7 +176,23 @@ def load_restorer(
         path = verified_weights_path(named_entry(name_or_path))
     else:
         path = Path(name_or_path)
-    return Restorer(load_model(path), settings, on_warning=on_warning, weights_path=path)
+    return _new_restorer(path, settings, on_warning=on_warning)
+
+
+def _new_restorer(
+    path: Path,
+    settings: RestoreSettings,
+    *,
+    img_range: float | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> Restorer:
+    """The checkpoint at ``path`` loaded into a :class:`Restorer` (see
+    :func:`swinir_cli.checkpoint.load_model`)."""
+    from .checkpoint import load_model
+    from .pipeline import Restorer
+
+    model = load_model(path, img_range=img_range)
+    return Restorer(model, settings, on_warning=on_warning, weights_path=path)
 
 
 class ModelChooser:
@@ -241,8 +261,9 @@ class ModelChooser:
     def _restorer(self, label: str, path: Path) -> tuple[str, Restorer]:
         if label not in self._loaded:
             try:
-                model = load_model(path, img_range=self.request.img_range)
-                restorer = Restorer(model, self.settings, on_warning=self.on_warning, weights_path=path)
+                restorer = _new_restorer(
+                    path, self.settings, img_range=self.request.img_range, on_warning=self.on_warning
+                )
             except UsageError:
                 raise
             except SwinIRError as exc:

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -241,6 +242,24 @@ def test_models_shows_every_name_whole_at_80_columns(tmp_path: Path) -> None:
         line.split()[0] for line in lines if line.strip() and not line.startswith(("SwinIR", " name", " ─"))
     }
     assert set(load_registry()) <= shown
+
+
+#: A listing, a help text and a request refused before any image is read, each by the command's ``main``.
+WITHOUT_PYTORCH = (["models"], ["upscale", "--help"], ["upscale", "--model", "denoise-color-15", "photo.png"])
+
+
+def test_listing_help_and_refused_requests_start_without_pytorch(tmp_path: Path) -> None:
+    """Importing PyTorch takes most of a start (1.4 of 2 s here); only a command that loads a model pays."""
+    code = (
+        "import sys\nfrom swinir_cli.cli import main\n"
+        f"codes = [main(arguments) for arguments in {WITHOUT_PYTORCH!r}]\n"
+        "print(codes, 'torch' in sys.modules, file=sys.stderr)"
+    )
+    environment = {**os.environ, "SWINIR_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=environment
+    )
+    assert done.stderr.splitlines()[-1] == "[0, 0, 2] False", done.stderr[-2000:]
 
 
 def test_a_retried_download_during_a_restore_is_named_with_its_model(
