@@ -9,11 +9,13 @@ b. Fidelity: fp32 whole-image outputs with buckets (the network masking the padd
    from the bottom and right border (``inner max``). Models: the reference SwinIR-S x4 checkpoint
    (``../shared/reference/swinir_s_x4_random.pth``) on crops of mixed sizes of the McMaster images, and
    every tiny checkpoint of ``../shared/reference/tiny`` on its own image, all with RANDOM weights.
+c. Speed: seconds of SwinIR-S x4's whole-image fp32 forwards of those McMaster crops, buckets off and on
+   alternating in one process (``--rounds``; the first round is each shape's first pass, set-up included).
 
-    python benchmarks/shape_buckets.py [--device cpu|cuda] [--crops 12] [--threads 2]
+    python benchmarks/shape_buckets.py [--device cpu|cuda] [--crops 12] [--threads 2] [--rounds 3]
 
-On a lent GPU (the reference data copied to an ignored folder, as for ``gpu_check.py``), (b) there too
-(fp32, TF32 off):
+On a lent GPU (the reference data copied to an ignored folder, as for ``gpu_check.py``), (b) and (c) there
+too (fp32, TF32 off):
 
     PYTHONPATH=. python3 benchmarks/shape_buckets.py --device cuda --shared build/gpu_shared
 """
@@ -21,6 +23,7 @@ On a lent GPU (the reference data copied to an ignored folder, as for ``gpu_chec
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +42,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 WINDOW = 8
 #: ``gpu_batch.py``'s real batch: its photos (their shapes drawn as it draws them) and its frames.
 BATCH = Plan(torch.device("cpu"), dry_run=False)
+#: The SwinIR-S x4 checkpoint of random weights in the reference data.
+SWINIR_S = Path("reference") / "swinir_s_x4_random.pth"
 
 
 def forward_shapes(height: int, width: int, tile: int, buckets: bool) -> list[tuple[int, int]]:
@@ -118,6 +123,27 @@ def compare(expected: torch.Tensor, produced: torch.Tensor, band: int) -> Fideli
     )
 
 
+def mcmaster_crops(shared: Path, count: int) -> list[np.ndarray]:
+    """``count`` seeded crops of 40-160 pixels a side from the McMaster images, in turn."""
+    rng = np.random.default_rng(1)
+    sources = [
+        np.asarray(Image.open(path).convert("RGB"))
+        for path in sorted((shared / "testsets" / "McMaster").glob("*.tif"))
+    ]
+    images = []
+    for index in range(count):
+        height, width = (int(side) for side in rng.integers(40, 161, 2))
+        source = sources[index % len(sources)]
+        top, left = rng.integers(0, source.shape[0] - height), rng.integers(0, source.shape[1] - width)
+        images.append(np.ascontiguousarray(source[top : top + height, left : left + width]))
+    return images
+
+
+def as_input(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """An (H, W, C) 8-bit image as a (1, C, H, W) float input in [0, 1] on ``device``."""
+    return torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(device)
+
+
 def fidelity(device: str, crops: int, shared: Path) -> None:
     print(f"\nb. fidelity on {device}, fp32 whole images, RANDOM weights: buckets against the exact shapes")
     print("(float: unclamped outputs; inner: farther than two windows from the bottom and right border)")
@@ -125,20 +151,7 @@ def fidelity(device: str, crops: int, shared: Path) -> None:
         f"{'model':<28} {'images':>6} {'float max':>9} {'within 1 level':>15} {'max levels':>10} "
         f"{'inner max':>9} {'seconds':>8}"
     )
-    rng = np.random.default_rng(1)
-    sources = [
-        np.asarray(Image.open(path).convert("RGB"))
-        for path in sorted((shared / "testsets" / "McMaster").glob("*.tif"))
-    ]
-    swinir_s_images = []
-    for index in range(crops):
-        height, width = (int(side) for side in rng.integers(40, 161, 2))
-        source = sources[index % len(sources)]
-        top, left = rng.integers(0, source.shape[0] - height), rng.integers(0, source.shape[1] - width)
-        swinir_s_images.append(np.ascontiguousarray(source[top : top + height, left : left + width]))
-    cases = {
-        "SwinIR-S x4 (McMaster crops)": (shared / "reference" / "swinir_s_x4_random.pth", swinir_s_images)
-    }
+    cases = {"SwinIR-S x4 (McMaster crops)": (shared / SWINIR_S, mcmaster_crops(shared, crops))}
     for path in sorted((shared / "reference" / "tiny").glob("*.pth")):
         image = np.load(path.with_suffix(".npz"))["image_u8"]
         cases[f"tiny {path.stem}"] = (path, [image if image.ndim == 3 else image[..., None]])
@@ -156,7 +169,7 @@ def fidelity(device: str, crops: int, shared: Path) -> None:
         band = 2 * exact.window * exact.scale
         for image in images:
             pixels = image if image.shape[2] == exact.channels else np.repeat(image[..., :1], 3, axis=2)
-            x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div(255).to(exact.device)
+            x = as_input(pixels, exact.device)
             with torch.inference_mode():
                 outputs = [restorer.forward_padded(x).cpu() for restorer in (exact, bucketed)]
             measured += compare(*outputs, band)
@@ -166,16 +179,50 @@ def fidelity(device: str, crops: int, shared: Path) -> None:
     print(f"{'all':<28} {'':>6} {totals.row()}")
 
 
+def speed(device: str, crops: int, shared: Path, rounds: int) -> None:
+    print(f"\nc. speed on {device}, SwinIR-S x4 fp32 whole images, RANDOM weights: {crops} McMaster crops")
+    restorers = {
+        mode: Restorer.from_weights(
+            shared / SWINIR_S, RestoreSettings(device=device, tile=0, precision="fp32", shape_buckets=mode)
+        )
+        for mode in ("off", "on")
+    }
+    torch_device = restorers["off"].device
+    inputs = [as_input(image, torch_device) for image in mcmaster_crops(shared, crops)]
+    with torch.inference_mode():  # the process's own first-call costs, on a shape none of the crops has
+        for restorer in restorers.values():
+            restorer.forward_padded(torch.rand(1, 3, 24, 24, device=torch_device))
+    seconds: dict[str, list[float]] = {mode: [] for mode in restorers}
+    for round_ in range(rounds):
+        order = list(restorers) if round_ % 2 == 0 else list(reversed(restorers))
+        for mode in order:
+            started = time.perf_counter()
+            with torch.inference_mode():
+                for x in inputs:
+                    restorers[mode].forward_padded(x)
+            if torch_device.type == "cuda":
+                torch.cuda.synchronize(torch_device)
+            seconds[mode].append(time.perf_counter() - started)
+    print(f"{'buckets':<8} {'first pass s':>12} {'later passes s (median)':>24} {'every round s':<30}")
+    for mode, values in seconds.items():
+        later = f"{statistics.median(values[1:]):>24.2f}" if len(values) > 1 else f"{'':>24}"
+        print(f"{mode:<8} {values[0]:>12.2f} {later} {' '.join(f'{v:.2f}' for v in values)}")
+    ratios = [on / off for on, off in zip(seconds["on"], seconds["off"], strict=True)]
+    print(f"on / off per round: {' '.join(f'{r:.2f}' for r in ratios)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="where (b) runs: cpu (default) or cuda")
     parser.add_argument("--crops", type=int, default=12, help="McMaster crops of 40-160 pixels for SwinIR-S")
     parser.add_argument("--shared", type=Path, default=SHARED, help="holds reference/ and testsets/McMaster")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
+    parser.add_argument("--rounds", type=int, default=3, help="passes over the crops in (c), each mode")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     padded_compute()
     fidelity(args.device, args.crops, args.shared)
+    speed(args.device, args.crops, args.shared, args.rounds)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,9 @@ SHAPE_BUCKET_CHOICES = (AUTO, "on", "off")
 #: The device types on which ``--shape-buckets auto`` turns buckets on (unless ``--tile 0``): CUDA, where
 #: the set-up a shape pays (kernel plans, compiled graphs) is what buckets save. Their pixels are the exact
 #: shapes' within float rounding (the network masks the padding: ``valid`` of
-#: :meth:`swinir_cli.network.SwinIR.forward`), so what they cost is the padded compute only: on the CPU
-#: (benchmarks/shape_buckets.py) 1.15-1.46 times the forward pixels, which no set-up saved there repays.
+#: :meth:`swinir_cli.network.SwinIR.forward`); what they cost is the padded compute: 1.15-1.46 times the
+#: forward pixels, and on the CPU, where no set-up is saved, 1.6-1.7 times the seconds (SwinIR-S x4, 12
+#: mixed crops, ``python benchmarks/shape_buckets.py``, 2 cores, 2026-12-07).
 SHAPE_BUCKETS_AUTO_DEVICES: tuple[str, ...] = ("cuda",)
 
 

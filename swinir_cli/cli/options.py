@@ -238,8 +238,7 @@ Alpha = Annotated[
 def _shape_buckets_help() -> str:
     """``--shape-buckets``' help; what ``auto`` does comes from the settings' table of devices, the engines
     that cannot take buckets from the engine table."""
-    devices = ", ".join(SHAPE_BUCKETS_AUTO_DEVICES)
-    auto = f"on for {devices} unless --tile 0" if devices else "off until buckets are measured to pay"
+    auto = f"on for {', '.join(SHAPE_BUCKETS_AUTO_DEVICES)} unless --tile 0"
     without = " or ".join(spec.label for spec in ENGINES.values() if not spec.takes_valid)
     return (
         "Pad each image or tile further (bottom and right, masked in the network) to one of a few canonical "
