@@ -234,16 +234,23 @@ def _stop_ray_data(results: Generator[dict[str, np.ndarray], None, None], jobs: 
 
 
 def _await_ray_data_threads(timeout: float) -> None:
-    """Wait up to ``timeout`` seconds for Ray Data's scheduling threads (``StreamingExecutor-*``) to end.
+    """Wait up to ``timeout`` seconds for Ray Data's threads that call into Ray (:data:`RAY_DATA_THREADS`)
+    to end.
 
-    Closing the result iterator asks its executor to stop but waits only 2 s for its thread; a thread
-    still busy (an actor's image in work) that outlives ``ray.shutdown`` then touches the shut-down core
-    worker, which ends the whole process with exit 1 instead of the interrupted batch's 130.
+    Closing the result iterator asks its executor to stop but waits only 2 s for its thread, and the
+    iterator's own worker thread may still be inside a call for the next block; a thread that outlives
+    ``ray.shutdown`` and touches the shut-down core worker ends the whole process with exit 1 instead of
+    the interrupted batch's 130.
     """
     deadline = time.monotonic() + timeout
     for thread in threading.enumerate():
-        if thread.name.startswith("StreamingExecutor-") and thread is not threading.current_thread():
+        if thread.name.startswith(RAY_DATA_THREADS) and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()))
+
+
+#: Name prefixes of Ray Data's threads that call into Ray: the streaming executor's scheduling thread and
+#: the result iterator's worker (its ``Prefetcher`` only waits on a condition once the iterator is closed).
+RAY_DATA_THREADS = ("StreamingExecutor-", "iter_threaded")
 
 
 #: Set (to anything but 0) to see Ray's own log lines, as tracebacks.

@@ -265,13 +265,13 @@ def test_without_ray_the_error_says_how_to_install_it() -> None:
 
 
 INTERRUPTED_DRIVER = """
-import json, sys
+import json, sys, threading
 from pathlib import Path
 import ray
 from swinir_cli.batch import OutputOptions, plan_jobs
 from swinir_cli.jobs import run_batch
 from swinir_cli.parallel import CheckpointRunnerFactory
-from swinir_cli.ray_batch import RayRunner
+from swinir_cli.ray_batch import RAY_DATA_THREADS, RayRunner
 from swinir_cli.settings import RestoreSettings
 
 ray.init(address=sys.argv[4], logging_level="ERROR")
@@ -280,6 +280,8 @@ jobs = plan_jobs([sys.argv[1]], sys.argv[2], output).jobs
 factory = CheckpointRunnerFactory(Path(sys.argv[3]), output, RestoreSettings(tile=16, tile_overlap=8))
 report = lambda result: print(json.dumps([result.job.input_name, result.status]), flush=True)
 summary = run_batch(RayRunner(factory, workers=2), jobs, on_result=report)
+left = sorted(thread.name for thread in threading.enumerate() if thread.name.startswith(RAY_DATA_THREADS))
+print("Ray Data threads left:", left, file=sys.stderr, flush=True)
 ray.shutdown()
 sys.exit(summary.exit_code)
 """
@@ -294,6 +296,8 @@ def test_ctrl_c_of_the_driver_exits_130_and_leaves_nothing_partial(
     command = [sys.executable, "-c", INTERRUPTED_DRIVER, str(folder), str(out), str(SR_X2), local_ray]
     code, records, errors = interrupt_after_first_result(command, timeout=120, stop=stop)
     assert code == 130, errors
+    # none that could touch Ray after it shut down (that ended the driver with exit 1 now and then)
+    assert "Ray Data threads left: []" in errors, errors
     assert records[0] == [str(folder / "a_small.png"), "done"]
     assert len(records) < 4
     # Nothing partial: no hidden temporary file, and every output is a whole image. An actor may finish
