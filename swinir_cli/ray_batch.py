@@ -35,7 +35,7 @@ from .errors import SwinIRError, UsageError
 from .jobs import BatchSummary, InOrderReporter, Job, JobResult, JobRunnerFactory, JobStatus
 from .signals import interrupt_on_stop_signals
 
-__all__ = ["INSTALL_HINT", "RayRunner", "RestoreBatch", "job_rows", "require_ray"]
+__all__ = ["INSTALL_HINT", "RAY_DATA_THREADS", "RayRunner", "RestoreBatch", "job_rows", "require_ray"]
 
 INSTALL_HINT = "--ray needs Ray Data, which is not installed: pip install 'swinir-cli[ray]'"
 #: The columns of a job row, and of the result row an actor returns for it.
@@ -214,8 +214,11 @@ class RayRunner:
                 ray.shutdown()
 
 
-#: Seconds an interrupted batch waits in all for Ray Data's executor threads to end before Ray shuts down.
+#: Seconds an interrupted batch waits in all for Ray Data's threads to end before Ray shuts down.
 RAY_DATA_STOP_S = 30.0
+#: Name prefixes of Ray Data's threads that call into Ray: the streaming executor's scheduling thread and
+#: the result iterator's worker (its ``Prefetcher`` only waits on a condition once the iterator is closed).
+RAY_DATA_THREADS = ("StreamingExecutor-", "iter_threaded")
 
 
 def _stop_ray_data(results: Generator[dict[str, np.ndarray], None, None], jobs: Sequence[Job]) -> None:
@@ -246,11 +249,6 @@ def _await_ray_data_threads(timeout: float) -> None:
     for thread in threading.enumerate():
         if thread.name.startswith(RAY_DATA_THREADS) and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()))
-
-
-#: Name prefixes of Ray Data's threads that call into Ray: the streaming executor's scheduling thread and
-#: the result iterator's worker (its ``Prefetcher`` only waits on a condition once the iterator is closed).
-RAY_DATA_THREADS = ("StreamingExecutor-", "iter_threaded")
 
 
 #: Set (to anything but 0) to see Ray's own log lines, as tracebacks.
