@@ -126,6 +126,22 @@ def run_swinir_process(
     )
 
 
+def run_python(
+    code: str, *, env: Mapping[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter of this Python (``env`` added to this environment), for what a
+    test process cannot show: which modules an import or a load pulls in, a process's peak memory, its
+    limits; stdout and stderr are captured as text."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
+
+
 def run_shells(lines: Sequence[str], cwd: Path | None = None, timeout: float = 120) -> list[Completed]:
     """Each of ``lines`` run by ``bash -c`` as its own process, all at once (each mostly waits for its
     start-up, so together they take about as long as one); stdout and stderr captured as bytes."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict
@@ -22,6 +20,7 @@ from helpers import (
     random_state_dict,
     require_shared,
     run_many,
+    run_python,
     run_swinir,
 )
 from hostile import (
@@ -116,7 +115,7 @@ def test_loading_a_checkpoint_does_not_import_the_symbolic_shape_machinery() -> 
         f"load_model({str(REFERENCE / 'tiny' / 'real_nearestconv_x2.pth')!r}); "
         "print(sorted({'sympy', 'torch._dynamo'} & set(sys.modules)))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = run_python(code)
     assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr[-2000:]
 
 

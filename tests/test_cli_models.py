@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from helpers import (
     assert_one_clean_error_line,
     official_models,
     require_shared,
+    run_python,
     run_swinir,
     save_rgb,
     stderr_lines,
@@ -255,10 +255,7 @@ def test_listing_help_and_refused_requests_start_without_pytorch(tmp_path: Path)
         f"codes = [main(arguments) for arguments in {WITHOUT_PYTORCH!r}]\n"
         "print(codes, 'torch' in sys.modules, file=sys.stderr)"
     )
-    environment = {**os.environ, "SWINIR_CACHE_DIR": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=environment
-    )
+    done = run_python(code, env={"SWINIR_CACHE_DIR": str(tmp_path)})
     assert done.stderr.splitlines()[-1] == "[0, 0, 2] False", done.stderr[-2000:]
 
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import platform
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import REFERENCE, needs_shared
+from helpers import REFERENCE, needs_shared, run_python
 
 from swinir_cli import cpu
 from swinir_cli.devices import check_cpu_precision
@@ -72,5 +70,6 @@ def test_the_allocator_is_tuned_once_per_process() -> None:
     was seen to vary from process to process (reused in 4 of 6 probes on 2026-12-02), so that gain is
     measured by benchmarks/cpu_allocator.py, not asserted here."""
     probe = "from swinir_cli import cpu; t = cpu.tune_allocator(); print(t, cpu.tune_allocator() is t)"
-    done = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True)
+    done = run_python(probe)
+    assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["True", "True"]

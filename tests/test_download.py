@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import REFERENCE, SWINIR, require_shared, run_swinir, save_rgb
+from helpers import REFERENCE, SWINIR, require_shared, run_python, run_swinir, save_rgb
 from hostile import FILE_NAME, TINY, TINY_BYTES, TINY_SHA256, WeightServer, full_disk, register
 from safetensors import safe_open
 
@@ -608,7 +608,7 @@ for module in pkgutil.walk_packages(swinir_cli.__path__, "swinir_cli."):
 from swinir_cli import cache_records
 print(cache_records.FileLock.__name__)
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    result = run_python(script)
     assert result.returncode == 0, result.stderr
 
 

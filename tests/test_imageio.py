@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers import TESTSETS, require_shared
+from helpers import TESTSETS, require_shared, run_python
 from hostile import full_disk, with_sparse_tail
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -568,7 +568,7 @@ except ImageError as exc:
     print(exc)
     sys.exit(3)
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    result = run_python(script, timeout=60)
     assert result.returncode == 3, result.stderr
     assert "big.png: cannot write (file too large)" in result.stdout
     assert leftover_files(tmp_path) == []
@@ -678,7 +678,7 @@ except ImageError as exc:
     print(exc)
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    result = run_python(script)
     message, grown_mb = result.stdout.splitlines()
     assert message == f"{big}: not an image (no image format recognises its contents)", result.stderr
     assert int(grown_mb) < 100  # reading it whole would have taken 3 GB
@@ -694,7 +694,7 @@ image = read_image({str(tailed)!r})
 print(image.width, image.height)
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    result = run_python(script)
     size, grown_mb = result.stdout.splitlines()
     assert size == "24 24", result.stderr
     assert int(grown_mb) < 100  # reading it whole took 2 GB
