@@ -144,6 +144,19 @@ def as_input(image: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(device)
 
 
+def buckets_off_and_on(weights: Path, device: str) -> dict[str, Restorer]:
+    """Whole-image fp32 restorers of ``weights`` on ``device``: ``off`` at the authors' exact shapes, ``on``
+    with shape buckets."""
+    restorers = {
+        mode: Restorer.from_weights(
+            weights, RestoreSettings(device=device, tile=0, precision="fp32", shape_buckets=mode)
+        )
+        for mode in ("off", "on")
+    }
+    assert restorers["on"].shape_buckets and not restorers["off"].shape_buckets
+    return restorers
+
+
 def fidelity(device: str, crops: int, shared: Path) -> None:
     print(f"\nb. fidelity on {device}, fp32 whole images, RANDOM weights: buckets against the exact shapes")
     print("(float: unclamped outputs; inner: farther than two windows from the bottom and right border)")
@@ -158,13 +171,7 @@ def fidelity(device: str, crops: int, shared: Path) -> None:
     totals = Fidelity()
     for name, (weights, images) in cases.items():
         started = time.perf_counter()
-        exact, bucketed = (
-            Restorer.from_weights(
-                weights, RestoreSettings(device=device, tile=0, precision="fp32", shape_buckets=mode)
-            )
-            for mode in ("off", "on")
-        )
-        assert bucketed.shape_buckets and not exact.shape_buckets
+        exact, bucketed = buckets_off_and_on(weights, device).values()
         measured = Fidelity()
         band = 2 * exact.window * exact.scale
         for image in images:
@@ -181,12 +188,7 @@ def fidelity(device: str, crops: int, shared: Path) -> None:
 
 def speed(device: str, crops: int, shared: Path, rounds: int) -> None:
     print(f"\nc. speed on {device}, SwinIR-S x4 fp32 whole images, RANDOM weights: {crops} McMaster crops")
-    restorers = {
-        mode: Restorer.from_weights(
-            shared / SWINIR_S, RestoreSettings(device=device, tile=0, precision="fp32", shape_buckets=mode)
-        )
-        for mode in ("off", "on")
-    }
+    restorers = buckets_off_and_on(shared / SWINIR_S, device)
     torch_device = restorers["off"].device
     inputs = [as_input(image, torch_device) for image in mcmaster_crops(shared, crops)]
     with torch.inference_mode():  # the process's own first-call costs, on a shape none of the crops has
